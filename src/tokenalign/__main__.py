@@ -1,0 +1,5 @@
+"""Allow ``python -m tokenalign``."""
+
+from tokenalign.cli import main
+
+raise SystemExit(main())

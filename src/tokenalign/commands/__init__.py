@@ -1,0 +1,24 @@
+"""One module per CLI subcommand, each with ``register(subparsers)``.
+
+A command module keeps heavy imports inside its ``run`` function so that building the
+parser (``tokenalign --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shared ``-c/--config`` and ``--set`` options of every config-driven command."""
+    parser.add_argument("-c", "--config", metavar="YAML", help="config file (YAML); defaults apply to keys it omits")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one config value, e.g. --set train.lr=1e-5 (repeatable; values are YAML)",
+    )

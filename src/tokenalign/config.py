@@ -1,0 +1,246 @@
+"""Config dataclasses: load from YAML, override from the command line, save to a run folder.
+
+Configs are plain (nested) dataclasses. :func:`from_dict` builds one from a mapping and
+rejects unknown keys and values of the wrong type with a :class:`ConfigError` that names
+the dotted key. ``--set a.b=c`` overrides are parsed as YAML scalars (``3``, ``1e-5``,
+``true``, ``[1, 2]``, ``null``), so the same types work in files and on the command line.
+No ``eval``: values are data, never code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from tokenalign.errors import ConfigError
+from tokenalign.utils.io import atomic_write_text
+
+T = TypeVar("T")
+
+__all__ = [
+    "from_dict",
+    "to_dict",
+    "parse_overrides",
+    "apply_overrides",
+    "load_config",
+    "save_config",
+    "config_to_yaml",
+]
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where it is lossless."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{key}: must be one of {choices}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = get_args(tp)
+        inner = args[0] if args else Any
+        items = [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        args = get_args(tp)
+        inner = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ConfigError(f"{key}: expected a path, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: cannot use {value!r} as {_type_name(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from ``data``; missing keys keep their defaults.
+
+    Raises :class:`ConfigError` on unknown keys (with the close matches) and wrong types.
+    Each dataclass may define ``validate(self)`` to check values; it is called here.
+    """
+    data = dict(data or {})
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        import difflib
+
+        name = unknown[0]
+        key = f"{prefix}.{name}" if prefix else name
+        close = difflib.get_close_matches(name, list(fields), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        allowed = ", ".join(sorted(fields))
+        raise ConfigError(f"unknown config key '{key}'{hint}; {cls.__name__} has: {allowed}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(value, hints[name], key)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ConfigError as err:
+            raise ConfigError(f"{prefix + ': ' if prefix else ''}{err}") from None
+    return obj
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass as plain YAML-safe data (paths become strings, tuples lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested mapping ``{"a": {"b": 1}, "c": "x"}``."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({err.problem})") from None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with an earlier override of '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """Merge ``--set`` overrides into a config mapping (overrides win)."""
+    return _merge(data, parse_overrides(overrides))
+
+
+def load_config(
+    cls: type[T],
+    path: str | Path | None = None,
+    overrides: typing.Iterable[str] = (),
+) -> T:
+    """Load ``cls`` from an optional YAML file, then apply ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+        data = loaded
+    data = apply_overrides(data, overrides)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{source}{err}") from None
+
+
+def config_to_yaml(cfg: Any) -> str:
+    """The config as YAML text, keys in field order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the config as YAML, atomically (a run folder always holds a whole config)."""
+    path = Path(path)
+    atomic_write_text(path, config_to_yaml(cfg))
+    return path

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny tokenizers and models built from configs, offline, in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TESTS_DIR = Path(__file__).parent
+DATA_DIR = TESTS_DIR / "data"
+
+_TRAIN_TEXT = [
+    "def add(a, b):\n    return a + b\n",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n",
+    "import os\nimport sys\n\nprint(os.path.join('a', 'b'))\n",
+    "Human: what is the weather like today?\n\nAssistant: I do not know, but it looks sunny.",
+    "The quick brown fox jumps over the lazy dog. Café, naïve, 東京, emoji 🙂.",
+    "for i in range(10):\n    if i % 2 == 0:\n        print(i)\n",
+]
+
+
+def build_tiny_tokenizer(vocab_size: int = 300):
+    """A byte-level BPE tokenizer trained on a few lines, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_TRAIN_TEXT * 5, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A fast byte-level BPE tokenizer (vocab 300) with offsets, pad and eos tokens."""
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Folder of small real data slices shipped with the tests (with their licences)."""
+    return DATA_DIR
