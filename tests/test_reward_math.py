@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tokenalign.rewards.aggregate import aggregate
-from tokenalign.rewards.bounding import bound_rewards
+from tokenalign.rewards.model import bound
 from tokenalign.rewards.losses import (
     bradley_terry_loss,
     plackett_luce_loss,
@@ -116,13 +116,13 @@ def test_only_order_matters():
 
 def test_bounded_output_values():
     z = torch.tensor([0.0, -50.0, 50.0])
-    r = bound_rewards(z, "bounded")
+    r = bound(z, "bounded")
     assert r[0].item() == pytest.approx(0.549, abs=5e-4)
     assert 0.0 < r[1].item() < 1e-6
     assert r[2].item() == pytest.approx(math.log1p(math.e), abs=1e-4)  # softplus(1) ~= 1.3133
-    assert bound_rewards(z, "sigmoid")[0].item() == 0.5
+    assert bound(z, "sigmoid")[0].item() == 0.5
     with pytest.raises(FloatingPointError):
-        bound_rewards(torch.tensor([float("nan")]))
+        bound(torch.tensor([float("nan")]), "bounded")
 
 
 def test_token_label_loss_ignores_minus_100():
@@ -132,3 +132,8 @@ def test_token_label_loss_ignores_minus_100():
     assert token_label_loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
     none = token_label_loss(logits.requires_grad_(), torch.full((1, 3), -100.0))
     assert none.item() == 0.0 and none.requires_grad
+
+
+def test_centered_sigmoid_is_two_p_minus_one():
+    z = torch.tensor([0.0, 2.0])
+    assert bound(z, "centered_sigmoid").tolist() == pytest.approx([0.0, 2 * (1 / (1 + math.exp(-2))) - 1])

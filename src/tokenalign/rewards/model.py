@@ -1,0 +1,174 @@
+"""TokenRewardModel: any Hugging Face backbone + a per-token MLP head (SPEC 1.1, 2.2).
+
+- Causal decoders read ``prompt + response``; the reward of response token t is read at
+  that token's own position, so it sees (x, y_<=t). Prompt positions get no reward.
+- Encoder-decoders read the prompt with the encoder and ``[decoder_start] + response``
+  with the decoder; the reward of y_t is read at decoder position t + 1 (it sees
+  start, y_1..y_t). The same input layout is used when learning and when using the
+  reward (the reference code is off by one between the two; we are not).
+- Head: Linear(d, 2048) -> ReLU -> Linear(2048, 1), xavier_uniform(gain=1e-4), bias -1e-4.
+- Bounding of the raw output z: ``bounded`` (PG default), ``sigmoid``, ``identity``, or
+  ``centered_sigmoid`` = 2 sigmoid(z) - 1 (the edit-supervised reward, TLCR's r = 2p - 1).
+
+``save_pretrained`` writes the backbone (safetensors), the head (``head.safetensors``) and
+``tokenalign_reward.json``; ``from_pretrained`` needs nothing of the training code's state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tokenalign.errors import TokenalignError
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "tokenalign_reward.json"
+HEAD_NAME = "head.safetensors"
+BACKBONE_DIR = "backbone"
+
+Bounding = Literal["bounded", "sigmoid", "identity", "centered_sigmoid"]
+
+__all__ = ["TokenRewardHeadConfig", "TokenRewardModel", "bound"]
+
+
+@dataclasses.dataclass
+class TokenRewardHeadConfig:
+    """What the head looks like and how its output becomes a reward."""
+
+    hidden_size: int = 2048
+    init_gain: float = 1e-4
+    init_bias: float = -1e-4
+    bounding: Bounding = "bounded"
+
+
+def bound(z: torch.Tensor, how: Bounding) -> torch.Tensor:
+    """Map raw head outputs to rewards. NaN raises: it is never silently zeroed."""
+    if torch.isnan(z).any():
+        raise FloatingPointError("token reward head produced NaN")
+    if how == "bounded":
+        return 1e-8 + nn.functional.softplus(1.0 - nn.functional.softplus(1.0 - z) - 1e-8)
+    if how == "sigmoid":
+        return torch.sigmoid(z)
+    if how == "centered_sigmoid":
+        return 2.0 * torch.sigmoid(z) - 1.0
+    if how == "identity":
+        return z
+    raise ValueError(f"unknown bounding {how!r}")
+
+
+class TokenRewardModel(nn.Module):
+    """A backbone (``AutoModel``: no LM head) plus a per-token scalar head."""
+
+    def __init__(self, backbone: nn.Module, head_config: TokenRewardHeadConfig | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head_config = head_config or TokenRewardHeadConfig()
+        self.is_encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
+        d = _hidden_size(backbone.config)
+        h = self.head_config.hidden_size
+        self.head = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 1))
+        for layer in (self.head[0], self.head[2]):
+            nn.init.xavier_uniform_(layer.weight, gain=self.head_config.init_gain)
+            nn.init.constant_(layer.bias, self.head_config.init_bias)
+
+    @property
+    def config(self):  # the backbone's config, as HF code expects ``model.config``
+        return self.backbone.config
+
+    def raw_scores(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Raw head output z at every (decoder) position: ``[B, T]``."""
+        if self.is_encoder_decoder:
+            if decoder_input_ids is None:
+                raise ValueError("an encoder-decoder reward model needs decoder_input_ids")
+            out = self.backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                use_cache=False,
+            )
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = out.last_hidden_state
+        return self.head(hidden.to(self.head[0].weight.dtype)).squeeze(-1)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Bounded rewards at every (decoder) position ``[B, T]``; mask with the response mask."""
+        z = self.raw_scores(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+        return bound(z.float(), self.head_config.bounding)
+
+    # ---- persistence -------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
+        """Write backbone + head + config (all safetensors/JSON) into ``path``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True)
+        head_state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(head_state, str(path / HEAD_NAME))
+        meta = {"head": dataclasses.asdict(self.head_config), "format_version": 1}
+        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> "TokenRewardModel":
+        """Load a model written by :meth:`save_pretrained` (no training state needed)."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise TokenalignError(f"{path} is not a tokenalign reward model (no {CONFIG_NAME})")
+        meta = json.loads((path / CONFIG_NAME).read_text())
+        head_config = TokenRewardHeadConfig(**meta["head"])
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        backbone = AutoModel.from_pretrained(path / BACKBONE_DIR, **kwargs)
+        model = cls(backbone, head_config)
+        model.head.load_state_dict(load_file(str(path / HEAD_NAME)))
+        return model.eval()
+
+    @classmethod
+    def from_backbone(
+        cls,
+        name_or_path: str | Path,
+        head_config: TokenRewardHeadConfig | None = None,
+        trust_remote_code: bool = False,
+    ) -> "TokenRewardModel":
+        """A fresh head on a pretrained backbone (a local folder or a hub id)."""
+        from transformers import AutoModel
+
+        try:
+            backbone = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+        except OSError as err:
+            raise TokenalignError(f"cannot load backbone '{name_or_path}': {err}") from None
+        return cls(backbone, head_config)
+
+
+def _hidden_size(config) -> int:
+    for name in ("hidden_size", "n_embd", "d_model", "dim"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise TokenalignError(f"cannot find the hidden size in the backbone config {type(config).__name__}")

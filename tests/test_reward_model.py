@@ -1,0 +1,98 @@
+"""TokenRewardModel on tiny causal and encoder-decoder backbones built from configs."""
+
+from __future__ import annotations
+
+import torch
+import pytest
+from transformers import GPT2Config, GPT2Model, T5Config, T5Model
+
+from tokenalign.errors import TokenalignError
+from tokenalign.rewards.batching import encode_for_reward
+from tokenalign.rewards.model import TokenRewardHeadConfig, TokenRewardModel
+
+
+def tiny_gpt2(vocab: int) -> GPT2Model:
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=0, eos_token_id=0)
+    return GPT2Model(cfg).eval()
+
+
+def tiny_t5(vocab: int) -> T5Model:
+    torch.manual_seed(0)
+    cfg = T5Config(
+        vocab_size=vocab, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16,
+        decoder_start_token_id=1, pad_token_id=1, eos_token_id=0,
+    )
+    return T5Model(cfg).eval()
+
+
+PROMPTS = ["def add(a, b):\n", "Human: hi\n\nAssistant:"]
+RESPONSES = ["    return a+b\n", " Hello there, friend."]
+
+
+def test_head_init_and_one_reward_per_response_token(tiny_tokenizer):
+    model = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=64))
+    assert torch.all(model.head[0].bias == -1e-4) and model.head[0].weight.abs().max() < 1e-3
+    batch = encode_for_reward(tiny_tokenizer, PROMPTS, RESPONSES)
+    rewards = model(**batch.model_inputs())
+    assert rewards.shape == batch.input_ids.shape
+    n_resp = [len(tiny_tokenizer(r, add_special_tokens=False)["input_ids"]) for r in RESPONSES]
+    assert batch.response_mask.sum(-1).tolist() == n_resp
+    # A near-zero head makes every bounded reward ~ r(0) ~= 0.549.
+    assert torch.allclose(rewards[batch.response_mask], torch.full((sum(n_resp),), 0.5487), atol=1e-3)
+    # Spans index the response text.
+    for text, spans, ids in zip(RESPONSES, batch.response_spans, batch.response_ids):
+        assert "".join(text[s:e] for s, e in spans) == text
+        assert tiny_tokenizer.decode(ids) == text
+
+
+def test_causal_reward_does_not_see_the_future(tiny_tokenizer):
+    model = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=64, init_gain=1.0))
+    a = encode_for_reward(tiny_tokenizer, ["x = "], ["1 + 2\n"])
+    b = encode_for_reward(tiny_tokenizer, ["x = "], ["1 + 3\n"])
+    ra, rb = model(**a.model_inputs()), model(**b.model_inputs())
+    n_same = next(i for i, (p, q) in enumerate(zip(a.input_ids[0], b.input_ids[0])) if p != q)
+    assert torch.allclose(ra[0, :n_same], rb[0, :n_same])
+    assert not torch.allclose(ra[0, n_same:], rb[0, n_same:])
+
+
+def test_right_padding_does_not_change_rewards(tiny_tokenizer):
+    model = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=64, init_gain=1.0))
+    both = encode_for_reward(tiny_tokenizer, PROMPTS, RESPONSES)
+    r_both = model(**both.model_inputs())
+    for i in range(2):
+        alone = encode_for_reward(tiny_tokenizer, [PROMPTS[i]], [RESPONSES[i]])
+        r_alone = model(**alone.model_inputs())
+        assert torch.allclose(r_both[i][both.response_mask[i]], r_alone[0][alone.response_mask[0]], atol=1e-5)
+
+
+def test_encoder_decoder_reads_response_in_decoder(tiny_tokenizer):
+    model = TokenRewardModel(tiny_t5(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=64, init_gain=1.0))
+    batch = encode_for_reward(tiny_tokenizer, PROMPTS, RESPONSES, is_encoder_decoder=True, decoder_start_token_id=1)
+    assert batch.decoder_input_ids[:, 0].tolist() == [1, 1]
+    rewards = model(**batch.model_inputs())
+    assert rewards.shape == batch.decoder_input_ids.shape
+    assert batch.response_mask[:, 0].sum() == 0  # the start position carries no reward
+    with pytest.raises(ValueError, match="decoder_input_ids"):
+        model(batch.input_ids, batch.attention_mask)
+
+
+def test_truncation_keeps_prompt_tail_and_counts(tiny_tokenizer):
+    batch = encode_for_reward(tiny_tokenizer, ["a b c d e f g h " * 4], ["x y z " * 4], max_length=20)
+    assert batch.n_truncated == 1
+    assert batch.attention_mask.sum().item() == 20
+    assert batch.response_mask.sum().item() > 0
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_tokenizer):
+    model = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=64, init_gain=1.0, bounding="sigmoid"))
+    batch = encode_for_reward(tiny_tokenizer, PROMPTS, RESPONSES)
+    before = model(**batch.model_inputs())
+    model.save_pretrained(tmp_path / "rm", tokenizer=tiny_tokenizer)
+    assert (tmp_path / "rm" / "head.safetensors").is_file()
+    assert list((tmp_path / "rm" / "backbone").glob("*.safetensors"))
+    loaded = TokenRewardModel.from_pretrained(tmp_path / "rm")
+    assert loaded.head_config.bounding == "sigmoid"
+    assert torch.allclose(loaded(**batch.model_inputs()), before, atol=1e-6)
+    with pytest.raises(TokenalignError, match="not a tokenalign reward model"):
+        TokenRewardModel.from_pretrained(tmp_path)
