@@ -1,0 +1,249 @@
+"""Learning token rewards from sequence-level preferences (SPEC 1.3, 2.2).
+
+One loop, three kinds of data:
+- ``ranked`` lists (and ``pairs`` as K = 2): token rewards are aggregated into sequence
+  scores (sum / avg / softmax / softmin) and trained with the Plackett-Luce loss on the
+  preference order, ties broken at random;
+- ``edits``: the token classifier objective on edit-diff labels (BCE on the raw head
+  output; the reward is then 2 p(good) - 1 with ``bounding: centered_sigmoid``).
+
+accelerate handles the device, mixed precision and gradient accumulation. Checkpoints are
+atomic folders holding everything for an exact resume (weights, optimizer, scheduler,
+RNG states, position in the epoch); the data order of each epoch is a function of
+(seed, epoch), so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from tokenalign.errors import ConfigError
+from tokenalign.rewards.aggregate import aggregate
+from tokenalign.rewards.batching import encode_for_reward
+from tokenalign.rewards.losses import plackett_luce_loss, preference_order, token_label_loss
+from tokenalign.rewards.model import TokenRewardModel
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RewardLearnConfig", "RankedExample", "LabelledExample", "RewardLearner"]
+
+
+@dataclasses.dataclass
+class RewardLearnConfig:
+    """Optimisation settings of reward learning (defaults: the PG paper's)."""
+
+    epochs: int = 1
+    batch_size: int = 8  # lists (or labelled responses) per optimizer micro-batch
+    grad_accum: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    warmup_steps: int = 0
+    aggregator: Literal["sum", "avg", "softmax", "softmin"] = "avg"
+    beta: float = 2.0
+    max_length: int = 512
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    eval_every_epoch: bool = True
+    save_every: int = 0  # optimizer steps between checkpoints; 0 = at each epoch end only
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
+            raise ConfigError("batch_size, grad_accum and epochs must be >= 1")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedExample:
+    """K responses of one prompt with their preference scores (higher is better)."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    scores: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledExample:
+    """One response with a label per response token (1 good, 0 bad, -100 ignored)."""
+
+    prompt: str
+    response: str
+    labels: tuple[float, ...]
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """``auto`` -> bf16 where the CPU/GPU supports it, else fp32 ("no")."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return "bf16" if cap in ("AVX512", "AMX") or "AVX512" in str(cap) else "no"
+
+
+class RewardLearner:
+    """Trains a :class:`TokenRewardModel` on ranked lists or token-labelled responses."""
+
+    def __init__(self, model: TokenRewardModel, tokenizer, config: RewardLearnConfig, out_dir: str | Path | None = None):
+        from accelerate import Accelerator
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            gradient_accumulation_steps=config.grad_accum,
+        )
+        self.model = model
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ---- batches -----------------------------------------------------------------------
+    def _encode(self, prompts: Sequence[str], responses: Sequence[str]):
+        batch = encode_for_reward(
+            self.tokenizer,
+            prompts,
+            responses,
+            is_encoder_decoder=self.model.is_encoder_decoder,
+            max_length=self.config.max_length,
+            decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None),
+        )
+        return batch.to(self.accelerator.device)
+
+    def ranked_loss(self, examples: Sequence[RankedExample], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Plackett-Luce loss of a batch of lists (lists may have different K)."""
+        k_max = max(len(e.responses) for e in examples)
+        prompts, responses, slots = [], [], []
+        for i, ex in enumerate(examples):
+            for j, resp in enumerate(ex.responses):
+                prompts.append(ex.prompt)
+                responses.append(resp)
+                slots.append(i * k_max + j)
+        batch = self._encode(prompts, responses)
+        rewards = self.model(**batch.model_inputs())  # [B, T]
+        n, t = len(examples), rewards.shape[1]
+        dense = rewards.new_zeros(n * k_max, t)
+        mask = torch.zeros(n * k_max, t, dtype=torch.bool, device=rewards.device)
+        idx = torch.tensor(slots, device=rewards.device)
+        dense[idx] = rewards
+        mask[idx] = batch.response_mask
+        dense, mask = dense.view(n, k_max, t), mask.view(n, k_max, t)
+        sample_mask = mask.any(-1)
+        pref = torch.full((n, k_max), float("-inf"), dtype=torch.float64)
+        for i, ex in enumerate(examples):
+            pref[i, : len(ex.scores)] = torch.tensor(ex.scores, dtype=torch.float64)
+        seq = aggregate(dense, mask, self.config.aggregator, self.config.beta, sample_mask=sample_mask)
+        order = preference_order(pref, sample_mask.cpu(), generator=generator).to(seq.device)
+        return plackett_luce_loss(seq.gather(-1, order), sample_mask.gather(-1, order))
+
+    def labelled_loss(self, examples: Sequence[LabelledExample]) -> torch.Tensor:
+        """Token-classification loss on edit-diff labels (BCE on the raw head output)."""
+        batch = self._encode([e.prompt for e in examples], [e.response for e in examples])
+        z = self.model.raw_scores(**batch.model_inputs())
+        labels = torch.full(z.shape, -100.0, device=z.device)
+        for i, ex in enumerate(examples):
+            pos = batch.response_mask[i].nonzero().squeeze(-1)
+            n = min(len(pos), len(ex.labels))
+            labels[i, pos[:n]] = torch.tensor(ex.labels[:n], device=z.device, dtype=labels.dtype)
+        return token_label_loss(z, labels)
+
+    # ---- training ----------------------------------------------------------------------
+    def fit(
+        self,
+        train: Sequence[RankedExample] | Sequence[LabelledExample],
+        evaluate_fn=None,
+        resume_from: str | Path | None = None,
+        on_step=None,
+    ) -> list[dict[str, Any]]:
+        """Train for ``config.epochs``; returns the per-epoch metrics history.
+
+        ``evaluate_fn(model) -> dict`` runs after each epoch; ``on_step(learner)`` after each
+        optimizer step (for callers that log or stop early).
+        """
+        from tokenalign.utils.checkpoint import load_checkpoint, save_checkpoint
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg = self.config
+        if not train:
+            raise ConfigError("no training examples")
+        labelled = isinstance(train[0], LabelledExample)
+        loss_fn = self.labelled_loss if labelled else self.ranked_loss
+        torch.manual_seed(cfg.seed)
+        n_batches = math.ceil(len(train) / cfg.batch_size)
+        total_steps = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, max(total_steps, 1)) if cfg.warmup_steps else None
+        start_epoch, start_batch = 0, 0
+        if resume_from is not None:
+            state = load_checkpoint(resume_from, optimizer, scheduler)
+            self.step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
+            self.history = state.get("history", [])
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, self.step, start_epoch, start_batch)
+        model, optimizer = self.accelerator.prepare(self.model, optimizer)
+        self.model = model
+
+        def checkpoint(epoch: int, batch: int) -> None:
+            if self.out_dir is None:
+                return
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            save_checkpoint(
+                self.out_dir / "checkpoint",
+                lambda d: unwrapped.save_pretrained(d, tokenizer=self.tokenizer),
+                optimizer,
+                scheduler,
+                {"step": self.step, "epoch": epoch, "batch": batch, "history": self.history},
+            )
+
+        from rich.progress import Progress
+
+        with Progress(transient=True, disable=not self.accelerator.is_main_process) as progress:
+            task = progress.add_task("reward learning", total=n_batches * cfg.epochs, completed=start_epoch * n_batches + start_batch)
+            for epoch in range(start_epoch, cfg.epochs):
+                order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+                self.model.train()
+                losses = []
+                t0 = time.perf_counter()
+                first = start_batch if epoch == start_epoch else 0
+                for b in range(first, n_batches):
+                    items = [train[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+                    with self.accelerator.accumulate(self.model), self.accelerator.autocast():
+                        if labelled:
+                            loss = loss_fn(items)
+                        else:
+                            gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100003 + b)
+                            loss = loss_fn(items, generator=gen)
+                        self.accelerator.backward(loss)
+                        if self.accelerator.sync_gradients:
+                            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                        optimizer.step()
+                        if scheduler is not None and self.accelerator.sync_gradients:
+                            scheduler.step()
+                        optimizer.zero_grad()
+                    if self.accelerator.sync_gradients:
+                        self.step += 1
+                        if cfg.save_every and self.step % cfg.save_every == 0:
+                            checkpoint(epoch, b + 1)
+                        if on_step is not None:
+                            on_step(self)
+                    losses.append(loss.item())
+                    progress.update(task, advance=1, description=f"reward learning  loss {losses[-1]:.4f}")
+                metrics = {"epoch": epoch + 1, "step": self.step, "train_loss": sum(losses) / max(len(losses), 1),
+                           "seconds": time.perf_counter() - t0}
+                if evaluate_fn is not None and cfg.eval_every_epoch:
+                    self.model.eval()
+                    metrics.update(evaluate_fn(self.accelerator.unwrap_model(self.model)))
+                self.history.append(metrics)
+                log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+                checkpoint(epoch + 1, 0)
+        self.model = self.accelerator.unwrap_model(self.model)
+        self.model.eval()
+        return self.history

@@ -1,0 +1,113 @@
+"""Reward learning recovers hidden token scores; checkpoints resume exactly."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+from tokenalign.evaluate.localization import localization_auc
+from tokenalign.rewards.learn import LabelledExample, RankedExample, RewardLearnConfig, RewardLearner
+from tokenalign.rewards.model import TokenRewardHeadConfig, TokenRewardModel
+from tokenalign.rewards.scoring import ranking_accuracy, score_tokens
+
+GOOD = [f"g{i}" for i in range(12)]
+BAD = [f"b{i}" for i in range(4)]
+
+
+def word_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {w: i for i, w in enumerate(["<pad>", "<s>", "ctx"] + GOOD + BAD)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<s>")
+
+
+def secret(word: str) -> float:
+    return -1.0 if word.startswith("b") else 0.2
+
+
+def sample_response(rng: random.Random) -> str:
+    n = rng.randint(3, 7)
+    return " " + " ".join(rng.choice(GOOD + BAD) for _ in range(n))
+
+
+def make_lists(n: int, k: int, seed: int) -> list[RankedExample]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        responses = tuple(sample_response(rng) for _ in range(k))
+        scores = tuple(sum(secret(w) for w in r.split()) for r in responses)
+        out.append(RankedExample("ctx", responses, scores))
+    return out
+
+
+def tiny_model(vocab: int, bounding: str = "identity") -> TokenRewardModel:
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=32)
+    return TokenRewardModel(GPT2Model(cfg), TokenRewardHeadConfig(hidden_size=64, bounding=bounding))
+
+
+def test_ranked_lists_recover_hidden_token_scores():
+    tok = word_tokenizer()
+    train, held_out = make_lists(240, 3, seed=1), make_lists(40, 3, seed=2)
+    model = tiny_model(len(tok))
+    cfg = RewardLearnConfig(epochs=4, batch_size=16, lr=3e-3, aggregator="sum", mixed_precision="no")
+    RewardLearner(model, tok, cfg).fit(train)
+    prompts = [ex.prompt for ex in held_out for _ in ex.responses]
+    responses = [r for ex in held_out for r in ex.responses]
+    scored = score_tokens(model, tok, prompts, responses)
+    blame = [[1.0 if w.startswith("b") else 0.0 for w in r.split()] for r in responses]
+    auc = localization_auc([s.rewards for s in scored], blame)
+    grouped = [scored[i * 3 : (i + 1) * 3] for i in range(len(held_out))]
+    acc = ranking_accuracy(grouped, [ex.scores for ex in held_out], aggregator="sum")
+    assert auc > 0.95, auc
+    assert acc > 0.85, acc
+
+
+def test_edit_labels_train_a_token_classifier():
+    tok = word_tokenizer()
+    rng = random.Random(0)
+    train = []
+    for _ in range(200):
+        words = sample_response(rng).split()
+        train.append(LabelledExample("ctx", " " + " ".join(words), tuple(0.0 if w.startswith("b") else 1.0 for w in words)))
+    model = tiny_model(len(tok), bounding="centered_sigmoid")
+    RewardLearner(model, tok, RewardLearnConfig(epochs=3, batch_size=16, lr=3e-3, mixed_precision="no")).fit(train)
+    probe = [" g1 b2 g3 b0", " b1 g4"]
+    scored = score_tokens(model, tok, ["ctx"] * 2, probe)
+    blame = [[1.0 if w.startswith("b") else 0.0 for w in r.split()] for r in probe]
+    assert localization_auc([s.rewards for s in scored], blame) == 1.0
+    assert all(-1.0 <= r <= 1.0 for s in scored for r in s.rewards)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_checkpoint_resume_is_exact(tmp_path):
+    tok = word_tokenizer()
+    train = make_lists(48, 3, seed=3)
+    cfg = RewardLearnConfig(epochs=2, batch_size=8, lr=1e-3, aggregator="avg", mixed_precision="no", save_every=3)
+    full = RewardLearner(tiny_model(len(tok), "bounded"), tok, cfg, out_dir=tmp_path / "full")
+    full.fit(train)
+
+    # Kill a second run at step 4 (mid-epoch, one step after its step-3 checkpoint) ...
+    part = RewardLearner(tiny_model(len(tok), "bounded"), tok, cfg, out_dir=tmp_path / "part")
+
+    def kill(learner):
+        if learner.step == 4:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        part.fit(train, on_step=kill)
+    ckpt = tmp_path / "part" / "checkpoint"
+    assert '"step": 3' in (ckpt / "state.json").read_text()
+    # ... and resume a fresh process-like learner from the checkpoint: same final weights.
+    resumed = RewardLearner(TokenRewardModel.from_pretrained(ckpt / "model"), tok, cfg, out_dir=tmp_path / "resumed")
+    resumed.fit(train, resume_from=ckpt)
+    assert resumed.step == full.step == 12
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
