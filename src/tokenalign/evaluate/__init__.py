@@ -1,0 +1,1 @@
+"""tokenalign.evaluate."""
