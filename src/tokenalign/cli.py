@@ -22,6 +22,8 @@ from tokenalign.errors import TokenalignError
 COMMAND_MODULES = (
     "demo",
     "data",
+    "reward",
+    "pretrain",
     "config",
 )
 

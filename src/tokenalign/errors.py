@@ -29,16 +29,22 @@ class DataError(TokenalignError):
         source: str | None = None,
         line: int | None = None,
         field: str | None = None,
+        unit: str = "line",
     ) -> None:
         self.message = message
         self.source = source
         self.line = line
         self.field = field
+        self.unit = unit  # "line" (text files), "row" (CSV data rows, Parquet, datasets), "item" (JSON lists)
         super().__init__(self.format())
+
+    def located(self, source: str, line: int | None, unit: str = "line") -> "DataError":
+        """The same error with its place filled in (the loader knows it, the record doesn't)."""
+        return DataError(self.message, source=source, line=line, field=self.field, unit=unit)
 
     def format(self) -> str:
         where = self.source or "<data>"
         if self.line is not None:
-            where += f":{self.line}"
+            where += f":{self.line}" if self.unit == "line" else f": {self.unit} {self.line}"
         what = f"field '{self.field}': " if self.field else ""
         return f"{where}: {what}{self.message}"

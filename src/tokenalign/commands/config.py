@@ -13,6 +13,7 @@ from tokenalign.errors import ConfigError
 CONFIG_KINDS: dict[str, str] = {
     "demo": "tokenalign.demo:DemoConfig",
     "pretrain": "tokenalign.tasks.pep8.pretrain:PretrainConfig",
+    "reward": "tokenalign.rewards.run:RewardRunConfig",
 }
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from tokenalign.data.truncation import truncate_pair
+
 __all__ = ["RewardBatch", "encode_for_reward"]
 
 
@@ -81,14 +83,15 @@ def encode_for_reward(
         cut = False
         if max_prompt_length is not None and len(p_ids) > max_prompt_length:
             p_ids, cut = p_ids[len(p_ids) - max_prompt_length :], True
-        budget = max_length if max_length is not None else None
-        if budget is not None and not is_encoder_decoder and len(p_ids) + len(r_ids) > budget:
-            keep_prompt = max(0, budget - len(r_ids))
-            p_ids = p_ids[len(p_ids) - keep_prompt :] if keep_prompt else []
-            r_ids, r_off = r_ids[: budget - len(p_ids)], r_off[: budget - len(p_ids)]
-            cut = True
-        if budget is not None and is_encoder_decoder and len(r_ids) + 1 > budget:
-            r_ids, r_off, cut = r_ids[: budget - 1], r_off[: budget - 1], True
+        if is_encoder_decoder:
+            # The encoder reads the prompt, the decoder [start] + response.
+            _, r_ids, cut_r = truncate_pair([], r_ids, max_length - 1 if max_length else None)
+            p_ids, _, cut_p = truncate_pair(p_ids, [], max_length)
+            cut = cut or cut_r or cut_p
+        else:
+            p_ids, r_ids, cut_pr = truncate_pair(p_ids, r_ids, max_length)
+            cut = cut or cut_pr
+        r_off = r_off[: len(r_ids)]
         n_truncated += cut
         inputs.append(p_ids)
         resp_ids.append(r_ids)

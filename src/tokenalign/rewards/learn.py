@@ -30,6 +30,7 @@ from tokenalign.rewards.aggregate import aggregate
 from tokenalign.rewards.batching import encode_for_reward
 from tokenalign.rewards.losses import plackett_luce_loss, preference_order, token_label_loss
 from tokenalign.rewards.model import TokenRewardModel
+from tokenalign.utils.io import append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,8 @@ class RewardLearner:
                     self.model.eval()
                     metrics.update(evaluate_fn(self.accelerator.unwrap_model(self.model)))
                 self.history.append(metrics)
+                if self.out_dir is not None and self.accelerator.is_main_process:
+                    append_jsonl(self.out_dir / "metrics.jsonl", metrics)
                 log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
                 checkpoint(epoch + 1, 0)
         self.model = self.accelerator.unwrap_model(self.model)

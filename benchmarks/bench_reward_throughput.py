@@ -1,0 +1,180 @@
+"""Reward-learning throughput and peak memory: tokenalign vs TRL's RewardTrainer.
+
+Same backbone (a GPT-2 built from one config and one seed), same tokenizer, same
+preference pairs, same batch size, maximum length and number of optimizer steps, on the
+same machine, in one run. Each contender trains in its own spawned process so that its
+peak resident memory is its own. Throughput is measured after a few warm-up steps:
+pairs/s and real (non-padding) tokens/s.
+
+    python benchmarks/bench_reward_throughput.py --data tests/data/hh-rlhf-harmless-base-test-200.jsonl
+
+Needs the ``[bench]`` extra (TRL). Results go to benchmarks/results/reward_throughput.json
+and are summarised in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import time
+from pathlib import Path
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE trained on the benchmark texts (no hub access needed)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
+
+
+def gpt2_config(vocab_size: int, max_length: int, pad_id: int):
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=vocab_size, n_embd=256, n_layer=4, n_head=4, n_positions=max_length,
+                      pad_token_id=pad_id, bos_token_id=0, eos_token_id=0, num_labels=1)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_tokenalign(args, pairs, tok_dir, queue):
+    import torch
+    from transformers import AutoTokenizer, GPT2Model
+
+    from tokenalign.rewards.learn import RankedExample, RewardLearnConfig, RewardLearner
+    from tokenalign.rewards.model import TokenRewardModel
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    backbone = GPT2Model(gpt2_config(len(tok), args.max_length, tok.pad_token_id))
+    model = TokenRewardModel(backbone)
+    n = args.steps * args.batch_size
+    train = [RankedExample(p, (c, r), (1.0, 0.0)) for p, c, r in pairs[:n]]
+    cfg = RewardLearnConfig(epochs=1, batch_size=args.batch_size, max_length=args.max_length,
+                            mixed_precision=args.mixed_precision, aggregator="avg")
+    learner = RewardLearner(model, tok, cfg)
+    marks = {}
+
+    def on_step(lr):
+        if lr.step == args.warmup:
+            marks["t0"] = time.perf_counter()
+    learner.fit(train, on_step=on_step)
+    seconds = time.perf_counter() - marks["t0"]
+    measured = train[args.warmup * args.batch_size :]
+    queue.put({"name": f"tokenalign ({cfg.mixed_precision})", "seconds": seconds,
+               "pairs": len(measured), "tokens": count_tokens(tok, measured, args.max_length),
+               "peak_rss_mib": peak_rss_mib()})
+
+
+def count_tokens(tok, examples, max_length):
+    total = 0
+    for ex in examples:
+        p = len(tok(ex.prompt)["input_ids"])
+        for resp in ex.responses:
+            total += min(max_length, p + len(tok(resp, add_special_tokens=False)["input_ids"]))
+    return total
+
+
+def run_trl(args, pairs, tok_dir, queue, bf16: bool, checkpointing: bool):
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, GPT2ForSequenceClassification, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from tokenalign.rewards.learn import RankedExample
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(gpt2_config(len(tok), args.max_length, tok.pad_token_id))
+    n = args.steps * args.batch_size
+    data = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in pairs[:n]])
+    marks = {}
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, a, state, control, **kw):
+            if state.global_step == args.warmup:
+                marks["t0"] = time.perf_counter()
+
+    cfg = RewardConfig(
+        output_dir=str(Path(tok_dir).parent / "trl-out"), use_cpu=True, bf16=bf16,
+        gradient_checkpointing=checkpointing, per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps, max_length=args.max_length, learning_rate=5e-5, max_grad_norm=5.0,
+        logging_steps=10_000, save_strategy="no", report_to=[], dataloader_num_workers=0,
+        disable_tqdm=True, seed=0,
+    )
+    trainer = RewardTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, callbacks=[Timer()])
+    trainer.train()
+    seconds = time.perf_counter() - marks["t0"]
+    measured = [RankedExample(p, (c, r), (1.0, 0.0)) for p, c, r in pairs[args.warmup * args.batch_size : n]]
+    name = f"TRL RewardTrainer ({'bf16' if bf16 else 'fp32'}, {'grad checkpointing' if checkpointing else 'no checkpointing'})"
+    queue.put({"name": name, "seconds": seconds, "pairs": len(measured),
+               "tokens": count_tokens(tok, measured, args.max_length), "peak_rss_mib": peak_rss_mib()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="tests/data/hh-rlhf-harmless-base-test-200.jsonl")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mixed-precision", default="auto")
+    parser.add_argument("--out", default="benchmarks/results/reward_throughput.json")
+    args = parser.parse_args()
+
+    import tempfile
+
+    from tokenalign.data import load_records
+
+    records = load_records(args.data, "pairs").records
+    pairs = [(r.prompt, r.chosen, r.rejected) for r in records]
+    while len(pairs) < args.steps * args.batch_size:
+        pairs = pairs + pairs
+    work = Path(tempfile.mkdtemp(prefix="bench-reward-"))
+    tok = build_tokenizer([p + c + r for p, c, r in pairs], vocab_size=4096)
+    tok.save_pretrained(work / "tok")
+
+    ctx = mp.get_context("spawn")
+    results = []
+    contenders = [
+        (run_trl, dict(bf16=False, checkpointing=True)),
+        (run_trl, dict(bf16=True, checkpointing=False)),
+        (run_tokenalign, {}),
+    ]
+    for fn, kw in contenders:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=fn, args=(args, pairs, str(work / "tok"), queue), kwargs=kw)
+        proc.start()
+        result = queue.get()
+        proc.join()
+        result["pairs_per_s"] = result["pairs"] / result["seconds"]
+        result["tokens_per_s"] = result["tokens"] / result["seconds"]
+        results.append(result)
+        print(json.dumps(result))
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    report = {"machine": f"{cpu}, {args.threads} threads", "args": vars(args), "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n| contender | pairs/s | tokens/s | peak RSS (MiB) |\n|---|---|---|---|")
+    for r in results:
+        print(f"| {r['name']} | {r['pairs_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

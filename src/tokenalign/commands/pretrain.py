@@ -1,0 +1,38 @@
+"""``tokenalign pretrain``: reproduce the pep8 task's shipped base model."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tokenalign.commands import HELP_FORMATTER, add_config_arguments
+
+DESCRIPTION = """\
+Train the pep8 task's base LM from scratch on the standard library of the running
+interpreter: a byte-level BPE tokenizer on the train split, then a small GPT-2 (defaults:
+4 layers, 256 wide, context 256, ~4.3M parameters) with AdamW, warmup + cosine decay and
+bf16 autocast where the CPU/GPU has it. A killed run resumes from out_dir/checkpoint.
+The result (out_dir/model) is what ships in tokenalign/tasks/pep8/assets/model.
+
+examples:
+  tokenalign pretrain                               # the shipped model's recipe
+  tokenalign pretrain --set steps=200 --set out_dir=runs/pt-small
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pretrain", help="pretrain the pep8 task's base LM", description=DESCRIPTION, formatter_class=HELP_FORMATTER
+    )
+    add_config_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tokenalign.config import load_config
+    from tokenalign.tasks.pep8.pretrain import PretrainConfig, pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    path = pretrain(cfg)
+    print(f"model written to {path}")
+    return 0

@@ -1,0 +1,152 @@
+"""``tokenalign reward``: learn a token reward model from a data file, end to end.
+
+Loads pairs / ranked lists / edits, builds the model on a backbone, trains with
+:class:`~tokenalign.rewards.learn.RewardLearner`, evaluates on held-out data each epoch
+(ranking accuracy; token accuracy for edits; localization AUC when a gold-blame scorer
+is configured) and writes a run folder: config.yaml, metrics.jsonl, checkpoint/, model/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenalign.errors import ConfigError, TokenalignError
+from tokenalign.rewards.learn import LabelledExample, RankedExample, RewardLearnConfig, RewardLearner
+from tokenalign.rewards.model import TokenRewardHeadConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RewardDataConfig", "RewardRunConfig", "run_reward"]
+
+
+@dataclasses.dataclass
+class RewardDataConfig:
+    """Where the preferences come from."""
+
+    train: str = ""
+    format: Literal["pairs", "ranked", "edits"] = "pairs"
+    eval: str = ""  # a held-out file; empty: split eval_fraction off the training data
+    eval_fraction: float = 0.1
+    field_map: dict[str, str] = dataclasses.field(default_factory=dict)
+    skip_invalid: bool = False
+    limit: int = 0  # use at most this many training records (0: all)
+
+
+@dataclasses.dataclass
+class RewardRunConfig:
+    """Config of ``tokenalign reward``."""
+
+    out_dir: str = "runs/reward"
+    backbone: str = ""  # local folder or hub id; empty: the shipped pep8 base model
+    tokenizer: str = ""  # empty: the backbone's
+    data: RewardDataConfig = dataclasses.field(default_factory=RewardDataConfig)
+    head: TokenRewardHeadConfig = dataclasses.field(default_factory=TokenRewardHeadConfig)
+    learn: RewardLearnConfig = dataclasses.field(default_factory=RewardLearnConfig)
+    unchanged: Literal["ignore", "neutral"] = "ignore"  # edits: label policy of unchanged tokens
+    trust_remote_code: bool = False
+
+    def validate(self) -> None:
+        if not self.data.train:
+            raise ConfigError("data.train is required (a data file or dataset)")
+        if not 0.0 <= self.data.eval_fraction < 1.0:
+            raise ConfigError("data.eval_fraction must be in [0, 1)")
+
+
+def _examples(records: list[Any], fmt: str, tokenizer, unchanged: str) -> list[Any]:
+    """Records -> training examples (ranked lists, or labelled responses for edits)."""
+    if fmt == "pairs":
+        return [RankedExample(r.prompt, (r.chosen, r.rejected), (1.0, 0.0)) for r in records]
+    if fmt == "ranked":
+        return [RankedExample(r.prompt, tuple(r.responses), tuple(float(s) for s in r.scores)) for r in records]
+    from tokenalign.data.edit_labels import EditLabelConfig, edit_labels
+
+    out = []
+    for r in records:
+        bad, good = edit_labels(r.original, r.edited, tokenizer, config=EditLabelConfig(unchanged=unchanged))
+        out.append(LabelledExample(r.prompt, r.original, tuple(bad.labels)))
+        out.append(LabelledExample(r.prompt, r.edited, tuple(good.labels)))
+    return out
+
+
+def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
+    """Run reward learning as configured; returns the final metrics."""
+    from transformers import AutoTokenizer
+
+    from tokenalign.config import save_config
+    from tokenalign.data import load_records
+    from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.rewards.scoring import ranking_accuracy, score_tokens
+    from tokenalign.utils.io import atomic_write_json
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    backbone = cfg.backbone
+    if not backbone:
+        from tokenalign.tasks.pep8 import base_model_path
+
+        backbone = str(base_model_path())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or backbone, trust_remote_code=cfg.trust_remote_code)
+    except OSError as err:
+        raise TokenalignError(f"cannot load tokenizer '{cfg.tokenizer or backbone}': {err}") from None
+    if not tokenizer.is_fast:
+        raise TokenalignError("a fast tokenizer (with offset mapping) is required")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    loaded = load_records(cfg.data.train, cfg.data.format, skip_invalid=cfg.data.skip_invalid, field_map=cfg.data.field_map or None)
+    records = list(loaded.records)
+    if cfg.data.limit:
+        records = records[: cfg.data.limit]
+    if cfg.data.eval:
+        eval_records = list(load_records(cfg.data.eval, cfg.data.format, skip_invalid=cfg.data.skip_invalid,
+                                         field_map=cfg.data.field_map or None).records)
+    else:
+        rng = random.Random(cfg.learn.seed)
+        rng.shuffle(records)
+        n_eval = int(round(len(records) * cfg.data.eval_fraction))
+        eval_records, records = records[:n_eval], records[n_eval:]
+    train = _examples(records, cfg.data.format, tokenizer, cfg.unchanged)
+    held_out = _examples(eval_records, cfg.data.format, tokenizer, cfg.unchanged)
+    log.info("reward learning on %d training and %d held-out examples (%s)", len(train), len(held_out), cfg.data.format)
+
+    model = TokenRewardModel.from_backbone(backbone, cfg.head, trust_remote_code=cfg.trust_remote_code)
+    resume = out / "checkpoint" if (out / "checkpoint" / "state.json").is_file() else None
+    if resume is not None:
+        model = TokenRewardModel.from_pretrained(resume / "model")
+
+    def evaluate(m: TokenRewardModel) -> dict[str, float]:
+        if not held_out:
+            return {}
+        if isinstance(held_out[0], RankedExample):
+            prompts = [e.prompt for e in held_out for _ in e.responses]
+            responses = [r for e in held_out for r in e.responses]
+            scored = score_tokens(m, tokenizer, prompts, responses, max_length=cfg.learn.max_length)
+            grouped, i = [], 0
+            for e in held_out:
+                grouped.append(scored[i : i + len(e.responses)])
+                i += len(e.responses)
+            acc = ranking_accuracy(grouped, [e.scores for e in held_out], cfg.learn.aggregator, cfg.learn.beta)
+            return {"eval_ranking_accuracy": acc}
+        scored = score_tokens(m, tokenizer, [e.prompt for e in held_out], [e.response for e in held_out],
+                              max_length=cfg.learn.max_length)
+        right = total = 0
+        threshold = 0.0 if cfg.head.bounding in ("centered_sigmoid", "identity") else 0.5
+        for s, e in zip(scored, held_out):
+            for r, label in zip(s.rewards, e.labels):
+                if label in (0.0, 1.0):
+                    total += 1
+                    right += (r > threshold) == (label == 1.0)
+        return {"eval_token_accuracy": right / total if total else float("nan")}
+
+    learner = RewardLearner(model, tokenizer, cfg.learn, out_dir=out)
+    history = learner.fit(train, evaluate_fn=evaluate, resume_from=resume)
+    learner.model.save_pretrained(out / "model", tokenizer=tokenizer)
+    final = history[-1] if history else {}
+    atomic_write_json(out / "final_metrics.json", final)
+    return final
