@@ -1,0 +1,120 @@
+"""Batched sampling from any Hugging Face causal LM, with the KV cache.
+
+Prompts are left-padded (the attention mask drives position ids), sampled in batches with
+``model.generate`` in eval mode without gradients, and each completion is cut at the first
+stop string; its token ids are cut to match, so text and ids always agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SamplingConfig", "Sample", "generate"]
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    """Sampling settings (SPEC 3.4 evaluation defaults: temperature 0.7, top-p 0.9)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_k: int = 0
+    top_p: float = 0.9
+    batch_size: int = 32
+    stop: list[str] = dataclasses.field(default_factory=list)
+    seed: int = 0
+    greedy: bool = False
+
+
+@dataclasses.dataclass
+class Sample:
+    """One completion of one prompt."""
+
+    prompt: str
+    completion: str
+    completion_ids: list[int]
+    finished: bool  # ended by EOS or a stop string, not by the length limit
+
+
+class _StopOnStrings:
+    """Per-row stopping when a stop string appears in the *generated* text.
+
+    (transformers' own ``stop_strings`` also matches across the prompt boundary: a prompt
+    ending in a newline would stop on a first generated "def ".) Only the last few
+    generated tokens are decoded at each step, so the check is cheap.
+    """
+
+    def __init__(self, tokenizer, stops: Sequence[str], prompt_width: int, window: int = 12) -> None:
+        self.tokenizer, self.stops, self.start, self.window = tokenizer, list(stops), prompt_width, window
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        tails = self.tokenizer.batch_decode(input_ids[:, self.start :][:, -self.window :])
+        done = [any(s in t for s in self.stops) for t in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: Sequence[str]) -> tuple[list[int], str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    if cut < 0:
+        return ids, text, False
+    k = len(ids)
+    while k > 0 and len(tokenizer.decode(ids[:k])) > cut:
+        k -= 1
+    return ids[:k], tokenizer.decode(ids[:k]), True
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True) -> list[Sample]:
+    """Sample one completion per prompt (repeat prompts for several samples each)."""
+    from rich.progress import Progress
+
+    cfg = config or SamplingConfig()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_id = tokenizer.eos_token_id
+    bos = tokenizer.bos_token or tokenizer.eos_token
+    samples: list[Sample] = []
+    torch.manual_seed(cfg.seed)
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("sampling", total=len(prompts))
+        for start in range(0, len(prompts), cfg.batch_size):
+            batch = list(prompts[start : start + cfg.batch_size])
+            # An empty prompt (unconditional generation) starts from the BOS/EOS token.
+            encoded = [tokenizer(p or bos, add_special_tokens=False)["input_ids"] for p in batch]
+            width = max(len(e) for e in encoded)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, e in enumerate(encoded):
+                input_ids[i, width - len(e) :] = torch.tensor(e)
+                attention[i, width - len(e) :] = 1
+            kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
+            if cfg.greedy:
+                kwargs.update(do_sample=False)
+            else:
+                kwargs.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p)
+            if cfg.stop:
+                from transformers import StoppingCriteriaList
+
+                kwargs.update(stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, cfg.stop, width)]))
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+            for i, prompt in enumerate(batch):
+                ids = out[i, width:].tolist()
+                finished = False
+                if eos_id in ids:
+                    ids, finished = ids[: ids.index(eos_id)], True
+                while ids and ids[-1] == pad_id:
+                    ids.pop()
+                text = tokenizer.decode(ids)
+                ids, text, stopped = _cut_at_stop(tokenizer, ids, text, cfg.stop)
+                samples.append(Sample(prompt, text, ids, finished or stopped))
+            bar.update(task, advance=len(batch))
+    model.train(was_training)
+    return samples

@@ -1,0 +1,79 @@
+"""Prompt sets of the pep8 task: function headers (signature + docstring).
+
+Training-time prompts come from the validation files, evaluation prompts from the test
+files, so neither was seen in pretraining. A header is the ``def`` line(s) of a function
+or method plus its docstring, dedented to column 0 and ending with a newline; the model
+writes the indented body. Both sets ship as JSONL in ``assets/`` so every machine
+evaluates on the same prompts; :func:`extract_headers` rebuilds them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import textwrap
+from pathlib import Path
+from typing import Literal
+
+from tokenalign.tasks.pep8 import ASSETS
+
+__all__ = ["extract_headers", "build_prompt_sets", "load_prompts"]
+
+PROMPT_FILES = {"train": "prompts_train.jsonl", "test": "prompts_test.jsonl"}
+
+
+def extract_headers(source: str, max_chars: int = 400) -> list[str]:
+    """Function headers of ``source`` (dedented, newline-terminated), in source order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    lines = source.splitlines(keepends=True)
+    headers = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.body:
+            continue
+        first = node.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) and isinstance(first.value.value, str)
+        start = node.lineno - 1  # decorators are not part of the header
+        end = first.end_lineno if has_doc else first.lineno - 1
+        if end is None or end <= start or (has_doc and len(node.body) == 1):
+            continue  # one-line defs, or a function whose whole body is its docstring
+        text = textwrap.dedent("".join(lines[start:end]))
+        if not text.endswith("\n"):
+            text += "\n"
+        if len(text) <= max_chars and text.startswith(("def ", "async def ")):
+            headers.append((node.lineno, text))
+    return [h for _, h in sorted(headers)]
+
+
+def build_prompt_sets(max_train: int = 2000, max_test: int = 500) -> dict[str, list[str]]:
+    """Headers from validation files (train prompts) and test files (eval prompts)."""
+    from tokenalign.tasks.pep8.corpus import read_corpus
+
+    out = {}
+    for name, split, cap in (("train", "validation", max_train), ("test", "test", max_test)):
+        prompts: list[str] = []
+        for _, text in read_corpus(split):
+            prompts.extend(extract_headers(text))
+        random.Random(0).shuffle(prompts)  # spread the capped set over all files
+        out[name] = prompts[:cap]
+    return out
+
+
+def write_prompt_sets(folder: Path = ASSETS) -> dict[str, int]:
+    """Rebuild the shipped prompt files; returns their sizes."""
+    sets = build_prompt_sets()
+    for name, prompts in sets.items():
+        with open(folder / PROMPT_FILES[name], "w", encoding="utf-8") as fh:
+            for p in prompts:
+                fh.write(json.dumps({"prompt": p}) + "\n")
+    return {k: len(v) for k, v in sets.items()}
+
+
+def load_prompts(split: Literal["train", "test"], limit: int | None = None) -> list[str]:
+    """The shipped prompts of a split, in their fixed order."""
+    path = ASSETS / PROMPT_FILES[split]
+    prompts = [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return prompts[:limit] if limit else prompts
