@@ -52,6 +52,7 @@ class PretrainConfig:
     threads: int = 2  # 0: torch's default
     seed: int = 0
     max_train_files: int = 0  # 0: all (tests use a few)
+    stop_after_steps: int = 0  # stop this invocation after N steps (checkpointed; rerun to continue)
 
     def validate(self) -> None:
         if self.n_embd % self.n_head:
@@ -113,7 +114,8 @@ def reproduce_command(cfg: PretrainConfig) -> str:
 
 
 def pretrain(cfg: PretrainConfig) -> Path:
-    """Train the base model; returns the folder of the final model (``out_dir/model``)."""
+    """Train the base model; returns the folder of the final model (``out_dir/model``), or
+    the checkpoint folder when ``stop_after_steps`` ended this invocation early."""
     from accelerate import Accelerator
     from rich.progress import Progress
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -181,6 +183,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
         return train_blocks[perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
 
     t0 = time.perf_counter()
+    first_step = step
+
+    def save_ckpt() -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        save_checkpoint(ckpt, lambda d: unwrapped.save_pretrained(d, safe_serialization=True), optimizer, None,
+                        {"step": step, "train_seconds": seconds_before + time.perf_counter() - t0})
+
     with Progress(transient=True) as progress:
         task = progress.add_task("pretraining", total=cfg.steps, completed=step)
         while step < cfg.steps:
@@ -201,9 +210,11 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 log.info("step %d: train %.3f, validation %.3f", step, row["loss"], row["val_loss"])
             append_jsonl(out / "metrics.jsonl", row)
             if step % cfg.save_every == 0 and step < cfg.steps:
-                unwrapped = accelerator.unwrap_model(model)
-                save_checkpoint(ckpt, lambda d: unwrapped.save_pretrained(d, safe_serialization=True), optimizer, None,
-                                {"step": step, "train_seconds": seconds_before + time.perf_counter() - t0})
+                save_ckpt()
+            if cfg.stop_after_steps and step - first_step >= cfg.stop_after_steps and step < cfg.steps:
+                save_ckpt()
+                log.info("stopping after %d steps as asked; rerun the same command to continue", cfg.stop_after_steps)
+                return ckpt
     train_seconds = seconds_before + time.perf_counter() - t0
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()

@@ -57,6 +57,7 @@ def build_prompt_sets(max_train: int = 2000, max_test: int = 500) -> dict[str, l
         prompts: list[str] = []
         for _, text in read_corpus(split):
             prompts.extend(extract_headers(text))
+        prompts = list(dict.fromkeys(prompts))  # drop repeats (e.g. the same __call__ header)
         random.Random(0).shuffle(prompts)  # spread the capped set over all files
         out[name] = prompts[:cap]
     return out

@@ -1,0 +1,98 @@
+"""The pep8 task: corpus split, prompts, the shipped base model, pretraining resume, demo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tokenalign.tasks.pep8 import base_model_path, complete_lines
+from tokenalign.tasks.pep8.corpus import corpus_files, split_of
+from tokenalign.tasks.pep8.prompts import extract_headers, load_prompts
+
+
+def test_split_is_deterministic_disjoint_and_excludes_tests():
+    assert split_of("ast.py") == split_of("ast.py")
+    files = {s: {rel for rel, _ in corpus_files(s)} for s in ("train", "validation", "test")}
+    assert files["train"] and files["validation"] and files["test"]
+    assert not (files["train"] & files["test"]) and not (files["train"] & files["validation"])
+    everything = set().union(*files.values())
+    assert not any("/test/" in f"/{rel}" or "/tests/" in f"/{rel}" or "idle_test" in rel for rel in everything)
+    assert all(split_of(rel) == s for s, rels in files.items() for rel in rels)
+
+
+def test_extract_headers():
+    source = 'class A:\n    def m(self, x):\n        """Doc."""\n        return x\n\ndef f(a,\n      b):\n    return a\n'
+    assert extract_headers(source) == ['def m(self, x):\n    """Doc."""\n', "def f(a,\n      b):\n"]
+
+
+def test_shipped_prompts_are_function_headers():
+    test, train = load_prompts("test"), load_prompts("train")
+    assert len(test) == 500 and len(train) > 300 and len(set(test)) == len(test)
+    for p in test[:100]:
+        assert p.startswith(("def ", "async def ")) and p.endswith("\n")
+        compile(p + "    pass\n", "<prompt>", "exec")
+
+
+def test_complete_lines_only_trims_length_cut_samples():
+    assert complete_lines("    x = 1\n    y = (", finished=False) == "    x = 1\n"
+    assert complete_lines("    x = 1\n    y = (", finished=True) == "    x = 1\n    y = ("
+
+
+@pytest.fixture(scope="module")
+def base():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = base_model_path()
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def test_shipped_model_loads_offline_and_samples(base):
+    from tokenalign.rollout.generate import SamplingConfig, generate
+
+    model, tok = base
+    info = json.loads((base_model_path() / "training.json").read_text())
+    assert info["parameters"] == sum(p.numel() for p in model.parameters())
+    size = sum(f.stat().st_size for f in base_model_path().glob("*.safetensors"))
+    assert size < 21 * 2**20
+    samples = generate(model, tok, ["def add(a, b):\n"] * 2, SamplingConfig(max_new_tokens=16, seed=0), progress=False)
+    assert all(s.completion_ids for s in samples)
+
+
+def test_shipped_tokenizer_round_trips_code(base):
+    _, tok = base
+    code = "def f(x):\n        return {'é': x}  # 東京\n\tpass\n"
+    assert tok.decode(tok(code)["input_ids"]) == code
+    assert len(tok("            return x\n")["input_ids"]) <= 4  # indentation runs are single tokens
+
+
+def test_pretrain_resumes_exactly(tmp_path):
+    from tokenalign.tasks.pep8.pretrain import PretrainConfig, pretrain
+    from transformers import AutoModelForCausalLM
+
+    tiny = dict(vocab_size=300, n_layer=1, n_embd=32, n_head=2, block_size=32, batch_size=4, steps=4, warmup_steps=1,
+                eval_every=2, eval_blocks=4, save_every=100, max_train_files=3, mixed_precision="no")
+    full = pretrain(PretrainConfig(out_dir=str(tmp_path / "full"), **tiny))
+    part_cfg = PretrainConfig(out_dir=str(tmp_path / "part"), stop_after_steps=2, **tiny)
+    assert pretrain(part_cfg).name == "checkpoint"
+    resumed = pretrain(PretrainConfig(out_dir=str(tmp_path / "part"), **tiny))
+    a = AutoModelForCausalLM.from_pretrained(full).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(resumed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(l) for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_demo_quick_writes_a_report(tmp_path):
+    from tokenalign.cli import main
+
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    out = tmp_path / "demo"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 10 and "prompted_mean_misalignment" in summary
+    report = (out / "report.html").read_text()
+    assert "Gold blame" in report and "hm-tok" in report
+    for line in (out / "ranked.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert len(row["responses"]) == len(row["scores"]) >= 2
