@@ -108,3 +108,11 @@ def test_bad_yaml_file_names_the_file_and_line(tmp_path: Path):
     (tmp_path / "unknown.yaml").write_text("inner:\n  stepz: 1\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: unknown config key 'inner.stepz'"):
         load_config(Outer, tmp_path / "unknown.yaml")
+
+
+def test_yaml_no_is_still_a_literal_choice():
+    @dataclasses.dataclass
+    class Precision:
+        mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+
+    assert load_config(Precision, None, ["mixed_precision=no"]).mixed_precision == "no"

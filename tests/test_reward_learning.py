@@ -111,3 +111,34 @@ def test_checkpoint_resume_is_exact(tmp_path):
     assert resumed.step == full.step == 12
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_reward_command_end_to_end_and_show(tmp_path, tiny_tokenizer):
+    """`tokenalign reward` on ranked data with a tiny backbone folder, then `tokenalign show`."""
+    import json
+
+    from transformers import GPT2Config, GPT2Model
+
+    from tokenalign.cli import main
+
+    backbone = tmp_path / "backbone"
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64)).save_pretrained(backbone)
+    tiny_tokenizer.save_pretrained(backbone)
+    data = tmp_path / "ranked.jsonl"
+    rows = [{"prompt": "def f():\n", "responses": ["    return 1\n", "    return  1   \n", "  x=1\n"], "scores": [0, -1, -2]}] * 12
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    args = ["reward", "--set", f"backbone={backbone}", "--set", f"data.train={data}", "--set", "data.format=ranked",
+            "--set", f"out_dir={out}", "--set", "head.hidden_size=32", "--set", "learn.epochs=2", "--set", "learn.batch_size=4",
+            "--set", "learn.mixed_precision=no"]
+    assert main(args) == 0
+    assert (out / "model" / "head.safetensors").is_file() and (out / "config.yaml").is_file()
+    metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2] and "eval_ranking_accuracy" in metrics[-1]
+    html = tmp_path / "show.html"
+    assert main(["show", "--reward-model", str(out / "model"), "--data", str(data), "--format", "ranked", "-o", str(html), "--limit", "2"]) == 0
+    assert html.read_text().count("class='hm-example'") == 6
+    # Re-running with the finished checkpoint present resumes (no extra epochs) instead of restarting.
+    assert main(args) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "demo",
     "data",
     "reward",
+    "show",
     "pretrain",
     "config",
 )

@@ -58,6 +58,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
+        if isinstance(value, bool) and value not in get_args(tp):
+            # YAML 1.1 reads no/off/yes/on as booleans: map them back to a matching choice.
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            value = next((w for w in words if w in get_args(tp)), value)
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
             raise ConfigError(f"{key}: must be one of {choices}, got {value!r}")
