@@ -100,7 +100,7 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(table)
     for kind, items in (("problem", res.problems), ("warning", res.warnings)):
         for err in items[: args.max_problems]:
-            console.print(f"{kind}: {err}", markup=False)
+            console.print(f"{kind}: {err}", markup=False, soft_wrap=True)
         if len(items) > args.max_problems:
             console.print(f"... and {len(items) - args.max_problems} more {kind}s")
     console.print("clean" if report.clean else f"{len(res.problems)} problem(s) found")

@@ -61,3 +61,18 @@ def read_corpus(split: Split, root: Path | None = None) -> list[tuple[str, str]]
             continue
         docs.append((rel, text))
     return docs
+
+
+def split_manifest(tokenizer=None, root: Path | None = None) -> dict:
+    """The split (file -> split) and per-split statistics: files, characters, lines, tokens."""
+    import platform
+
+    manifest: dict = {"python": platform.python_version(), "rule": "sha256(relative path) % 100: <5 test, <10 validation", "splits": {}, "files": {}}
+    for split in ("train", "validation", "test"):
+        docs = read_corpus(split, root)
+        stats = {"files": len(docs), "characters": sum(len(t) for _, t in docs), "lines": sum(t.count("\n") for _, t in docs)}
+        if tokenizer is not None:
+            stats["tokens"] = sum(len(ids) for ids in tokenizer([t for _, t in docs], add_special_tokens=False)["input_ids"])
+        manifest["splits"][split] = stats
+        manifest["files"].update({rel: split for rel, _ in docs})
+    return manifest
