@@ -35,8 +35,10 @@ class RewardBatch:
     response_spans: list[list[tuple[int, int]]]
     n_truncated: int = 0
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
+    def model_inputs(self, with_response_mask: bool = False) -> dict[str, torch.Tensor]:
         out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if with_response_mask:
+            out["response_mask"] = self.response_mask
         if self.decoder_input_ids is not None:
             out["decoder_input_ids"] = self.decoder_input_ids
             out["decoder_attention_mask"] = self.decoder_attention_mask

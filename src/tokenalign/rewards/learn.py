@@ -54,6 +54,7 @@ class RewardLearnConfig:
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     eval_every_epoch: bool = True
+    group_by_length: bool = True  # batch similar lengths together (less padding); order stays seeded
     save_every: int = 0  # optimizer steps between checkpoints; 0 = at each epoch end only
 
     def validate(self) -> None:
@@ -130,7 +131,7 @@ class RewardLearner:
                 responses.append(resp)
                 slots.append(i * k_max + j)
         batch = self._encode(prompts, responses)
-        rewards = self.model(**batch.model_inputs())  # [B, T]
+        rewards = self.model(**batch.model_inputs(with_response_mask=True))  # [B, T]
         n, t = len(examples), rewards.shape[1]
         dense = rewards.new_zeros(n * k_max, t)
         mask = torch.zeros(n * k_max, t, dtype=torch.bool, device=rewards.device)
@@ -149,7 +150,7 @@ class RewardLearner:
     def labelled_loss(self, examples: Sequence[LabelledExample]) -> torch.Tensor:
         """Token-classification loss on edit-diff labels (BCE on the raw head output)."""
         batch = self._encode([e.prompt for e in examples], [e.response for e in examples])
-        z = self.model.raw_scores(**batch.model_inputs())
+        z = self.model.raw_scores(**batch.model_inputs(with_response_mask=True))
         labels = torch.full(z.shape, -100.0, device=z.device)
         for i, ex in enumerate(examples):
             pos = batch.response_mask[i].nonzero().squeeze(-1)
@@ -158,6 +159,32 @@ class RewardLearner:
         return token_label_loss(z, labels)
 
     # ---- training ----------------------------------------------------------------------
+    def _epoch_order(self, train: Sequence[Any], epoch: int) -> list[int]:
+        """The example order of an epoch: a function of (seed, epoch) only, for exact resume.
+
+        With ``group_by_length``, a random permutation is cut into windows of 64 batches,
+        each window is sorted by length and cut into batches, and the batches are shuffled:
+        batches hold similar lengths (little padding) but their order stays random.
+        """
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(train), generator=gen).tolist()
+        if not cfg.group_by_length:
+            return order
+
+        def length(i: int) -> int:
+            ex = train[i]
+            texts = ex.responses if isinstance(ex, RankedExample) else (ex.response,)
+            return len(ex.prompt) + max(len(t) for t in texts)
+        window = cfg.batch_size * 64
+        batches = []
+        for w in range(0, len(order), window):
+            chunk = sorted(order[w : w + window], key=length)
+            batches.extend(chunk[b : b + cfg.batch_size] for b in range(0, len(chunk), cfg.batch_size))
+        full = [b for b in batches if len(b) == cfg.batch_size]
+        partial = [i for b in batches if len(b) < cfg.batch_size for i in b]  # at most one: kept last
+        return [i for k in torch.randperm(len(full), generator=gen).tolist() for i in full[k]] + partial
+
     def fit(
         self,
         train: Sequence[RankedExample] | Sequence[LabelledExample],
@@ -209,7 +236,7 @@ class RewardLearner:
         with Progress(transient=True, disable=not self.accelerator.is_main_process) as progress:
             task = progress.add_task("reward learning", total=n_batches * cfg.epochs, completed=start_epoch * n_batches + start_batch)
             for epoch in range(start_epoch, cfg.epochs):
-                order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch)).tolist()
+                order = self._epoch_order(train, epoch)
                 self.model.train()
                 losses = []
                 t0 = time.perf_counter()

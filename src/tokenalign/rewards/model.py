@@ -88,8 +88,13 @@ class TokenRewardModel(nn.Module):
         attention_mask: torch.Tensor,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Raw head output z at every (decoder) position: ``[B, T]``."""
+        """Raw head output z at every (decoder) position: ``[B, T]``.
+
+        With ``response_mask``, the head runs only on those positions (others are 0): the
+        2048-wide head then costs nothing on prompt and padding tokens.
+        """
         if self.is_encoder_decoder:
             if decoder_input_ids is None:
                 raise ValueError("an encoder-decoder reward model needs decoder_input_ids")
@@ -103,7 +108,11 @@ class TokenRewardModel(nn.Module):
         else:
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         hidden = out.last_hidden_state
-        return self.head(hidden.to(self.head[0].weight.dtype)).squeeze(-1)
+        if response_mask is None:
+            return self.head(hidden).squeeze(-1)
+        z = hidden.new_zeros(hidden.shape[:2])
+        z[response_mask] = self.head(hidden[response_mask]).squeeze(-1).to(z.dtype)
+        return z
 
     def forward(
         self,
@@ -111,9 +120,10 @@ class TokenRewardModel(nn.Module):
         attention_mask: torch.Tensor,
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        response_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Bounded rewards at every (decoder) position ``[B, T]``; mask with the response mask."""
-        z = self.raw_scores(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+        """Bounded rewards at every (decoder) position ``[B, T]``; read them at the response mask."""
+        z = self.raw_scores(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, response_mask)
         return bound(z.float(), self.head_config.bounding)
 
     # ---- persistence -------------------------------------------------------------------
