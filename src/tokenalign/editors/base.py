@@ -1,17 +1,23 @@
-"""Automatic minimal editors: turn a worse response into a minimally edited better one."""
+"""Automatic minimal editors: turn a worse response into a minimally edited better one.
+
+The diff between a response and its edit says *where* the response was wrong (SPEC 2.1);
+:func:`edit_minimality` reports how minimal the edits are.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["EditResult", "Editor"]
+__all__ = ["EditResult", "Editor", "edit_minimality", "summarize_edits"]
 
 
 @dataclasses.dataclass
 class EditResult:
-    """One edit. ``failed`` samples (unparseable, editor crash) carry ``edited == original``."""
+    """One edit. A ``failed`` sample (fails the syntax check, editor crash, the editor
+    would change the prompt) carries ``edited == original`` and ``changed == False``."""
 
     original: str
     edited: str
@@ -21,6 +27,48 @@ class EditResult:
 
 
 class Editor(Protocol):
+    """Anything that minimally edits completions (given their prompts) to make them better."""
+
     name: str
 
     def edit(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[EditResult]: ...
+
+
+def edit_minimality(pairs: Sequence[tuple[str, str]], tokenizer: Any) -> float:
+    """Mean share of unchanged tokens between each original and its edit (1.0 = no change).
+
+    Per pair, both texts are tokenized (no special tokens) and aligned with difflib over
+    token ids; the share is ``2 * matched / (len(original) + len(edit))``, so deletions and
+    insertions both count against minimality. Pairs where both texts are empty are skipped;
+    NaN when no pair is left.
+    """
+    if not pairs:
+        return float("nan")
+    originals = tokenizer([a for a, _ in pairs], add_special_tokens=False)["input_ids"]
+    edits = tokenizer([b for _, b in pairs], add_special_tokens=False)["input_ids"]
+    shares = []
+    for a, b in zip(originals, edits):
+        if not a and not b:
+            continue
+        matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+        matched = sum(block.size for block in matcher.get_matching_blocks())
+        shares.append(2 * matched / (len(a) + len(b)))
+    return sum(shares) / len(shares) if shares else float("nan")
+
+
+def summarize_edits(results: Sequence[EditResult]) -> dict[str, float]:
+    """Counts and rates of changed, unchanged and failed edits, and failures by kind."""
+    n = len(results)
+    if n == 0:
+        return {"n": 0}
+    failed = [r for r in results if r.failed]
+    out: dict[str, float] = {
+        "n": n,
+        "changed_rate": sum(1 for r in results if r.changed) / n,
+        "unchanged_rate": sum(1 for r in results if not r.changed and not r.failed) / n,
+        "failure_rate": len(failed) / n,
+    }
+    for r in failed:
+        key = "n_failed_" + (r.failure or "other").split(":")[0].replace(" ", "_")
+        out[key] = out.get(key, 0) + 1
+    return out

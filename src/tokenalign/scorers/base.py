@@ -5,16 +5,22 @@ where it can, the character spans of the completion it blames — the "gold blam
 which learned token rewards are judged. A sample the scorer cannot judge (syntax failure,
 checker crash, empty completion) is *failed*: it gets the scorer's fixed failure score and
 is counted, never dropped.
+
+Failure reasons start with a kind: ``"syntax: ..."``, ``"crash: ..."`` or
+``"empty completion"``; :func:`failure_kind` reads it back.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "summarize_scores"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "failure_kind", "summarize_scores"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,41 +53,84 @@ class Scorer(Protocol):
     def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]: ...
 
 
+def failure_kind(result: ScoreResult) -> str | None:
+    """``"syntax"``, ``"crash"``, ``"empty"`` or ``"other"`` for a failed result; None if it did not fail."""
+    if not result.failed:
+        return None
+    reason = result.failure or ""
+    for kind in ("syntax", "crash", "empty"):
+        if reason.startswith(kind):
+            return kind
+    return "other"
+
+
+def check_lengths(completions: Sequence[str], prompts: Sequence[str] | None) -> list[str]:
+    """The prompts as a list (empty strings when None), after checking there is one per completion."""
+    if prompts is None:
+        return [""] * len(completions)
+    prompts = list(prompts)
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    return prompts
+
+
 class CallableScorer:
-    """Wrap ``fn(prompt, completion) -> float`` (misalignment) as a scorer; NaN fails."""
+    """Wrap ``fn(prompt, completion) -> float`` (misalignment) as a scorer.
+
+    An exception or a non-finite value fails that sample only (``crash: ...``) with
+    ``failure_score``; it is logged once per exception type.
+    """
 
     def __init__(self, fn: Callable[[str, str], float], name: str = "callable", failure_score: float = 1.0) -> None:
         self.fn, self.name, self.failure_score = fn, name, failure_score
+        self.crashes = 0
+        self._logged: set[str] = set()
 
     def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
-        prompts = prompts if prompts is not None else [""] * len(completions)
         out = []
-        for p, c in zip(prompts, completions):
+        for p, c in zip(check_lengths(completions, prompts), completions):
             try:
                 value = float(self.fn(p, c))
                 if not math.isfinite(value):
                     raise ValueError(f"score is {value}")
                 out.append(ScoreResult(value, n_chars=len(c)))
             except Exception as err:  # a scorer crash fails one sample, never the batch
-                out.append(ScoreResult(self.failure_score, n_chars=len(c), failed=True, failure=f"crash: {type(err).__name__}: {err}"))
+                self.crashes += 1
+                kind = type(err).__name__
+                if kind not in self._logged:
+                    self._logged.add(kind)
+                    log.warning("scorer %s raised %s: %s; the sample is scored as a failure", self.name, kind, err)
+                out.append(ScoreResult(self.failure_score, n_chars=len(c), failed=True, failure=f"crash: {kind}: {err}"))
         return out
 
 
 def summarize_scores(results: Sequence[ScoreResult]) -> dict[str, float]:
-    """Mean misalignment, spread, failure rates: what every evaluation reports."""
+    """What every evaluation reports for a batch: misalignment beside the failure counts.
+
+    ``mean_misalignment`` includes failed samples at their failure score (so breaking
+    syntax never looks like an improvement); ``mean_misalignment_valid`` is over the
+    samples that did not fail. Rates are shares of all samples; ``n_*`` are counts.
+    """
     n = len(results)
     if n == 0:
         return {"n": 0}
     values = [r.misalignment for r in results]
     ok = [r.misalignment for r in results if not r.failed]
+    kinds = [failure_kind(r) for r in results]
     mean = sum(values) / n
+    counts = {kind: sum(1 for k in kinds if k == kind) for kind in ("syntax", "crash", "empty")}
+    n_failed = sum(1 for k in kinds if k is not None)
     return {
         "n": n,
         "mean_misalignment": mean,
         "std_misalignment": math.sqrt(sum((v - mean) ** 2 for v in values) / n),
         "mean_misalignment_valid": sum(ok) / len(ok) if ok else float("nan"),
         "violation_free_rate": sum(1 for r in results if not r.failed and r.n_violations == 0) / n,
-        "syntax_failure_rate": sum(1 for r in results if r.failed and (r.failure or "").startswith("syntax")) / n,
-        "crash_rate": sum(1 for r in results if r.failed and (r.failure or "").startswith("crash")) / n,
-        "failure_rate": sum(1 for r in results if r.failed) / n,
+        "syntax_failure_rate": counts["syntax"] / n,
+        "crash_rate": counts["crash"] / n,
+        "empty_rate": counts["empty"] / n,
+        "failure_rate": n_failed / n,
+        "n_syntax_failures": counts["syntax"],
+        "n_crashes": counts["crash"],
+        "n_failed": n_failed,
     }

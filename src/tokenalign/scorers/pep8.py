@@ -1,17 +1,28 @@
 """PEP8 misalignment with pycodestyle: violations per character of the completion (PHF).
 
-The check runs on ``prompt + completion`` (the prompt — a function header — gives the
-context) but only violations located in the completion are charged. Measured pitfalls
-handled here (SPEC section 5):
+The check runs in-process on ``prompt + completion`` (the prompt, a function header, gives
+the context) but only violations that reach into the completion are charged (see
+:mod:`tokenalign.scorers.blame`), and the rate is per character of the completion.
+Options default to pycodestyle's own, as the PHF scorer used them (max line length 79,
+pycodestyle's default ignore list), with one exception: ``# noqa`` comments are not
+honoured, so a policy cannot silence the checker by writing them.
+
+Measured pitfalls handled here (SPEC section 5):
 
 - *Scorer gaming by syntax errors*: pycodestyle stops at source that does not tokenize and
   reports almost nothing, so an unclosed bracket would look clean. A sample that fails the
-  syntax check (``syntax_check``: ``tokenize`` by default — samples cut at a token limit
+  syntax check (``syntax_check``: ``"tokenize"`` by default — samples cut at a token limit
   legitimately end inside a block, which ``compile`` rejects but ``tokenize`` accepts; or
-  ``compile``; or ``none``), or for which pycodestyle reports an E9xx, is *failed* with
-  ``failure_score`` (default 1.0 violations/char, worse than any real sample).
-- *Checker crashes*: any exception on one sample fails that sample (``crash: ...``), is
-  counted and logged once per kind, and never stops the batch.
+  ``"compile"``; or ``"none"``), or for which pycodestyle reports any E9xx (in every mode),
+  is *failed* with ``failure_score``. A valid sample's rate is capped at ``failure_score``
+  (a one-character completion can carry two violations), so no valid sample ever scores
+  worse than a failed one.
+- *Checker crashes*: any exception while scoring one sample fails that sample
+  (``crash: IndexError: ...``), is counted in ``Pep8Scorer.crashes``, is logged once per
+  exception type, and never stops the batch or drops the sample.
+- *Empty completions* (empty or whitespace only) are failed (``"empty completion"``) when
+  ``empty_is_failure`` (default); otherwise they are scored like any other sample
+  (violations over ``max(1, chars)``: an empty completion scores 0).
 """
 
 from __future__ import annotations
@@ -23,86 +34,159 @@ import tokenize
 from collections.abc import Sequence
 from typing import Literal
 
-from tokenalign.scorers.base import Blame, ScoreResult
-from tokenalign.scorers.blame import violation_span
+try:
+    import pycodestyle
+except ImportError as err:  # an optional dependency: the `pep8` extra
+    raise ImportError("the pep8 scorer needs pycodestyle: pip install 'tokenalign[pep8]'") from err
+
+from tokenalign.scorers.base import ScoreResult, check_lengths, failure_kind
+from tokenalign.scorers.blame import completion_blame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pep8ScorerConfig", "Pep8Scorer", "check_syntax", "pycodestyle_violations"]
+__all__ = ["Pep8ScorerConfig", "Pep8Scorer", "check_syntax", "pycodestyle_violations", "score_sample", "split_lines"]
+
+Violation = tuple[int, int, str, str]  # (line 1-based, column 0-based, code, message)
 
 
 @dataclasses.dataclass
 class Pep8ScorerConfig:
-    """pycodestyle options and failure handling."""
+    """pycodestyle options and failure handling.
+
+    ``select`` / ``ignore`` follow pycodestyle: with neither given, its default ignore list
+    (E121, E123, E126, E226, E24, E704, W503, W504) applies; ``select=["E", "W"]`` counts
+    everything.
+    """
 
     max_line_length: int = 79
-    select: list[str] = dataclasses.field(default_factory=list)  # empty: pycodestyle's default set
-    ignore: list[str] | None = None  # None: pycodestyle's default ignore list
+    select: list[str] = dataclasses.field(default_factory=list)
+    ignore: list[str] = dataclasses.field(default_factory=list)
+    honor_noqa: bool = False
     syntax_check: Literal["tokenize", "compile", "none"] = "tokenize"
     failure_score: float = 1.0
     empty_is_failure: bool = True
-    processes: int = 0  # > 1: score in a process pool (pays off above a few thousand samples)
+    processes: int = 0  # > 1: score batches of at least `min_pool_batch` in a process pool
+    min_pool_batch: int = 512
+
+    def __post_init__(self) -> None:
+        if self.syntax_check not in ("tokenize", "compile", "none"):
+            raise ValueError(f"syntax_check must be 'tokenize', 'compile' or 'none', not {self.syntax_check!r}")
 
 
-def check_syntax(source: str, mode: str) -> str | None:
-    """None when ``source`` passes the check, else a one-line reason."""
+def split_lines(source: str) -> list[str]:
+    """Lines ending at ``\\n`` only, as PHF fed pycodestyle and as :func:`blame.line_starts`
+    counts them (``str.splitlines`` also splits at form feeds, ``\\r`` and other separators,
+    which would shift every later line number)."""
+    return io.StringIO(source).readlines()
+
+
+def check_syntax(source: str, mode: str = "tokenize") -> str | None:
+    """None when ``source`` passes the check, else a one-line reason starting with ``syntax:``.
+
+    ``tokenize``: Python's tokenizer must accept it (no unclosed bracket, unterminated
+    string, inconsistent dedent or stray character; an unfinished block is fine).
+    ``compile``: it must compile. ``none``: no check.
+    """
     if mode == "none":
         return None
     try:
         if mode == "compile":
             compile(source, "<sample>", "exec", dont_inherit=True)
         else:
-            for _ in tokenize.generate_tokens(io.StringIO(source).readline):
-                pass
-    except (SyntaxError, tokenize.TokenError, ValueError, IndentationError) as err:
-        msg = err.args[0] if err.args else type(err).__name__
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+                # Python < 3.12 yields ERRORTOKEN (and goes on) for an unterminated
+                # single-quoted string or a stray character; 3.12+ raises instead.
+                if tok.type == tokenize.ERRORTOKEN and tok.string.strip():
+                    line, col = tok.start
+                    return f"syntax: invalid token {tok.string!r} at line {line} column {col}"
+    except (SyntaxError, tokenize.TokenError, ValueError) as err:  # IndentationError is a SyntaxError
+        msg = err.args[0] if err.args else ""
         return f"syntax: {type(err).__name__}: {msg}"
     return None
 
 
-_STYLE_CACHE: dict[tuple, object] = {}
+class _Collect(pycodestyle.BaseReport):
+    """A pycodestyle report that keeps every violation instead of printing it."""
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self.items: list[Violation] = []
+
+    def error(self, line_number, offset, text, check):
+        code = text[:4]
+        if self._ignore_code(code):
+            return None
+        self.items.append((line_number, offset, code, text[5:]))
+        return code
 
 
-def _style(cfg: Pep8ScorerConfig):
-    import pycodestyle
+class _NoqaBlindChecker(pycodestyle.Checker):
+    """A Checker for which no line carries ``# noqa`` (pycodestyle has no option for it)."""
 
-    key = (cfg.max_line_length, tuple(cfg.select), None if cfg.ignore is None else tuple(cfg.ignore))
-    if key not in _STYLE_CACHE:
+    noqa = property(lambda self: False, lambda self, value: None)
+
+
+_STYLES: dict[tuple, pycodestyle.StyleGuide] = {}
+
+
+def _style(cfg: Pep8ScorerConfig) -> pycodestyle.StyleGuide:
+    key = (cfg.max_line_length, tuple(cfg.select), tuple(cfg.ignore))
+    if key not in _STYLES:
         kwargs: dict = {"max_line_length": cfg.max_line_length, "quiet": True}
         if cfg.select:
             kwargs["select"] = list(cfg.select)
-        if cfg.ignore is not None:
+        if cfg.ignore:
             kwargs["ignore"] = list(cfg.ignore)
-        _STYLE_CACHE[key] = pycodestyle.StyleGuide(**kwargs)
-    return _STYLE_CACHE[key]
+        _STYLES[key] = pycodestyle.StyleGuide(**kwargs)
+    return _STYLES[key]
 
 
-def pycodestyle_violations(source: str, cfg: Pep8ScorerConfig) -> list[tuple[int, int, str, str]]:
-    """``(line 1-based, column 0-based, code, message)`` of every violation in ``source``."""
-    import pycodestyle
-
-    style = _style(cfg)
-
-    class Collect(pycodestyle.BaseReport):
-        def __init__(self, options) -> None:
-            super().__init__(options)
-            self.items: list[tuple[int, int, str, str]] = []
-
-        def error(self, line_number, offset, text, check):
-            code = text[:4]
-            if self._ignore_code(code):
-                return None
-            self.items.append((line_number, offset, code, text[5:]))
-            return code
-
-    report = Collect(style.options)
-    checker = pycodestyle.Checker(lines=source.splitlines(True), options=style.options, report=report)
-    checker.check_all()
+def pycodestyle_violations(source: str, cfg: Pep8ScorerConfig | None = None) -> list[Violation]:
+    """``(line 1-based, column 0-based, code, message)`` of every violation pycodestyle finds in ``source``."""
+    cfg = cfg or Pep8ScorerConfig()
+    options = _style(cfg).options
+    report = _Collect(options)
+    checker_class = pycodestyle.Checker if cfg.honor_noqa else _NoqaBlindChecker
+    checker_class(lines=split_lines(source), options=options, report=report).check_all()
     return report.items
 
 
+def score_sample(completion: str, prompt: str = "", cfg: Pep8ScorerConfig | None = None) -> ScoreResult:
+    """Score one sample; never raises (an exception becomes a ``crash: ...`` failure)."""
+    cfg = cfg or Pep8ScorerConfig()
+    n = len(completion)
+
+    def fail(reason: str) -> ScoreResult:
+        return ScoreResult(cfg.failure_score, n_chars=n, failed=True, failure=reason)
+
+    try:
+        if cfg.empty_is_failure and not completion.strip():
+            return fail("empty completion")
+        source = prompt + completion
+        reason = check_syntax(source, cfg.syntax_check)
+        if reason is not None:
+            return fail(reason)
+        items = pycodestyle_violations(source, cfg)
+        e9 = next((i for i in items if i[2].startswith("E9")), None)
+        if e9 is not None:
+            return fail(f"syntax: {e9[2]} {e9[3]}")
+        blame = completion_blame(source, items, len(prompt))
+        rate = min(len(blame) / max(n, 1), cfg.failure_score)
+        return ScoreResult(rate, n_violations=len(blame), n_chars=n, blame=blame)
+    except Exception as err:  # pycodestyle itself raises on rare inputs (IndexError, ~1 in 850)
+        return fail(f"crash: {type(err).__name__}: {err}")
+
+
+def _score_chunk(cfg: Pep8ScorerConfig, pairs: list[tuple[str, str]]) -> list[ScoreResult]:
+    return [score_sample(c, p, cfg) for c, p in pairs]
+
+
 class Pep8Scorer:
-    """Score code completions by pycodestyle violations per character (lower is better)."""
+    """Score code completions by pycodestyle violations per character (lower is better).
+
+    ``crashes`` counts checker crashes over the scorer's life (also those in worker
+    processes); each exception type is logged once.
+    """
 
     name = "pep8"
 
@@ -112,60 +196,42 @@ class Pep8Scorer:
         self._logged: set[str] = set()
 
     def score_one(self, completion: str, prompt: str = "") -> ScoreResult:
-        cfg = self.config
-        n = len(completion)
-        if cfg.empty_is_failure and not completion.strip():
-            return ScoreResult(cfg.failure_score, n_chars=n, failed=True, failure="empty completion")
-        source = prompt + completion
-        reason = check_syntax(source, cfg.syntax_check)
-        if reason is not None:
-            return ScoreResult(cfg.failure_score, n_chars=n, failed=True, failure=reason)
-        try:
-            items = pycodestyle_violations(source, cfg)
-        except Exception as err:  # pycodestyle itself crashes on rare inputs
-            self.crashes += 1
-            kind = f"{type(err).__name__}"
-            if kind not in self._logged:
-                self._logged.add(kind)
-                log.warning("pycodestyle crashed (%s: %s); the sample is scored as a failure", kind, err)
-            return ScoreResult(cfg.failure_score, n_chars=n, failed=True, failure=f"crash: {kind}: {err}")
-        e9 = [i for i in items if i[2].startswith("E9")]
-        if e9:
-            return ScoreResult(cfg.failure_score, n_chars=n, failed=True, failure=f"syntax: {e9[0][2]} {e9[0][3]}")
-        line_starts = _line_starts(source)
-        offset = len(prompt)
-        blame: list[Blame] = []
-        charged = 0
-        for line, col, code, message in items:
-            span = violation_span(source, line_starts, line, col, code, cfg.max_line_length)
-            start, end = span
-            if end <= offset:
-                continue  # in the prompt: not the completion's fault
-            charged += 1
-            blame.append(Blame(max(start, offset) - offset, end - offset, code, message))
-        misalignment = charged / max(n, 1)
-        return ScoreResult(misalignment, n_violations=charged, n_chars=n, blame=blame)
+        """Score a single (prompt, completion)."""
+        return self._record([score_sample(completion, prompt, self.config)])[0]
 
     def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
-        prompts = list(prompts) if prompts is not None else [""] * len(completions)
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
-        if self.config.processes > 1 and len(completions) >= 256:
-            from concurrent.futures import ProcessPoolExecutor
+        """Score a batch, in order; one result per completion, failures included."""
+        prompts = check_lengths(completions, prompts)
+        pairs = list(zip(completions, prompts))
+        cfg = self.config
+        results = None
+        if cfg.processes > 1 and len(pairs) >= cfg.min_pool_batch:
+            results = self._score_in_pool(pairs)
+        if results is None:
+            results = _score_chunk(cfg, pairs)
+        return self._record(results)
 
-            chunk = max(1, len(completions) // (self.config.processes * 4))
-            with ProcessPoolExecutor(self.config.processes) as pool:
-                return list(pool.map(_score_in_worker, [self.config] * len(completions), completions, prompts, chunksize=chunk))
-        return [self.score_one(c, p) for c, p in zip(completions, prompts)]
+    def _score_in_pool(self, pairs: list[tuple[str, str]]) -> list[ScoreResult] | None:
+        """Score in ``processes`` worker processes; None (score serially) if the pool breaks."""
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
+        cfg = self.config
+        size = -(-len(pairs) // (cfg.processes * 4))
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        try:
+            with ProcessPoolExecutor(cfg.processes) as pool:
+                return [r for chunk in pool.map(_score_chunk, [cfg] * len(chunks), chunks) for r in chunk]
+        except (OSError, BrokenProcessPool) as err:
+            log.warning("process pool failed (%s); scoring in this process", err)
+            return None
 
-def _score_in_worker(config: Pep8ScorerConfig, completion: str, prompt: str) -> ScoreResult:
-    return Pep8Scorer(config).score_one(completion, prompt)
-
-
-def _line_starts(source: str) -> list[int]:
-    starts = [0]
-    for i, ch in enumerate(source):
-        if ch == "\n":
-            starts.append(i + 1)
-    return starts
+    def _record(self, results: list[ScoreResult]) -> list[ScoreResult]:
+        for r in results:
+            if failure_kind(r) == "crash":
+                self.crashes += 1
+                kind = (r.failure or "").split(":")[1].strip()
+                if kind not in self._logged:
+                    self._logged.add(kind)
+                    log.warning("pycodestyle crashed (%s); the sample is scored as a failure", r.failure)
+        return results
