@@ -24,15 +24,15 @@ def test_split_is_deterministic_disjoint_and_excludes_tests():
 
 def test_extract_headers():
     source = 'class A:\n    def m(self, x):\n        """Doc."""\n        return x\n\ndef f(a,\n      b):\n    return a\n'
-    assert extract_headers(source) == ['def m(self, x):\n    """Doc."""\n', "def f(a,\n      b):\n"]
+    assert extract_headers(source) == ['def m(self, x):\n    """Doc."""', "def f(a,\n      b):"]
 
 
 def test_shipped_prompts_are_function_headers():
     test, train = load_prompts("test"), load_prompts("train")
     assert len(test) == 500 and len(train) > 300 and len(set(test)) == len(test)
     for p in test[:100]:
-        assert p.startswith(("def ", "async def ")) and p.endswith("\n")
-        compile(p + "    pass\n", "<prompt>", "exec")
+        assert p.startswith(("def ", "async def ")) and not p.endswith("\n")
+        compile(p + "\n    pass\n", "<prompt>", "exec")
 
 
 def test_complete_lines_only_trims_length_cut_samples():

@@ -2,8 +2,8 @@
 
 Training-time prompts come from the validation files, evaluation prompts from the test
 files, so neither was seen in pretraining. A header is the ``def`` line(s) of a function
-or method plus its docstring, dedented to column 0 and ending with a newline; the model
-writes the indented body. Both sets ship as JSONL in ``assets/`` so every machine
+or method plus its docstring, dedented to column 0, without its final newline; the model
+writes the newline and the indented body. Both sets ship as JSONL in ``assets/`` so every machine
 evaluates on the same prompts; :func:`extract_headers` rebuilds them.
 """
 
@@ -24,7 +24,7 @@ PROMPT_FILES = {"train": "prompts_train.jsonl", "test": "prompts_test.jsonl"}
 
 
 def extract_headers(source: str, max_chars: int = 400) -> list[str]:
-    """Function headers of ``source`` (dedented, newline-terminated), in source order."""
+    """Function headers of ``source`` (dedented, without the final newline), in source order."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -40,9 +40,10 @@ def extract_headers(source: str, max_chars: int = 400) -> list[str]:
         end = first.end_lineno if has_doc else first.lineno - 1
         if end is None or end <= start or (has_doc and len(node.body) == 1):
             continue  # one-line defs, or a function whose whole body is its docstring
-        text = textwrap.dedent("".join(lines[start:end]))
-        if not text.endswith("\n"):
-            text += "\n"
+        # No trailing newline: BPE merges a newline with the next line's indentation into one
+        # token ("\n    "), so a prompt ending in a bare "\n" token would put the model where
+        # it has only seen column-0 lines follow. The completion starts with "\n    ...".
+        text = textwrap.dedent("".join(lines[start:end])).rstrip("\n")
         if len(text) <= max_chars and text.startswith(("def ", "async def ")):
             headers.append((node.lineno, text))
     return [h for _, h in sorted(headers)]
