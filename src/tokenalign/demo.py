@@ -213,7 +213,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     best = valid[: max(1, run_cfg.n_heatmaps // 2)]
     report.add_heading("Gold blame: which tokens pycodestyle blames")
     report.add_text("Red tokens overlap a pycodestyle violation (hover for the codes). The grey text is the prompt.", muted=True)
-    report.add_heatmaps([_blame_example(tokenizer, samples[i], prompted[i], f"sample {i} (most violations first)") for i in worst],
+    report.add_heatmaps([_blame_example(tokenizer, samples[i], prompted[i], f"sample {i} (highest misalignment first)") for i in worst],
                         scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
     report.add_heatmaps([_blame_example(tokenizer, samples[i], prompted[i], f"sample {i} (cleanest)") for i in best],
                         title="Cleanest samples", scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
