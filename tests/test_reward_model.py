@@ -96,3 +96,12 @@ def test_save_and_load_round_trip(tmp_path, tiny_tokenizer):
     assert torch.allclose(loaded(**batch.model_inputs()), before, atol=1e-6)
     with pytest.raises(TokenalignError, match="not a tokenalign reward model"):
         TokenRewardModel.from_pretrained(tmp_path)
+
+
+def test_inputs_longer_than_the_backbone_are_capped(tiny_tokenizer):
+    from tokenalign.rewards.scoring import score_tokens
+
+    model = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=16))
+    assert model.max_positions == 128 and model.fit_length(512) == 128 and model.fit_length(64) == 64
+    scored = score_tokens(model, tiny_tokenizer, ["x " * 200], ["y " * 100])  # > 128 tokens: no IndexError
+    assert 0 < len(scored[0].rewards) <= 128

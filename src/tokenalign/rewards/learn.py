@@ -106,6 +106,7 @@ class RewardLearner:
             gradient_accumulation_steps=config.grad_accum,
         )
         self.model = model
+        self.max_length = model.fit_length(config.max_length)
         self.step = 0
         self.history: list[dict[str, Any]] = []
 
@@ -116,7 +117,7 @@ class RewardLearner:
             prompts,
             responses,
             is_encoder_decoder=self.model.is_encoder_decoder,
-            max_length=self.config.max_length,
+            max_length=self.max_length,
             decoder_start_token_id=getattr(self.model.config, "decoder_start_token_id", None),
         )
         return batch.to(self.accelerator.device)

@@ -82,6 +82,26 @@ class TokenRewardModel(nn.Module):
     def config(self):  # the backbone's config, as HF code expects ``model.config``
         return self.backbone.config
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the backbone can read (None when it has no fixed limit)."""
+        if self.is_encoder_decoder:
+            return None  # relative positions (T5) or per-model limits handled by truncation
+        for name in ("n_positions", "max_position_embeddings"):
+            value = getattr(self.backbone.config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def fit_length(self, max_length: int | None) -> int | None:
+        """``max_length`` capped at what the backbone can read (a warning says so)."""
+        limit = self.max_positions
+        if limit is None or (max_length is not None and max_length <= limit):
+            return max_length
+        if max_length is not None:
+            log.warning("max_length %d exceeds the backbone's %d positions; using %d", max_length, limit, limit)
+        return limit
+
     def raw_scores(
         self,
         input_ids: torch.Tensor,

@@ -36,6 +36,7 @@ def score_tokens(
 ) -> list[TokenRewards]:
     """Per-token rewards of each (prompt, response), in eval mode, batched."""
     model.eval()
+    max_length = model.fit_length(max_length)
     device = next(model.parameters()).device
     out: list[TokenRewards] = []
     for start in range(0, len(prompts), batch_size):
