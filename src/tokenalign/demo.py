@@ -205,7 +205,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         f"function headers x {k} plus {run_cfg.n_unconditional} unconditional; scored with pycodestyle "
         "(violations per character). Syntax failures and checker crashes score 1.0 and are counted."
     )
-    report.add_table([{"samples": part, **{k2: v for k2, v in st.items()}} for part, st in stats.items()], title="Misalignment")
+    report.add_table([{"measure": key, **{part: st.get(key) for part, st in stats.items()}} for key in stats["prompted"]],
+                     title="Misalignment")
     report.add_table([{"code": c, "count": n} for c, n in codes.most_common(15)], title="Most frequent violations")
     order = sorted(range(len(prompted)), key=lambda i: prompted[i].misalignment)
     valid = [i for i in order if not prompted[i].failed and samples[i].completion.strip()]

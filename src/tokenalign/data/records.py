@@ -1,101 +1,166 @@
 """Typed records of every data format, with per-record validation.
 
-Field names follow TRL's conventions. Each ``from_row`` checks one raw row (a mapping) and
-raises :class:`~tokenalign.errors.DataError` naming the field; the loader adds the file
-and line. Responses must be non-empty (whitespace-only counts as empty); prompts may be "".
+Field names follow TRL's conventions. ``Record.parse(row)`` checks one raw row (a mapping
+from field name to value) and returns the record plus its warnings, or raises
+:class:`~tokenalign.errors.DataError` naming the field; the loader adds the file and line.
+
+Rules shared by every format: responses (``chosen``, ``rejected``, ``responses[i]``,
+``original``, ``edited``, ``completion``, ``text``) must be non-empty strings, where
+whitespace-only counts as empty; ``prompt`` must be a string and may be ``""``; scores
+must be finite numbers. Extra fields in a row are ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeVar, Union
 
 from tokenalign.errors import DataError
 
 __all__ = [
+    "ASSISTANT_MARKER",
     "PairRecord",
     "RankedRecord",
     "EditRecord",
     "PromptRecord",
     "SupervisedRecord",
     "TextRecord",
+    "Record",
     "RECORD_TYPES",
     "split_shared_prefix",
 ]
 
 ASSISTANT_MARKER = "\n\nAssistant:"
+_WHITESPACE = re.compile(r"\s")
+
+R = TypeVar("R", bound="_RecordBase")
+
+
+# ---------------------------------------------------------------------------------------
+# Field checks: each returns the clean value or raises DataError(field=...).
+
+
+def _value(row: Mapping[str, Any], field: str) -> Any:
+    if field not in row:
+        raise DataError("missing", field=field)
+    if row[field] is None:
+        raise DataError("missing (null)", field=field)
+    return row[field]
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return "a list of messages (chat format is not supported: apply the chat template first)"
+    return type(value).__name__
 
 
 def _string(row: Mapping[str, Any], field: str, *, non_empty: bool) -> str:
-    if field not in row or row[field] is None:
-        raise DataError("missing", field=field)
-    value = row[field]
+    value = _value(row, field)
     if not isinstance(value, str):
-        raise DataError(f"must be a string, got {type(value).__name__}", field=field)
+        raise DataError(f"must be a string, got {_type_name(value)}", field=field)
     if non_empty and not value.strip():
-        raise DataError("is empty", field=field)
+        raise DataError("is empty" if not value else "is empty (whitespace only)", field=field)
     return value
 
 
-def _string_list(row: Mapping[str, Any], field: str) -> list[str]:
-    if field not in row or row[field] is None:
-        raise DataError("missing", field=field)
-    value = row[field]
+def _list(row: Mapping[str, Any], field: str, what: str) -> Sequence[Any]:
+    value = _value(row, field)
     if not isinstance(value, (list, tuple)):
-        raise DataError(f"must be a list of strings, got {type(value).__name__}", field=field)
+        raise DataError(f"must be a list of {what}, got {_type_name(value)}", field=field)
+    return value
+
+
+def _string_list(row: Mapping[str, Any], field: str) -> tuple[str, ...]:
+    value = _list(row, field, "strings")
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise DataError(f"item {i} must be a string, got {type(item).__name__}", field=field)
+            raise DataError(f"item {i} must be a string, got {_type_name(item)}", field=field)
         if not item.strip():
             raise DataError(f"item {i} is empty", field=field)
-    return list(value)
+    return tuple(value)
 
 
-def _score_list(row: Mapping[str, Any], field: str) -> list[float]:
-    if field not in row or row[field] is None:
-        raise DataError("missing", field=field)
-    value = row[field]
-    if not isinstance(value, (list, tuple)):
-        raise DataError(f"must be a list of numbers, got {type(value).__name__}", field=field)
+def _score_list(row: Mapping[str, Any], field: str) -> tuple[float, ...]:
+    value = _list(row, field, "numbers")
     out = []
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise DataError(f"item {i} must be a number, got {item!r}", field=field)
-        if not math.isfinite(item):
+        try:
+            number = float(item)
+        except OverflowError:  # a JSON integer with hundreds of digits
+            number = math.inf
+        if not math.isfinite(number):
             raise DataError(f"item {i} must be finite, got {item}", field=field)
-        out.append(float(item))
-    return out
+        out.append(number)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Whole dialogues -> (prompt, chosen, rejected)
+
+
+def _tails_ok(chosen: str, rejected: str, cut: int) -> bool:
+    return bool(chosen[cut:].strip() and rejected[cut:].strip())
 
 
 def split_shared_prefix(chosen: str, rejected: str) -> tuple[str, str, str]:
-    """Split two whole dialogues that share a prefix into (prompt, chosen, rejected).
+    """Split two whole dialogues that share a prefix into ``(prompt, chosen, rejected)``.
 
-    The prompt ends with the last ``"\\n\\nAssistant:"`` inside the common prefix (HH-RLHF);
-    without one, at the last line break or space of the common prefix (possibly "").
+    The prompt is the common prefix up to and including its last ``"\\n\\nAssistant:"``
+    (HH-RLHF; the same cut as TRL's ``extract_anthropic_prompt``). Without that marker it
+    is the longest common prefix that ends on whitespace (a space or a line break),
+    possibly ``""``. A cut that would leave a response empty (HH-RLHF has replies that are
+    a lone space) moves left to the previous such place, so that both responses keep
+    their differing text and stay non-empty. Both inputs must be non-blank.
     """
-    n = 0
-    for a, b in zip(chosen, rejected):
-        if a != b:
-            break
-        n += 1
-    common = chosen[:n]
-    cut = common.rfind(ASSISTANT_MARKER)
-    if cut >= 0:
-        cut += len(ASSISTANT_MARKER)
-    else:
-        cut = max(common.rfind("\n"), common.rfind(" ")) + 1
-    if n == len(chosen) or n == len(rejected):  # one is a prefix of the other: keep both non-empty
-        cut = min(cut, max(0, min(len(chosen), len(rejected)) - 1))
-        while cut > 0 and not (chosen[cut:].strip() and rejected[cut:].strip()):
-            cut -= 1
-    return chosen[:cut], chosen[cut:], rejected[cut:]
+    common = os.path.commonprefix([chosen, rejected])
+    markers = [m.end() for m in re.finditer(re.escape(ASSISTANT_MARKER), common)]
+    spaces = [m.end() for m in _WHITESPACE.finditer(common)]
+    for cut in (*reversed(markers), *reversed(spaces), 0):
+        if _tails_ok(chosen, rejected, cut):
+            return chosen[:cut], chosen[cut:], rejected[cut:]
+    return "", chosen, rejected  # only reached with blank inputs, which callers reject
+
+
+# ---------------------------------------------------------------------------------------
+# Records
+
+
+class _RecordBase:
+    """What every record type has: its format name, its fields and ``parse``."""
+
+    FORMAT: ClassVar[str]
+    FIELDS: ClassVar[tuple[str, ...]]
+    LIST_FIELDS: ClassVar[tuple[str, ...]] = ()  # JSON-encoded in CSV cells
+
+    @classmethod
+    def from_row(cls: type[R], row: Mapping[str, Any]) -> R:
+        """The record of one raw row; raises :class:`DataError` naming the bad field."""
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls: type[R], row: Mapping[str, Any]) -> tuple[R, list[DataError]]:
+        """The record of one raw row and its warnings (valid, but carrying no signal)."""
+        record = cls.from_row(row)
+        return record, record.warnings()
+
+    def warnings(self) -> list[DataError]:
+        """Problems that do not make the record invalid."""
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
-class PairRecord:
-    """``prompt``, ``chosen`` (preferred), ``rejected``."""
+class PairRecord(_RecordBase):
+    """``prompt``, ``chosen`` (the preferred response), ``rejected``.
+
+    A row with only ``chosen`` and ``rejected`` holds two whole dialogues that share a
+    prefix (HH-RLHF); :func:`split_shared_prefix` turns the prefix into the prompt.
+    """
 
     prompt: str
     chosen: str
@@ -105,27 +170,46 @@ class PairRecord:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "PairRecord":
+        return cls.parse(row)[0]
+
+    @classmethod
+    def parse(cls, row: Mapping[str, Any]) -> tuple["PairRecord", list[DataError]]:
+        warnings = []
         if "prompt" not in row and "chosen" in row and "rejected" in row:
             chosen = _string(row, "chosen", non_empty=True)
             rejected = _string(row, "rejected", non_empty=True)
-            prompt, chosen, rejected = split_shared_prefix(chosen, rejected)
-            row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-        return cls(
-            _string(row, "prompt", non_empty=False),
-            _string(row, "chosen", non_empty=True),
-            _string(row, "rejected", non_empty=True),
-        )
+            prompt, chosen_tail, rejected_tail = split_shared_prefix(chosen, rejected)
+            last = os.path.commonprefix([chosen, rejected]).rfind(ASSISTANT_MARKER)
+            if last >= 0 and len(prompt) < last + len(ASSISTANT_MARKER):
+                blank = "chosen" if not chosen[last + len(ASSISTANT_MARKER):].strip() else "rejected"
+                warnings.append(DataError(
+                    "the last reply is empty, so the prompt ends at an earlier turn", field=blank))
+            record = cls(prompt, chosen_tail, rejected_tail)
+        else:
+            record = cls(
+                _string(row, "prompt", non_empty=False),
+                _string(row, "chosen", non_empty=True),
+                _string(row, "rejected", non_empty=True),
+            )
+        return record, warnings + record.warnings()
+
+    def warnings(self) -> list[DataError]:
+        if self.chosen == self.rejected:
+            return [DataError("is identical to 'chosen' (no preference signal)", field="rejected")]
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
-class RankedRecord:
-    """``prompt``, ``responses`` (K >= 2), ``scores`` (higher is better, ties allowed)."""
+class RankedRecord(_RecordBase):
+    """``prompt``, ``responses`` (K >= 2), ``scores`` (one per response, higher is better,
+    ties allowed)."""
 
     prompt: str
     responses: tuple[str, ...]
     scores: tuple[float, ...]
     FORMAT: ClassVar[str] = "ranked"
     FIELDS: ClassVar[tuple[str, ...]] = ("prompt", "responses", "scores")
+    LIST_FIELDS: ClassVar[tuple[str, ...]] = ("responses", "scores")
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "RankedRecord":
@@ -136,11 +220,16 @@ class RankedRecord:
             raise DataError(f"needs K >= 2 responses, got {len(responses)}", field="responses")
         if len(scores) != len(responses):
             raise DataError(f"has {len(scores)} scores for {len(responses)} responses", field="scores")
-        return cls(prompt, tuple(responses), tuple(scores))
+        return cls(prompt, responses, scores)
+
+    def warnings(self) -> list[DataError]:
+        if len(set(self.scores)) == 1:
+            return [DataError(f"all {len(self.scores)} scores are tied (no preference signal)", field="scores")]
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
-class EditRecord:
+class EditRecord(_RecordBase):
     """``prompt``, ``original`` (the worse response), ``edited`` (its minimal edit)."""
 
     prompt: str
@@ -164,7 +253,7 @@ class EditRecord:
 
 
 @dataclasses.dataclass(frozen=True)
-class PromptRecord:
+class PromptRecord(_RecordBase):
     """``prompt`` (may be empty: unconditional generation)."""
 
     prompt: str
@@ -177,7 +266,7 @@ class PromptRecord:
 
 
 @dataclasses.dataclass(frozen=True)
-class SupervisedRecord:
+class SupervisedRecord(_RecordBase):
     """``prompt``, ``completion``."""
 
     prompt: str
@@ -191,8 +280,8 @@ class SupervisedRecord:
 
 
 @dataclasses.dataclass(frozen=True)
-class TextRecord:
-    """``text``: a document, scored per segment later (PHF)."""
+class TextRecord(_RecordBase):
+    """``text``: a document, scored per segment later (pretraining with human feedback)."""
 
     text: str
     FORMAT: ClassVar[str] = "text"
@@ -203,6 +292,9 @@ class TextRecord:
         return cls(_string(row, "text", non_empty=True))
 
 
-RECORD_TYPES: dict[str, type] = {
+Record = Union[PairRecord, RankedRecord, EditRecord, PromptRecord, SupervisedRecord, TextRecord]
+
+RECORD_TYPES: dict[str, type[_RecordBase]] = {
     cls.FORMAT: cls for cls in (PairRecord, RankedRecord, EditRecord, PromptRecord, SupervisedRecord, TextRecord)
 }
+"""Format name -> record class, in the order formats are listed to users."""
