@@ -144,11 +144,19 @@ def main() -> None:
 
     records = load_records(args.data, "pairs").records
     pairs = [(r.prompt, r.chosen, r.rejected) for r in records]
-    while len(pairs) < args.steps * args.batch_size:
-        pairs = pairs + pairs
     work = Path(tempfile.mkdtemp(prefix="bench-reward-"))
     tok = build_tokenizer([p + c + r for p, c, r in pairs], vocab_size=4096)
     tok.save_pretrained(work / "tok")
+    # TRL drops pairs longer than max_length while tokenalign truncates them: keep only the
+    # pairs that fit whole (with TRL's appended EOS), so both train on exactly the same tokens.
+    def fits(p: str, c: str, r: str) -> bool:
+        n_p = len(tok(p)["input_ids"])
+        return all(n_p + len(tok(x, add_special_tokens=False)["input_ids"]) + 1 <= args.max_length for x in (c, r))
+
+    pairs = [x for x in pairs if fits(*x)]
+    print(f"{len(pairs)} of {len(records)} pairs fit in {args.max_length} tokens")
+    while len(pairs) < args.steps * args.batch_size:
+        pairs = pairs + pairs
 
     ctx = mp.get_context("spawn")
     results = []

@@ -149,3 +149,13 @@ def test_missing_file_unknown_format_and_offline_hub(tmp_path):
         load_records(tmp_path / "x.txt", "pairs")
     with pytest.raises(DataError, match="cannot load dataset"):
         load_records("someone/not-a-local-dataset", "pairs")
+
+
+def test_gzipped_jsonl(tmp_path):
+    import gzip
+
+    path = tmp_path / "d.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps(GOOD["pairs"]) + "\n" + '{"prompt": "p"}\n')
+    result = load_records(path, "pairs", skip_invalid=True)
+    assert len(result.records) == 1 and "d.jsonl.gz:2: field 'chosen': missing" in str(result.problems[0])

@@ -58,8 +58,11 @@ def _detect(source: str, file_format: str | None) -> str:
     path = Path(source)
     if path.is_dir():
         return "dataset"
-    if path.suffix.lower() in _EXTENSIONS:
-        return _EXTENSIONS[path.suffix.lower()]
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes[-1:] == [".gz"]:
+        suffixes = suffixes[:-1]  # data.jsonl.gz is read through gzip
+    if suffixes and suffixes[-1] in _EXTENSIONS:
+        return _EXTENSIONS[suffixes[-1]]
     if path.exists():
         raise DataError(f"cannot tell the file format from '{path.suffix}'; pass it explicitly (jsonl, json, csv, parquet)", source=source)
     return "hub"
@@ -69,8 +72,17 @@ def _decode_error(err: UnicodeDecodeError) -> str:
     return f"is not valid UTF-8 (byte 0x{err.object[err.start]:02x} at column {err.start + 1})"
 
 
+def _open_bytes(path: Path):
+    """Binary file handle; ``.gz`` files are decompressed on the fly."""
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
 def _jsonl_rows(path: Path) -> Iterator[Row]:
-    with open(path, "rb") as fh:
+    with _open_bytes(path) as fh:
         for n, raw in enumerate(fh, start=1):
             try:
                 text = raw.decode("utf-8")
@@ -91,7 +103,8 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    with _open_bytes(path) as fh:
+        data = fh.read()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
