@@ -3,13 +3,16 @@
 from tokenalign.data.edit_labels import EditLabelConfig, TokenLabels, edit_labels
 from tokenalign.data.loading import LoadResult, load_records
 from tokenalign.data.records import (
+    RECORD_TYPES,
     EditRecord,
     PairRecord,
     PromptRecord,
     RankedRecord,
+    Record,
     SupervisedRecord,
     TextRecord,
 )
+from tokenalign.data.truncation import TruncationCounter, truncate_pair
 
 __all__ = [
     "EditLabelConfig",
@@ -23,4 +26,8 @@ __all__ = [
     "PromptRecord",
     "SupervisedRecord",
     "TextRecord",
+    "Record",
+    "RECORD_TYPES",
+    "TruncationCounter",
+    "truncate_pair",
 ]

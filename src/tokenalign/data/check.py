@@ -1,47 +1,81 @@
-"""``tokenalign data check``: validate a data file and describe it."""
+"""What ``tokenalign data check`` reports: counts, length statistics and every problem.
+
+Lengths are per field, in characters (and in tokens when a tokenizer is given). For
+``ranked`` the K distribution and the number of lists with tied scores are added. With a
+tokenizer and ``max_length``, an example counts as over-long when its prompt plus its
+longest response (tokens, without special tokens) exceed ``max_length``: training would
+truncate it (see :mod:`tokenalign.data.truncation`), never drop it.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tokenalign.data.loading import LoadResult, load_records
+from tokenalign.data.records import Record
 
-__all__ = ["CheckReport", "check_file"]
+__all__ = ["CheckReport", "check_file", "length_stats"]
+
+_TOKENIZE_CHUNK = 1024  # texts per tokenizer call: batched, with bounded memory
 
 
 @dataclasses.dataclass
 class CheckReport:
-    """Counts, per-field length statistics and every problem of one file."""
+    """Counts, per-field length statistics and every problem of one source."""
 
     result: LoadResult
     char_stats: dict[str, dict[str, float]]
     token_stats: dict[str, dict[str, float]]
-    n_over_length: int | None
-    k_counts: dict[int, int]
-    n_lists_with_ties: int
+    n_over_length: int | None  # None unless a tokenizer and max_length were given
+    k_counts: dict[int, int]  # ranked: list size K -> number of lists
+    n_lists_with_ties: int  # ranked: lists where at least two scores are equal
 
     @property
     def clean(self) -> bool:
+        """No invalid record (warnings do not count)."""
         return not self.result.problems
 
 
-def _stats(values: list[int]) -> dict[str, float]:
+def length_stats(values: Sequence[int]) -> dict[str, float]:
+    """``min``, ``mean``, ``median`` and ``max`` of some lengths (empty: ``{}``)."""
     if not values:
         return {}
-    return {"min": min(values), "mean": statistics.fmean(values), "median": statistics.median(values), "max": max(values)}
+    return {
+        "min": min(values),
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "max": max(values),
+    }
 
 
-def _texts(record: Any) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for field in type(record).FIELDS:
-        value = getattr(record, field)
-        if isinstance(value, str):
-            out[field] = [value]
-        elif field == "responses":
-            out[field] = list(value)
+def _field_texts(records: Sequence[Record]) -> dict[str, list[list[str]]]:
+    """For each text field, the texts of each record (one, or K for ``responses``)."""
+    if not records:
+        return {}
+    fields = [f for f in type(records[0]).FIELDS if f != "scores"]
+    return {
+        f: [[v] if isinstance(v, str) else list(v) for v in (getattr(r, f) for r in records)]
+        for f in fields
+    }
+
+
+def _token_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    lengths: list[int] = []
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        ids = tokenizer(texts[start:start + _TOKENIZE_CHUNK], add_special_tokens=False)["input_ids"]
+        lengths.extend(len(x) for x in ids)
+    return lengths
+
+
+def _regroup(flat: list[int], groups: list[list[str]]) -> list[list[int]]:
+    out, i = [], 0
+    for group in groups:
+        out.append(flat[i:i + len(group)])
+        i += len(group)
     return out
 
 
@@ -55,34 +89,29 @@ def check_file(
     tokenizer: Any = None,
     max_length: int | None = None,
 ) -> CheckReport:
-    """Load every record (collecting all problems) and compute statistics."""
-    result = load_records(source, fmt, skip_invalid=True, field_map=field_map, split=split, file_format=file_format,
-                          log_summary=False)
-    chars: dict[str, list[int]] = {}
-    tokens: dict[str, list[int]] = {}
-    k_counts: dict[int, int] = {}
+    """Load every record of ``source`` (collecting all problems) and describe them.
+
+    Raises :class:`~tokenalign.errors.DataError` only when the source as a whole cannot
+    be read (missing file, unknown file type, no records).
+    """
+    result = load_records(source, fmt, skip_invalid=True, field_map=field_map, split=split,
+                          file_format=file_format, log_summary=False)
+    texts = _field_texts(result.records)
+    char_stats = {f: length_stats([len(t) for group in groups for t in group]) for f, groups in texts.items()}
+    token_stats: dict[str, dict[str, float]] = {}
+    n_over = None
+    if tokenizer is not None:
+        tokens = {f: _regroup(_token_lengths(tokenizer, [t for g in groups for t in g]), groups)
+                  for f, groups in texts.items()}
+        token_stats = {f: length_stats([n for g in groups for n in g]) for f, groups in tokens.items()}
+        if max_length is not None:
+            prompt = tokens.get("prompt", [[0]] * len(result.records))
+            responses = [f for f in tokens if f != "prompt"]
+            longest = [max((max(tokens[f][i]) for f in responses), default=0) for i in range(len(result.records))]
+            n_over = sum(p[0] + r > max_length for p, r in zip(prompt, longest))
+    k_counts: collections.Counter[int] = collections.Counter()
     ties = 0
-    n_over = 0 if (tokenizer is not None and max_length) else None
-    for record in result.records:
-        lengths_tok: dict[str, list[int]] = {}
-        for field, texts in _texts(record).items():
-            chars.setdefault(field, []).extend(len(t) for t in texts)
-            if tokenizer is not None:
-                lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-                tokens.setdefault(field, []).extend(lens)
-                lengths_tok[field] = lens
-        if fmt == "ranked":
-            k_counts[len(record.responses)] = k_counts.get(len(record.responses), 0) + 1
-            ties += len(set(record.scores)) < len(record.scores)
-        if n_over is not None:
-            prompt = lengths_tok.get("prompt", [0])[0]
-            longest = max((max(v) for f, v in lengths_tok.items() if f != "prompt"), default=0)
-            n_over += prompt + longest > max_length
-    return CheckReport(
-        result,
-        {f: _stats(v) for f, v in chars.items()},
-        {f: _stats(v) for f, v in tokens.items()},
-        n_over,
-        dict(sorted(k_counts.items())),
-        ties,
-    )
+    if fmt == "ranked":
+        k_counts.update(len(r.responses) for r in result.records)
+        ties = sum(len(set(r.scores)) < len(r.scores) for r in result.records)
+    return CheckReport(result, char_stats, token_stats, n_over, dict(sorted(k_counts.items())), ties)

@@ -1,166 +1,305 @@
 """Load records from JSONL, JSON, CSV, Parquet, saved datasets or the Hugging Face hub.
 
 Every problem becomes a :class:`~tokenalign.errors.DataError` that names the file, the
-line (JSONL, CSV), item (JSON list) or row (Parquet, datasets), and the field.
-Policy: fail fast on the first problem (default), or with ``skip_invalid=True`` keep every
-valid record and return all problems — a valid record is never lost because of a bad
-neighbour. Blank lines in JSONL are skipped.
+place (JSONL and CSV: the line of the file; JSON: the list item; Parquet and datasets: the
+row, 0-based) and the field. A trailing ``.gz`` (``prefs.jsonl.gz``) is decompressed on
+the fly. Text files are read as bytes and decoded line by line, so a
+byte that is not UTF-8 is reported with its line and costs only the row it is in.
+
+Policy: fail fast on the first problem (the default), or with ``skip_invalid=True`` keep
+every valid record, collect every problem and log one summary with counts. A valid record
+is never lost because of a bad neighbour. Blank lines (JSONL, CSV) are skipped silently.
+Problems with the source as a whole (missing file, unknown file type, unparseable JSON
+document, CSV header, offline hub) always raise.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
-import io
+import gzip
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
-from tokenalign.data.records import RECORD_TYPES
+from tokenalign.data.records import RECORD_TYPES, Record
 from tokenalign.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadResult", "load_records", "iter_rows", "FILE_FORMATS"]
+__all__ = ["FILE_FORMATS", "LoadResult", "RawRow", "detect_file_format", "iter_rows", "load_records"]
 
-FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "dataset")
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_LIST_FIELDS = ("responses", "scores")
+FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "dataset", "hub")
+"""Source kinds: ``dataset`` is a ``save_to_disk`` folder, ``hub`` a dataset name."""
+
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+class RawRow(NamedTuple):
+    """One row of a source before validation: its place and its fields, or why it is unreadable."""
+
+    place: int
+    unit: str  # "line", "item" or "row", as in DataError
+    row: dict[str, Any] | DataError
 
 
 @dataclasses.dataclass
 class LoadResult:
-    """What a load produced: the valid records and every problem found."""
+    """What a load produced: the valid records, every problem and every warning."""
 
     source: str
     format: str
-    records: list[Any]
+    records: list[Record]
     problems: list[DataError]
     warnings: list[DataError]
-    n_read: int
+    n_read: int  # rows read, valid or not (blank lines not counted)
+
+    @property
+    def n_valid(self) -> int:
+        return len(self.records)
 
     @property
     def n_invalid(self) -> int:
         return len(self.problems)
 
 
-# A row source yields (place, unit, row-or-error).
-Row = tuple[int | None, str, Mapping[str, Any] | DataError]
+# ---------------------------------------------------------------------------------------
+# Which kind of source
 
 
-def _detect(source: str, file_format: str | None) -> str:
-    if file_format:
-        if file_format not in FILE_FORMATS:
-            raise DataError(f"unknown file format '{file_format}'; choose from {', '.join(FILE_FORMATS)}", source=source)
-        return file_format
-    path = Path(source)
-    if path.is_dir():
-        return "dataset"
+def _data_suffix(path: Path) -> str:
+    """The extension that names the data format: ``.jsonl`` for ``d.jsonl`` and ``d.jsonl.gz``."""
     suffixes = [x.lower() for x in path.suffixes]
     if suffixes[-1:] == [".gz"]:
-        suffixes = suffixes[:-1]  # data.jsonl.gz is read through gzip
-    if suffixes and suffixes[-1] in _EXTENSIONS:
-        return _EXTENSIONS[suffixes[-1]]
-    if path.exists():
-        raise DataError(f"cannot tell the file format from '{path.suffix}'; pass it explicitly (jsonl, json, csv, parquet)", source=source)
-    return "hub"
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
 
 
-def _decode_error(err: UnicodeDecodeError) -> str:
-    return f"is not valid UTF-8 (byte 0x{err.object[err.start]:02x} at column {err.start + 1})"
+def _looks_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~", ".\\")) or _data_suffix(Path(source)) in _EXTENSIONS
 
 
-def _open_bytes(path: Path):
-    """Binary file handle; ``.gz`` files are decompressed on the fly."""
+def _open_bytes(path: Path) -> BinaryIO:
+    """A binary file handle; ``.gz`` files are decompressed on the fly."""
     if path.suffix.lower() == ".gz":
-        import gzip
-
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
+def detect_file_format(source: str | Path, file_format: str | None = None) -> str:
+    """The source kind (one of :data:`FILE_FORMATS`): ``file_format`` if given, else from
+    the extension; an existing folder is a saved dataset, a name that is not a local path
+    a hub dataset. Raises :class:`DataError` for a missing file or an unknown extension."""
+    source = str(source)
+    if file_format:
+        if file_format not in FILE_FORMATS:
+            raise DataError(f"unknown file format '{file_format}'; choose from {', '.join(FILE_FORMATS)}",
+                            source=source)
+        if file_format != "hub" and not Path(source).expanduser().exists():
+            raise DataError("no such file or folder", source=source)
+        return file_format
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "dataset"
+    if path.exists():
+        kind = _EXTENSIONS.get(_data_suffix(path))
+        if kind is None:
+            raise DataError(
+                f"cannot tell the file format from the extension '{''.join(path.suffixes[-2:])}'; "
+                "name it explicitly (jsonl, json, csv, parquet)",
+                source=source,
+            )
+        return kind
+    if _looks_local(source):
+        raise DataError("no such file or folder", source=source)
+    return "hub"
+
+
+# ---------------------------------------------------------------------------------------
+# Row readers, one per kind of source
+
+
+def _utf8_error(err: UnicodeError, data: bytes | str) -> str:
+    if isinstance(data, bytes):  # a line of a file
+        return f"is not valid UTF-8 (byte 0x{data[err.start]:02x} at column {err.start + 1})"
+    # a string decoded with surrogateescape: byte b became the character U+DC00 + b
+    return f"is not valid UTF-8 (byte 0x{ord(data[err.start]) - 0xDC00:02x} at character {err.start + 1})"
+
+
+def _decode_lines(path: Path) -> Iterator[tuple[int, str | DataError]]:
+    """Each line of a text file (1-based number, text), or a DataError for undecodable bytes.
+    A UTF-8 byte order mark at the start is dropped."""
     with _open_bytes(path) as fh:
-        for n, raw in enumerate(fh, start=1):
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
-                text = raw.decode("utf-8")
+                yield number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                yield n, "line", DataError(_decode_error(err))
-                continue
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield n, "line", DataError(f"malformed JSON ({err.msg} at column {err.colno})")
-                continue
-            if not isinstance(row, dict):
-                yield n, "line", DataError(f"must be a JSON object, got {type(row).__name__}")
-                continue
-            yield n, "line", row
+                yield number, DataError(_utf8_error(err, raw))
 
 
-def _read_text(path: Path) -> str:
+def _jsonl_rows(path: Path) -> Iterator[RawRow]:
+    for number, text in _decode_lines(path):
+        if isinstance(text, DataError):
+            yield RawRow(number, "line", text)
+            continue
+        text = text.rstrip("\r\n")  # errors at the end of a line then stay on that line
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            yield RawRow(number, "line", DataError(f"malformed JSON ({err.msg} at column {err.colno})"))
+            continue
+        if not isinstance(row, dict):
+            yield RawRow(number, "line", DataError(f"must be a JSON object, got {type(row).__name__}"))
+            continue
+        yield RawRow(number, "line", row)
+
+
+def _bad_utf8_field(row: Mapping[str, Any]) -> DataError | None:
+    """A field whose text held bytes that are not UTF-8 (decoded with surrogateescape)."""
+    for field, value in row.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as err:
+                    return DataError(_utf8_error(err, text), field=str(field))
+    return None
+
+
+def _json_rows(path: Path) -> Iterator[RawRow]:
+    # Bytes that are not UTF-8 must not lose the whole list: decode them as surrogates
+    # and report the item that holds them.
     with _open_bytes(path) as fh:
         data = fh.read()
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1)
-        raise DataError(f"is not valid UTF-8 (byte 0x{data[err.start]:02x} at column {col + 1})", source=str(path), line=line) from None
-
-
-def _json_rows(path: Path) -> Iterator[Row]:
-    try:
-        data = json.loads(_read_text(path))
+        data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", source=str(path), line=err.lineno) from None
+        raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", source=str(path),
+                        line=err.lineno) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError('a JSON file must hold a list of objects or {"data": [...]}', source=str(path))
-    for i, row in enumerate(data):
+        raise DataError('a JSON file must hold a list of objects, or {"data": [...]}', source=str(path))
+    for index, row in enumerate(data):
         if not isinstance(row, dict):
-            yield i, "item", DataError(f"must be a JSON object, got {type(row).__name__}")
+            yield RawRow(index, "item", DataError(f"must be a JSON object, got {type(row).__name__}"))
         else:
-            yield i, "item", row
+            yield RawRow(index, "item", _bad_utf8_field(row) or row)
 
 
-def _csv_rows(path: Path) -> Iterator[Row]:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            yield line, "line", DataError(f"has {len(reader.fieldnames or []) + len(row[None])} cells for {len(reader.fieldnames or [])} columns")
+def _csv_rows(path: Path) -> Iterator[RawRow]:
+    """Rows of a CSV file with a header, each placed at the line of the file it starts on.
+    Every cell is a string; list fields are decoded later (after ``field_map``)."""
+    lines = _decode_lines(path)
+    bad_lines: dict[int, DataError] = {}
+
+    def text_lines() -> Iterable[str]:
+        for number, text in lines:
+            if isinstance(text, DataError):
+                bad_lines[number] = text
+                yield ""  # keeps the line count; the row it belongs to is reported below
+            else:
+                yield text
+
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long responses exceed the 128 KiB default
+    reader = csv.reader(text_lines())
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError("is empty (a CSV file needs a header row)", source=str(path)) from None
+    except csv.Error as err:
+        raise DataError(f"malformed CSV header ({err})", source=str(path), line=1) from None
+    if 1 in bad_lines:
+        raise bad_lines[1].located(str(path), 1)
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise DataError(f"the CSV header repeats the column(s) {', '.join(duplicates)}", source=str(path), line=1)
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            end = reader.line_num
+            why = "a line break inside an unquoted cell" if "new-line character" in str(err) else str(err)
+            yield RawRow(start, "line", DataError(f"malformed CSV ({why})"))
             continue
-        parsed: dict[str, Any] = dict(row)
-        bad = None
-        for field in _LIST_FIELDS:
-            cell = parsed.get(field)
-            if isinstance(cell, str):
-                try:
-                    parsed[field] = json.loads(cell)
-                except json.JSONDecodeError:
-                    bad = DataError("must be a JSON-encoded list in a CSV cell", field=field)
-                    break
-        yield line, "line", bad if bad is not None else parsed
+        end = reader.line_num
+        bad = [n for n in range(start, end + 1) if n in bad_lines]
+        if bad:
+            yield RawRow(bad[0], "line", bad_lines[bad[0]])
+            continue
+        if not cells:  # a blank line
+            continue
+        if len(cells) != len(header):
+            yield RawRow(start, "line", DataError(f"has {len(cells)} cells for {len(header)} columns"))
+            continue
+        yield RawRow(start, "line", dict(zip(header, cells)))
 
 
-def _table_rows(rows: Any) -> Iterator[Row]:
-    for i, row in enumerate(rows):
-        yield i, "row", dict(row)
+def _table_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[RawRow]:
+    for index, row in enumerate(rows):
+        yield RawRow(index, "row", dict(row))
 
 
-def iter_rows(source: str | Path, file_format: str | None = None, split: str = "train") -> Iterator[Row]:
-    """Raw rows of a source with their place; unreadable rows come as DataError."""
+def _parquet_rows(path: Path) -> Iterator[RawRow]:
+    import pyarrow.parquet as pq
+
+    try:
+        with _open_bytes(path) as fh:
+            table = pq.read_table(fh)
+    except Exception as err:  # pyarrow raises several types for files it cannot read
+        raise DataError(f"cannot read as Parquet ({type(err).__name__}: {err})", source=str(path)) from None
+    return _table_rows(table.to_pylist())
+
+
+def _dataset_rows(source: str, kind: str, split: str) -> Iterator[RawRow]:
+    import datasets
+
+    try:
+        if kind == "dataset":
+            ds = datasets.load_from_disk(str(Path(source).expanduser()))
+        else:
+            ds = datasets.load_dataset(source, split=split)
+    except Exception as err:  # offline hub, unknown name, corrupt folder: many error types
+        if kind == "dataset":
+            why = "cannot load the dataset folder (written by save_to_disk?)"
+        else:
+            why = ("is not a local file or folder, and loading it as a Hugging Face hub dataset failed "
+                   "(offline, or no such dataset)")
+        raise DataError(f"{why}: {type(err).__name__}: {err}", source=source) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"has no split '{split}' (it has {', '.join(ds)})", source=source)
+        ds = ds[split]
+    return _table_rows(ds)
+
+
+def iter_rows(source: str | Path, file_format: str | None = None, split: str = "train") -> Iterator[RawRow]:
+    """The raw rows of a source with their place; an unreadable row comes as a DataError.
+
+    Raises :class:`DataError` when the source as a whole cannot be read.
+    """
     source = str(source)
-    kind = _detect(source, file_format)
-    path = Path(source)
-    if kind != "hub" and not path.exists():
-        raise DataError("no such file or folder", source=source)
+    kind = detect_file_format(source, file_format)
+    path = Path(source).expanduser()
     if kind == "jsonl":
         return _jsonl_rows(path)
     if kind == "json":
@@ -168,36 +307,59 @@ def iter_rows(source: str | Path, file_format: str | None = None, split: str = "
     if kind == "csv":
         return _csv_rows(path)
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return _table_rows(pq.read_table(path).to_pylist())
-        except Exception as err:  # pyarrow raises several types for corrupt files
-            raise DataError(f"cannot read Parquet ({err})", source=source) from None
-    import datasets
-
-    try:
-        if kind == "dataset":
-            ds = datasets.load_from_disk(source)
-        else:
-            ds = datasets.load_dataset(source, split=split)
-    except Exception as err:  # offline hub, missing dataset, corrupt folder
-        raise DataError(f"cannot load dataset ({type(err).__name__}: {err})", source=source) from None
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise DataError(f"has no split '{split}' (has {', '.join(ds)})", source=source)
-        ds = ds[split]
-    return _table_rows(ds)
+        return _parquet_rows(path)
+    return _dataset_rows(source, kind, split)
 
 
-def _apply_field_map(row: Mapping[str, Any], field_map: Mapping[str, str] | None) -> Mapping[str, Any]:
-    if not field_map:
-        return row
+# ---------------------------------------------------------------------------------------
+# Rows -> records
+
+
+def _check_field_map(field_map: Mapping[str, str], fmt: str, source: str) -> None:
+    fields = RECORD_TYPES[fmt].FIELDS
+    for ours, theirs in field_map.items():
+        if ours not in fields:
+            raise DataError(f"field_map names '{ours}', which is not a field of '{fmt}' ({', '.join(fields)})",
+                            source=source)
+        if not isinstance(theirs, str) or not theirs:
+            raise DataError(f"field_map: the column for '{ours}' must be a non-empty string", source=source)
+
+
+def _rename(row: Mapping[str, Any], field_map: Mapping[str, str]) -> dict[str, Any]:
+    """Our field names from the source's column names; a mapped column must exist."""
     out = dict(row)
     for ours, theirs in field_map.items():
-        if theirs in row:
-            out[ours] = row[theirs]
+        if theirs not in row:
+            raise DataError(f"missing (no column '{theirs}', named in field_map)", field=ours)
+        out.pop(ours, None)
+    for ours, theirs in field_map.items():
+        out[ours] = row[theirs]
     return out
+
+
+def _decode_list_cells(row: dict[str, Any], list_fields: tuple[str, ...]) -> dict[str, Any]:
+    """CSV cells of list fields hold JSON, e.g. ``["a", "b"]`` and ``[1, 0.5]``."""
+    for field in list_fields:
+        cell = row.get(field)
+        if isinstance(cell, str):
+            try:
+                row[field] = json.loads(cell)
+            except json.JSONDecodeError:
+                raise DataError(f"must be a JSON-encoded list in a CSV cell, got {cell!r}", field=field) from None
+    return row
+
+
+def _summarise(problems: list[DataError]) -> str:
+    counts = collections.Counter(f"field '{p.field}'" if p.field else p.message.split(" (")[0] for p in problems)
+    return ", ".join(f"{n} x {what}" for what, n in counts.most_common())
+
+
+def _guarded(rows: Iterator[RawRow], source: str) -> Iterator[RawRow]:
+    """The rows, with read failures part-way (I/O errors, truncated .gz files) as DataError."""
+    try:
+        yield from rows
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read: {err}", source=source) from None
 
 
 def load_records(
@@ -212,33 +374,47 @@ def load_records(
 ) -> LoadResult:
     """Load and validate every row of ``source`` as records of format ``fmt``.
 
+    ``fmt`` is one of ``pairs ranked edits prompts supervised text``; ``field_map`` maps
+    our field names to the source's column names (``{"prompt": "question"}``); ``split``
+    picks a split of a dataset; ``file_format`` overrides the guess from the extension.
     Raises the first :class:`DataError` unless ``skip_invalid``; then the result holds all
-    valid records and all problems (and a warning summary is logged).
+    valid records and all problems, and one summary is logged (unless ``log_summary`` is
+    false). A source without any row is an error either way.
     """
-    if fmt not in RECORD_TYPES:
-        raise DataError(f"unknown data format '{fmt}'; choose from {', '.join(RECORD_TYPES)}", source=str(source))
-    cls = RECORD_TYPES[fmt]
     src = str(source)
-    records, problems, warnings, n_read = [], [], [], 0
-    for place, unit, row in iter_rows(src, file_format, split):
+    if fmt not in RECORD_TYPES:
+        raise DataError(f"unknown data format '{fmt}'; choose from {', '.join(RECORD_TYPES)}", source=src)
+    cls = RECORD_TYPES[fmt]
+    field_map = dict(field_map or {})
+    _check_field_map(field_map, fmt, src)
+    kind = detect_file_format(src, file_format)
+    records: list[Record] = []
+    problems: list[DataError] = []
+    warnings: list[DataError] = []
+    n_read = 0
+    for place, unit, row in _guarded(iter_rows(src, kind, split), src):
         n_read += 1
-        err = row if isinstance(row, DataError) else None
-        if err is None:
-            try:
-                record = cls.from_row(_apply_field_map(row, field_map))
-            except DataError as e:
-                err = e
-        if err is not None:
+        try:
+            if isinstance(row, DataError):
+                raise row
+            row = _rename(row, field_map)
+            if kind == "csv":
+                row = _decode_list_cells(row, cls.LIST_FIELDS)
+            record, record_warnings = cls.parse(row)
+        except DataError as err:
             located = err.located(src, place, unit)
             if not skip_invalid:
-                raise located
+                raise located from None
             problems.append(located)
             continue
         records.append(record)
-        for w in getattr(record, "warnings", lambda: [])():
-            warnings.append(w.located(src, place, unit))
-    if problems and log_summary:
-        log.warning("%s: skipped %d invalid of %d records (first: %s)", src, len(problems), n_read, problems[0])
-    if warnings and log_summary:
-        log.warning("%s: %d records with warnings (first: %s)", src, len(warnings), warnings[0])
+        warnings.extend(w.located(src, place, unit) for w in record_warnings)
+    if n_read == 0:
+        raise DataError("holds no records", source=src)
+    if log_summary and problems:
+        log.warning("%s: skipped %d invalid of %d records (%s); first: %s",
+                    src, len(problems), n_read, _summarise(problems), problems[0])
+    if log_summary and warnings:
+        log.warning("%s: %d of %d records with warnings (%s); first: %s",
+                    src, len(warnings), n_read, _summarise(warnings), warnings[0])
     return LoadResult(src, fmt, records, problems, warnings, n_read)
