@@ -44,3 +44,46 @@ def test_unconditional_and_sampled_generation_is_seeded(tiny_tokenizer):
     b = generate(model, tiny_tokenizer, ["", ""], cfg, progress=False)
     assert [s.completion_ids for s in a] == [s.completion_ids for s in b]
     assert all(len(s.completion_ids) <= 8 for s in a)
+
+
+def test_length_limited_rows_are_not_finished(tiny_tokenizer):
+    model = tiny_lm(tiny_tokenizer)
+    samples = generate(model, tiny_tokenizer, ["def f(", "x = "], SamplingConfig(max_new_tokens=5, greedy=True), progress=False)
+    for s in samples:
+        assert tiny_tokenizer.eos_token_id not in s.completion_ids
+        assert s.finished == (len(s.completion_ids) < 5)
+
+
+def test_smaller_batches_and_temperature_zero_match_greedy(tiny_tokenizer):
+    model = tiny_lm(tiny_tokenizer)
+    prompts = ["def add(a, b):\n", "import os", "", "for i in range(3):\n    "]
+    greedy = generate(model, tiny_tokenizer, prompts, SamplingConfig(max_new_tokens=10, greedy=True, batch_size=4), progress=False)
+    zero = generate(model, tiny_tokenizer, prompts, SamplingConfig(max_new_tokens=10, temperature=0.0, batch_size=3), progress=False)
+    assert [s.completion_ids for s in zero] == [s.completion_ids for s in greedy]
+    assert [s.prompt for s in zero] == prompts
+
+
+def test_model_generation_defaults_do_not_leak_into_sampling(tiny_tokenizer):
+    """top_k=0 means no top-k filter even when the model's generation_config sets one."""
+    model = tiny_lm(tiny_tokenizer)
+    model.generation_config.top_k = 1  # would make every sample the greedy one
+    cfg = SamplingConfig(max_new_tokens=6, temperature=1.0, top_k=0, top_p=1.0, seed=0)
+    samples = generate(model, tiny_tokenizer, ["def f():\n"] * 8, cfg, progress=False)
+    assert len({tuple(s.completion_ids) for s in samples}) > 1
+    cfg_k1 = SamplingConfig(max_new_tokens=6, temperature=1.0, top_k=1, top_p=1.0, seed=0)
+    samples = generate(model, tiny_tokenizer, ["def f():\n"] * 8, cfg_k1, progress=False)
+    assert len({tuple(s.completion_ids) for s in samples}) == 1
+
+
+def test_cut_at_stop_keeps_whole_tokens_before_the_stop(tiny_tokenizer):
+    from tokenalign.rollout.generate import _cut_at_stop
+
+    text = "    return a + b\ndef add(x):\n    pass\n"
+    ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    kept_ids, kept, stopped = _cut_at_stop(tiny_tokenizer, ids, text, ["\nclass ", "\ndef "])
+    assert stopped and kept == tiny_tokenizer.decode(kept_ids)
+    assert "\ndef" not in kept and text.startswith(kept)
+    assert len(kept) >= len("    return a + b") - 2  # at most the token that straddles the stop is dropped
+    assert _cut_at_stop(tiny_tokenizer, ids, text, ["\nwhile "]) == (ids, text, False)
+    first, kept, stopped = _cut_at_stop(tiny_tokenizer, ids, text, ["    return"])
+    assert (first, kept, stopped) == ([], "", True)

@@ -20,7 +20,12 @@ __all__ = ["SamplingConfig", "Sample", "generate"]
 
 @dataclasses.dataclass
 class SamplingConfig:
-    """Sampling settings (SPEC 3.4 evaluation defaults: temperature 0.7, top-p 0.9)."""
+    """Sampling settings (SPEC 3.4 evaluation defaults: temperature 0.7, top-p 0.9).
+
+    ``top_k=0`` and ``top_p=1.0`` switch those filters off; ``greedy`` (or temperature 0)
+    decodes greedily. Sampling runs in the model's own dtype: bf16 autocast was measured
+    slower than fp32 for the pep8 base model on this CPU (543 vs 859 tokens/s).
+    """
 
     max_new_tokens: int = 128
     temperature: float = 0.7
@@ -96,10 +101,12 @@ def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | 
                 input_ids[i, width - len(e) :] = torch.tensor(e)
                 attention[i, width - len(e) :] = 1
             kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
-            if cfg.greedy:
+            if cfg.greedy or cfg.temperature == 0:
                 kwargs.update(do_sample=False)
             else:
-                kwargs.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p)
+                # top_k=0 and top_p=1.0 are passed, not left out: a model's generation_config
+                # may carry its own defaults (top_k=50 is common) that would apply silently.
+                kwargs.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
             if cfg.stop:
                 from transformers import StoppingCriteriaList
 

@@ -14,7 +14,7 @@ ASSETS = Path(__file__).parent / "assets"
 # A function body ends where a new top-level statement starts.
 STOP_STRINGS: tuple[str, ...] = ("\ndef ", "\nclass ", "\n@", "\nif __name__", "\n\n\n")
 
-__all__ = ["ASSETS", "STOP_STRINGS", "base_model_path", "complete_lines"]
+__all__ = ["ASSETS", "STOP_STRINGS", "base_model_path", "complete_lines", "load_base_model", "load_tokenizer"]
 
 
 def complete_lines(completion: str, finished: bool) -> str:
@@ -32,3 +32,17 @@ def complete_lines(completion: str, finished: bool) -> str:
 def base_model_path() -> Path:
     """Folder of the shipped base model and tokenizer."""
     return ASSETS / "model"
+
+
+def load_tokenizer():
+    """The shipped tokenizer (a transformers fast tokenizer; ``<|endoftext|>`` is BOS/EOS)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model_path())
+
+
+def load_base_model(dtype=None):
+    """The shipped base model in eval mode (fp32 unless ``dtype`` says otherwise), on the CPU."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(base_model_path(), dtype=dtype).eval()

@@ -8,8 +8,12 @@ manifest shipped in ``assets/split.json`` records the split this package was bui
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import json
 import sysconfig
+import textwrap
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +21,7 @@ Split = Literal["train", "validation", "test"]
 
 EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "testing"}
 
-__all__ = ["Split", "stdlib_root", "split_of", "corpus_files", "read_corpus"]
+__all__ = ["Split", "stdlib_root", "split_of", "hash_split", "shipped_split", "corpus_files", "read_corpus", "split_manifest", "dedented_methods"]
 
 
 def stdlib_root() -> Path:
@@ -25,10 +29,25 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def split_of(relative_path: str) -> Split:
+def hash_split(relative_path: str) -> Split:
     """Train / validation / test by a stable hash of the relative path (90 / 5 / 5)."""
     bucket = int(hashlib.sha256(relative_path.encode("utf-8")).hexdigest()[:8], 16) % 100
     return "test" if bucket < 5 else "validation" if bucket < 10 else "train"
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_split() -> dict[str, Split]:
+    """File -> split of the shipped manifest (``assets/split.json``); empty if it is absent."""
+    path = Path(__file__).parent / "assets" / "split.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))["files"]
+
+
+def split_of(relative_path: str) -> Split:
+    """The split of a file: the shipped manifest's, else (a file another Python version
+    has) the same hash rule the manifest was built with."""
+    return shipped_split().get(relative_path) or hash_split(relative_path)
 
 
 def _excluded(rel: Path) -> bool:
@@ -50,17 +69,31 @@ def corpus_files(split: Split | None = None, root: Path | None = None) -> list[t
     return out
 
 
+def _compiles(text: str) -> bool:
+    try:
+        compile(text, "<corpus>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def read_corpus(split: Split, root: Path | None = None) -> list[tuple[str, str]]:
     """``(relative path, source)`` of a split: UTF-8 files that compile."""
+    return list(_read_corpus(split, root or stdlib_root()))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_corpus(split: Split, root: Path) -> tuple[tuple[str, str], ...]:
+    # Cached: compiling every file takes seconds, and a process reads a split repeatedly.
     docs = []
     for rel, path in corpus_files(split, root):
         try:
             text = path.read_bytes().decode("utf-8")
-            compile(text, rel, "exec", dont_inherit=True)
-        except (UnicodeDecodeError, SyntaxError, ValueError):
+        except UnicodeDecodeError:
             continue
-        docs.append((rel, text))
-    return docs
+        if _compiles(text):
+            docs.append((rel, text))
+    return tuple(docs)
 
 
 def split_manifest(tokenizer=None, root: Path | None = None) -> dict:
@@ -76,3 +109,27 @@ def split_manifest(tokenizer=None, root: Path | None = None) -> dict:
         manifest["splits"][split] = stats
         manifest["files"].update({rel: split for rel, _ in docs})
     return manifest
+
+
+def dedented_methods(source: str) -> list[str]:
+    """Every indented function of ``source`` (methods, nested functions) dedented to column 0.
+
+    The task's prompts are such dedented headers; pretraining on these extra documents
+    shows the model a method at column 0 with its body at 4 spaces, the shape it must
+    complete. Decorators are kept; a function whose text cannot be dedented (a
+    multi-line string at column 0 inside it) is skipped.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    lines = source.splitlines(keepends=True)
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.col_offset:
+            continue
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+        text = textwrap.dedent("".join(lines[start : node.end_lineno]))
+        if text[:1].strip() and _compiles(text):
+            out.append(text)
+    return out

@@ -52,6 +52,8 @@ class PretrainConfig:
     threads: int = 2  # 0: torch's default
     seed: int = 0
     max_train_files: int = 0  # 0: all (tests use a few)
+    method_documents: bool = False  # also train on every method dedented to column 0 (the prompts' shape)
+    init_from: str = ""  # a model folder to continue from (its weights and tokenizer); "" = from scratch
     stop_after_steps: int = 0  # stop this invocation after N steps (checkpointed; rerun to continue)
 
     def validate(self) -> None:
@@ -122,7 +124,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     from tokenalign.config import save_config
     from tokenalign.rewards.learn import resolve_mixed_precision
-    from tokenalign.tasks.pep8.corpus import read_corpus
+    from tokenalign.tasks.pep8.corpus import dedented_methods, read_corpus
     from tokenalign.tasks.pep8.tokenizer import train_tokenizer
     from tokenalign.utils.checkpoint import load_checkpoint, save_checkpoint
     from tokenalign.utils.io import append_jsonl, atomic_path, atomic_write_json
@@ -139,14 +141,17 @@ def pretrain(cfg: PretrainConfig) -> Path:
     if cfg.max_train_files:
         train_docs = train_docs[: cfg.max_train_files]
     tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
+    if cfg.init_from or (tok_dir / "tokenizer.json").is_file():
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.init_from or tok_dir)
     else:
         tokenizer = train_tokenizer(train_docs, cfg.vocab_size)
         with atomic_path(tok_dir) as tmp:
             tokenizer.save_pretrained(tmp)
+    # The tokenizer sees the files only; the model also sees their methods as documents.
+    if cfg.method_documents:
+        train_docs = train_docs + [m for doc in train_docs for m in dedented_methods(doc)]
     train_blocks = _blocks(tokenizer, train_docs, cfg.block_size)
     val_blocks = _blocks(tokenizer, [t for _, t in read_corpus("validation")], cfg.block_size)[: cfg.eval_blocks]
     test_blocks = _blocks(tokenizer, [t for _, t in read_corpus("test")], cfg.block_size)[: cfg.eval_blocks]
@@ -159,7 +164,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
     )
     ckpt = out / "checkpoint"
     resume = (ckpt / "state.json").is_file()
-    model = GPT2LMHeadModel.from_pretrained(ckpt / "model") if resume else GPT2LMHeadModel(model_cfg)
+    if resume:
+        model = GPT2LMHeadModel.from_pretrained(ckpt / "model")
+    elif cfg.init_from:
+        model = GPT2LMHeadModel.from_pretrained(cfg.init_from)
+        if model.config.n_positions < cfg.block_size:
+            raise ConfigError(f"block_size {cfg.block_size} exceeds the context of {cfg.init_from}")
+    else:
+        model = GPT2LMHeadModel(model_cfg)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -204,7 +216,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             progress.update(task, advance=1, description=f"pretraining  loss {loss.item():.3f}")
-            row = {"step": step, "loss": loss.item(), "lr": _lr_at(step - 1, cfg)}
+            row = {"step": step, "loss": loss.item(), "lr": _lr_at(step - 1, cfg),
+                   "seconds": round(seconds_before + time.perf_counter() - t0, 2)}
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 row["val_loss"] = _eval_loss(model, val_blocks, cfg.batch_size, accelerator)
                 log.info("step %d: train %.3f, validation %.3f", step, row["loss"], row["val_loss"])
@@ -234,6 +247,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
             "mixed_precision": accelerator.mixed_precision,
             "machine": machine_description(),
         }
+        previous = Path(cfg.init_from) / "training.json" if cfg.init_from else None
+        if previous is not None and previous.is_file():
+            # A continued run: keep the earlier stage's record and the totals over both.
+            before = json.loads(previous.read_text(encoding="utf-8"))
+            info["continued_from"] = before
+            info["tokens_seen_total"] = info["tokens_seen"] + before.get("tokens_seen_total", before.get("tokens_seen", 0))
+            info["train_seconds_total"] = round(info["train_seconds"] + before.get("train_seconds_total", before.get("train_seconds", 0.0)), 1)
         atomic_write_json(tmp / "training.json", info)
     log.info("pretraining done: %s", json.dumps({k: v for k, v in info.items() if k != "config"}))
     return final

@@ -37,7 +37,9 @@ def extract_headers(source: str, max_chars: int = 400) -> list[str]:
         first = node.body[0]
         has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) and isinstance(first.value.value, str)
         start = node.lineno - 1  # decorators are not part of the header
-        end = first.end_lineno if has_doc else first.lineno - 1
+        # Without a docstring the header ends before the first statement (or its decorators).
+        body_start = min([first.lineno] + [d.lineno for d in getattr(first, "decorator_list", [])])
+        end = first.end_lineno if has_doc else body_start - 1
         if end is None or end <= start or (has_doc and len(node.body) == 1):
             continue  # one-line defs, or a function whose whole body is its docstring
         # No trailing newline: BPE merges a newline with the next line's indentation into one
