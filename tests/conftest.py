@@ -57,3 +57,14 @@ def tiny_tokenizer():
 def data_dir() -> Path:
     """Folder of small real data slices shipped with the tests (with their licences)."""
     return DATA_DIR
+
+
+def build_tiny_lm(tokenizer, seed: int = 0, n_positions: int = 128):
+    """A 2-layer, 32-wide GPT-2 on ``tokenizer``'s vocabulary, in eval mode (seeded init)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=n_positions,
+                     eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(cfg).eval()

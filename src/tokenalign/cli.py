@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "reward",
     "show",
     "pretrain",
+    "train",
     "config",
 )
 

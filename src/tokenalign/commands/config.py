@@ -14,6 +14,7 @@ CONFIG_KINDS: dict[str, str] = {
     "demo": "tokenalign.demo:DemoConfig",
     "pretrain": "tokenalign.tasks.pep8.pretrain:PretrainConfig",
     "reward": "tokenalign.rewards.run:RewardRunConfig",
+    "train": "tokenalign.policy.config:TrainConfig",
 }
 
 

@@ -15,7 +15,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SamplingConfig", "Sample", "generate"]
+__all__ = ["SamplingConfig", "Sample", "encode_prompt", "generate"]
 
 
 @dataclasses.dataclass
@@ -45,6 +45,11 @@ class Sample:
     completion: str
     completion_ids: list[int]
     finished: bool  # ended by EOS or a stop string, not by the length limit
+    # What the policy emitted, for training on it: the completion's ids plus the tokens that
+    # ended it (the EOS token, or the tokens that spelled a stop string), so that the choice
+    # to stop is learned too. ``completion_ids`` is always a prefix of it.
+    generated_ids: list[int] = dataclasses.field(default_factory=list)
+    prompt_ids: list[int] = dataclasses.field(default_factory=list)
 
 
 class _StopOnStrings:
@@ -74,6 +79,35 @@ def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: Sequence[str]) -> 
     return ids[:k], tokenizer.decode(ids[:k]), True
 
 
+def _finish_row(tokenizer, prompt: str, prompt_ids: list[int], ids: list[int], stops: Sequence[str], eos_id, pad_id) -> Sample:
+    """One generated row -> a Sample. A stop string wins over a later EOS (a stopped row is
+    padded, and the pad token may be the EOS token)."""
+    eos_at = ids.index(eos_id) if eos_id in ids else len(ids)
+    emitted = ids[:eos_at]
+    if eos_at == len(ids):
+        while emitted and emitted[-1] == pad_id:
+            emitted.pop()
+    text = tokenizer.decode(emitted)
+    kept, text, stopped = _cut_at_stop(tokenizer, emitted, text, stops)
+    if stopped:  # train on the tokens up to the one that completed the stop string
+        k = len(kept) + 1
+        while k < len(emitted) and not any(s in tokenizer.decode(emitted[len(kept) : k]) for s in stops):
+            k += 1
+        generated = emitted[:k]
+    elif eos_at < len(ids):
+        generated = emitted + [eos_id]
+    else:
+        generated = emitted
+    return Sample(prompt, text, kept, stopped or eos_at < len(ids), generated, prompt_ids)
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids a prompt is sampled from; an empty prompt (unconditional generation)
+    starts from the BOS token (EOS where there is none)."""
+    bos = tokenizer.bos_token or tokenizer.eos_token
+    return tokenizer(prompt or bos, add_special_tokens=False)["input_ids"]
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True) -> list[Sample]:
     """Sample one completion per prompt (repeat prompts for several samples each)."""
@@ -85,7 +119,6 @@ def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_id = tokenizer.eos_token_id
-    bos = tokenizer.bos_token or tokenizer.eos_token
     samples: list[Sample] = []
     torch.manual_seed(cfg.seed)
     with Progress(transient=True, disable=not progress) as bar:
@@ -93,7 +126,7 @@ def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | 
         for start in range(0, len(prompts), cfg.batch_size):
             batch = list(prompts[start : start + cfg.batch_size])
             # An empty prompt (unconditional generation) starts from the BOS/EOS token.
-            encoded = [tokenizer(p or bos, add_special_tokens=False)["input_ids"] for p in batch]
+            encoded = [encode_prompt(tokenizer, p) for p in batch]
             width = max(len(e) for e in encoded)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -113,15 +146,7 @@ def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | 
                 kwargs.update(stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, cfg.stop, width)]))
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
             for i, prompt in enumerate(batch):
-                ids = out[i, width:].tolist()
-                finished = False
-                if eos_id in ids:
-                    ids, finished = ids[: ids.index(eos_id)], True
-                while ids and ids[-1] == pad_id:
-                    ids.pop()
-                text = tokenizer.decode(ids)
-                ids, text, stopped = _cut_at_stop(tokenizer, ids, text, cfg.stop)
-                samples.append(Sample(prompt, text, ids, finished or stopped))
+                samples.append(_finish_row(tokenizer, prompt, encoded[i], out[i, width:].tolist(), cfg.stop, eos_id, pad_id))
             bar.update(task, advance=len(batch))
     model.train(was_training)
     return samples

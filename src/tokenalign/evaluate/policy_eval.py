@@ -1,0 +1,87 @@
+"""Held-out evaluation of a policy on scored prompts: misalignment beside what can fake it.
+
+Reported together so that no degenerate win hides (SPEC section 5): misalignment from
+the gold scorer with syntax failures counted, the violation-free share, KL(π || π_ref)
+estimated from samples of π at temperature 1, mean length, and distinct-n.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import torch
+
+from tokenalign.rollout.batch import build_token_batch, token_logprobs
+from tokenalign.rollout.generate import Sample, SamplingConfig, generate
+
+__all__ = ["PolicyEvalSettings", "evaluate_policy", "distinct_n_tokens"]
+
+
+@dataclasses.dataclass
+class PolicyEvalSettings:
+    samples_per_prompt: int = 1
+    temperature: float = 0.7  # SPEC 3.4 evaluation settings
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    seed: int = 1234
+    kl_samples: bool = True  # also sample at T=1 for the KL estimate
+
+
+def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
+    """Distinct n-grams over all n-grams of the samples' token ids (0 when there are none)."""
+    grams = [tuple(ids[i : i + n]) for ids in token_lists for i in range(len(ids) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@torch.no_grad()
+def sequence_kl(policy, ref_logprobs_fn: Callable, tokenizer, samples: Sequence[Sample], batch_size: int = 64) -> float:
+    """Mean over samples of Σ_t log π(y_t|s_t) - log π_ref(y_t|s_t): the Monte-Carlo estimate of
+    KL(π || π_ref) when the samples come from π at temperature 1."""
+    device = next(policy.parameters()).device
+    total, n = 0.0, 0
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        batch = build_token_batch([s.prompt_ids for s in chunk], [s.generated_ids for s in chunk], tokenizer.pad_token_id).to(device)
+        lp = token_logprobs(policy, batch)["logprobs"]
+        ref = ref_logprobs_fn(batch)
+        total += float(((lp - ref) * batch.response_mask).sum())
+        n += len(chunk)
+    return total / max(n, 1)
+
+
+def evaluate_policy(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    scorer,
+    settings: PolicyEvalSettings | None = None,
+    stop: Sequence[str] = (),
+    text_fn: Callable[[str, bool], str] | None = None,
+    ref_logprobs_fn: Callable | None = None,
+) -> dict[str, float]:
+    """Sample, score and summarise; ``ref_logprobs_fn(batch) -> [B, R]`` enables the KL."""
+    from tokenalign.scorers import summarize_scores
+
+    s = settings or PolicyEvalSettings()
+    was_training = policy.training
+    policy.eval()
+    cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
+                         batch_size=s.batch_size, stop=list(stop), seed=s.seed)
+    inputs = [p for p in prompts for _ in range(s.samples_per_prompt)]
+    samples = generate(policy, tokenizer, inputs, cfg, progress=False)
+    texts = [text_fn(x.completion, x.finished) if text_fn else x.completion for x in samples]
+    results = scorer.score(texts, [x.prompt for x in samples])
+    summary = summarize_scores(results)
+    out = {k: summary[k] for k in ("mean_misalignment", "mean_misalignment_valid", "violation_free_rate", "syntax_failure_rate", "failure_rate")}
+    out["mean_length_tokens"] = sum(len(x.completion_ids) for x in samples) / max(len(samples), 1)
+    out["mean_length_chars"] = sum(len(t) for t in texts) / max(len(texts), 1)
+    for n in (1, 2, 3):
+        out[f"distinct_{n}"] = distinct_n_tokens([x.completion_ids for x in samples], n)
+    if ref_logprobs_fn is not None and s.kl_samples:
+        kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
+        kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False)
+        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.batch_size)
+    policy.train(was_training)
+    return out

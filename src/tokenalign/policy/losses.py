@@ -1,0 +1,99 @@
+"""Policy losses (SPEC 1.4, 2.3, 4): one function each, on right-padded ``[B, T]`` tensors.
+
+``mask`` marks real response tokens. "mean" is over all real tokens of the batch
+(``masked_mean``), as in the PG paper's mean_{i,t}.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokenalign.policy.advantages import reward_to_go
+
+__all__ = [
+    "masked_mean",
+    "guidance_weights",
+    "weighted_mle_loss",
+    "reinforce_loss",
+    "ppo_policy_loss",
+    "ppo_value_loss",
+    "sequence_pg_loss",
+]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
+def guidance_weights(
+    token_rewards: torch.Tensor, mask: torch.Tensor, use_exp: bool = False, use_reward_to_go: bool = False, eps: float = 1e-8
+) -> torch.Tensor:
+    """SPEC 1.4a: w_t = r_t / Σ_t' r_t' per sequence over its response tokens.
+
+    Options: exp(r) before normalising (positive weights whatever the reward's sign), and
+    the reward-to-go Σ_{t'>=t} r_t' in place of r_t. Rewards should be positive (a bounded
+    or sigmoid head) unless ``use_exp``; a sequence whose sum is ~0 gets weight 0.
+    """
+    r = token_rewards.float()
+    if use_exp:
+        r = torch.where(mask, r, torch.full_like(r, -torch.inf)).exp()
+    r = r * mask
+    if use_reward_to_go:
+        r = reward_to_go(r, mask)
+    total = r.sum(dim=1, keepdim=True)
+    safe = torch.where(total.abs() > eps, total, torch.ones_like(total))
+    return torch.where(total.abs() > eps, r / safe, torch.zeros_like(r)) * mask
+
+
+def weighted_mle_loss(logprobs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SPEC 1.4a: L = - mean over sequences of Σ_t w_t log π(y_t | s_t)."""
+    per_seq = -(weights * logprobs * mask).sum(dim=1)
+    return per_seq.mean()
+
+
+def reinforce_loss(
+    logprobs: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    neg_entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+) -> torch.Tensor:
+    """SPEC 1.4b: mean_{i,t}[ r_t (-log π(y_t|s_t)) ] + α mean_{i,t}[ Σ_a π log π ].
+
+    ``returns`` is r_t (the paper's default: no baseline, no discount) or the reward-to-go.
+    ``neg_entropy`` is Σ_a π(a|s_t) log π(a|s_t) (minimising it maximises entropy).
+    """
+    loss = masked_mean(returns.detach() * -logprobs, mask)
+    if entropy_coef and neg_entropy is not None:
+        loss = loss + entropy_coef * masked_mean(neg_entropy, mask)
+    return loss
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped surrogate: mean_t max(-A ρ, -A clip(ρ, 1-ε, 1+ε)), ρ = π / π_old."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clip_fraction": masked_mean((clipped > unclipped).float(), mask).item(),
+            "approx_kl_old": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask).item(),
+        }
+    return loss, stats
+
+
+def ppo_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+) -> torch.Tensor:
+    """Clipped value loss: 0.5 mean_t max((V - R)^2, (V_old + clip(V - V_old, ±ε) - R)^2)."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def sequence_pg_loss(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with one advantage per sequence (RLOO): - mean_i A_i Σ_t log π(y_t|s_t)."""
+    return -(advantages.detach() * (logprobs * mask).sum(dim=1)).mean()

@@ -1,0 +1,197 @@
+"""Reward sources for rollouts, and where their rewards are placed on the tokens.
+
+A *reward source* turns sampled responses into a sequence score per sample (higher is
+better) and, when it can, a reward per generated token:
+
+- :class:`ScorerReward` wraps any sequence scorer (e.g. pycodestyle's misalignment; the
+  reward is ``-scale * misalignment``);
+- :class:`TokenModelReward` runs a trained :class:`~tokenalign.rewards.TokenRewardModel`
+  (preference-grounded or edit-supervised) and maps its per-token rewards onto the
+  policy's tokens through character spans, so the two tokenizers may differ.
+
+:func:`place_rewards` then puts them on the tokens: ``token`` (dense, every token its
+own), ``segment`` (a line's or sentence's summed reward on its last token) or ``sequence``
+(the sequence score on the last token: holistic PPO / REINFORCE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol
+
+import torch
+
+from tokenalign.rollout.batch import response_char_spans
+from tokenalign.rollout.generate import Sample
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "RewardOutput",
+    "RewardSource",
+    "ScorerReward",
+    "TokenModelReward",
+    "spans_to_tokens",
+    "segment_ends",
+    "place_rewards",
+]
+
+Placement = Literal["token", "segment", "sequence"]
+
+
+@dataclasses.dataclass
+class RewardOutput:
+    """Rewards of a list of samples. ``token_rewards[i]`` has one value per generated token
+    of sample i (``Sample.generated_ids``), or is None when the source has none."""
+
+    scores: list[float]
+    token_rewards: list[list[float]] | None = None
+    details: list[Any] = dataclasses.field(default_factory=list)  # e.g. the scorer's results
+
+
+class RewardSource(Protocol):
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput: ...
+
+
+class ScorerReward:
+    """Sequence reward ``-scale * misalignment`` from a scorer (lower misalignment is better).
+
+    ``text_fn(completion, finished)`` picks what is scored (the pep8 task scores complete
+    lines only). A NaN score is an error, never a silent zero.
+    """
+
+    def __init__(self, scorer, scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None) -> None:
+        self.scorer, self.scale, self.text_fn = scorer, scale, text_fn
+
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        texts = [self.text_fn(s.completion, s.finished) if self.text_fn else s.completion for s in samples]
+        results = self.scorer.score(texts, [s.prompt for s in samples])
+        scores = [-self.scale * r.misalignment for r in results]
+        bad = [i for i, x in enumerate(scores) if not math.isfinite(x)]
+        if bad:
+            raise ValueError(f"scorer returned a non-finite score for samples {bad[:5]}")
+        return RewardOutput(scores, None, list(results))
+
+
+def spans_to_tokens(
+    source_spans: Sequence[tuple[int, int]], source_values: Sequence[float], target_spans: Sequence[tuple[int, int]]
+) -> list[float]:
+    """Move per-token values from one tokenization to another over the same text: each
+    source token's value goes to the target token holding its last character (so every
+    value is counted once). Source tokens with empty spans, or past the target's text,
+    are dropped."""
+    out = torch.zeros(len(target_spans), dtype=torch.float64)
+    if not len(target_spans) or not len(source_spans):
+        return out.tolist()
+    ends = torch.tensor([e for _, e in target_spans], dtype=torch.long)
+    src = torch.tensor(list(source_spans), dtype=torch.long)
+    vals = torch.tensor(list(source_values), dtype=torch.float64)
+    keep = (src[:, 1] > src[:, 0]) & (src[:, 1] <= int(ends.max()))
+    if keep.any():
+        last_char = src[keep, 1] - 1
+        target = torch.searchsorted(ends, last_char, right=True).clamp(max=len(target_spans) - 1)
+        out.index_add_(0, target, vals[keep])
+    return out.tolist()
+
+
+class TokenModelReward:
+    """Per-token rewards from a trained token reward model.
+
+    The sequence score is the aggregate of the token rewards (``sum`` or ``avg``), which is
+    what ``sequence`` placement uses; ``text_fn`` as in :class:`ScorerReward`.
+    """
+
+    def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg"] = "sum",
+                 scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32) -> None:
+        self.model, self.tokenizer, self.policy_tokenizer = model, tokenizer, policy_tokenizer
+        self.aggregate, self.scale, self.text_fn, self.batch_size = aggregate, scale, text_fn, batch_size
+
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        from tokenalign.rewards.scoring import score_tokens
+
+        texts = [self.text_fn(s.completion, s.finished) if self.text_fn else s.completion for s in samples]
+        scored = score_tokens(self.model, self.tokenizer, [s.prompt for s in samples], texts, batch_size=self.batch_size)
+        token_rewards, scores = [], []
+        for s, text, tr in zip(samples, texts, scored):
+            spans = response_char_spans(self.policy_tokenizer, s.generated_ids, text_length=len(text))
+            values = [self.scale * v for v in spans_to_tokens(tr.spans, tr.rewards, spans)]
+            token_rewards.append(values)
+            total = sum(self.scale * v for v in tr.rewards)
+            scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
+        return RewardOutput(scores, token_rewards, scored)
+
+
+_SENTENCE_END = re.compile(r"[.!?](\s|$)")
+
+
+def segment_ends(tokenizer, ids: Sequence[int], kind: Literal["line", "sentence"] = "line") -> list[bool]:
+    """Which tokens end a segment: a line (the token holding a newline) or a sentence (the
+    token holding ``.``, ``!`` or ``?`` followed by white space). The last token always does."""
+    if not ids:
+        return []
+    text = tokenizer.decode(list(ids))
+    spans = response_char_spans(tokenizer, ids)
+    if kind == "line":
+        boundaries = [i for i, c in enumerate(text) if c == "\n"]
+    elif kind == "sentence":
+        boundaries = [m.start() for m in _SENTENCE_END.finditer(text)]
+    else:
+        raise ValueError(f"unknown segment kind {kind!r}")
+    ends = [False] * len(ids)
+    starts = torch.tensor([s for s, _ in spans])
+    stops = torch.tensor([e for _, e in spans])
+    for c in boundaries:
+        hit = ((starts <= c) & (c < stops)).nonzero()
+        if len(hit):
+            ends[int(hit[0])] = True
+    ends[-1] = True
+    return ends
+
+
+def place_rewards(
+    placement: Placement,
+    mask: torch.Tensor,
+    scores: torch.Tensor | None = None,
+    token_rewards: torch.Tensor | None = None,
+    segment_end: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rewards ``[B, T]`` on right-padded responses.
+
+    ``sequence``: ``scores[i]`` on the last real token of row i. ``token``: the token
+    rewards as they are. ``segment``: each segment's summed token rewards on its last token.
+    A row with no response token gets nothing (there is no token to carry it).
+    """
+    m = mask.bool()
+    if placement == "sequence":
+        if scores is None:
+            raise ValueError("sequence placement needs sequence scores")
+        lengths = m.sum(dim=1)
+        out = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
+        rows = (lengths > 0).nonzero().squeeze(1)
+        out[rows, lengths[rows] - 1] = scores.to(out)[rows]
+        return out
+    if token_rewards is None:
+        raise ValueError(f"{placement} placement needs per-token rewards (a token reward model)")
+    r = token_rewards.float() * m
+    if placement == "token":
+        return r
+    if placement == "segment":
+        if segment_end is None:
+            raise ValueError("segment placement needs segment ends")
+        lengths = m.sum(dim=1)
+        last = torch.zeros_like(m)
+        rows = (lengths > 0).nonzero().squeeze(1)
+        last[rows, lengths[rows] - 1] = True
+        ends = (segment_end.bool() & m) | last  # the last token always closes a segment
+        c = r.cumsum(dim=1)
+        idx = torch.arange(m.shape[1], device=m.device).expand_as(m)
+        # cumulative sum at the previous segment end (0 before the first segment)
+        prev_end = torch.where(ends, idx, torch.full_like(idx, -1)).cummax(dim=1).values
+        prev_end = torch.cat([torch.full_like(prev_end[:, :1], -1), prev_end[:, :-1]], dim=1)
+        before = torch.where(prev_end >= 0, c.gather(1, prev_end.clamp(min=0)), torch.zeros_like(c))
+        return torch.where(ends, c - before, torch.zeros_like(c))
+    raise ValueError(f"unknown reward placement {placement!r}")

@@ -1,0 +1,190 @@
+"""``tokenalign train``: build the models, reward source and prompts of a task, and train.
+
+The run folder gets config.yaml, metrics.jsonl, checkpoint/ (resumed from automatically
+when present), model/ (the trained policy, loadable with ``from_pretrained``),
+summary.json and report.html (training curves and held-out evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenalign.errors import TokenalignError
+from tokenalign.policy.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["load_causal_lm", "build_trainer", "run_train"]
+
+
+def load_causal_lm(path: str):
+    """A causal LM and its tokenizer (pad = EOS when the tokenizer has no pad token)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise TokenalignError(f"cannot load model '{path}': {err}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _wrap_lora(model, cfg: TrainConfig, adapter_dir: Path | None):
+    try:
+        from peft import LoraConfig, PeftModel, get_peft_model
+    except ImportError as err:
+        raise TokenalignError("lora.enabled needs peft: pip install 'tokenalign[lora]'") from err
+    if adapter_dir is not None:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules or None)
+    return get_peft_model(model, lora)
+
+
+def _task_pieces(cfg: TrainConfig) -> dict[str, Any]:
+    """Prompts, scorer, text transform, stop strings and base model of the task."""
+    if cfg.task != "pep8":
+        raise TokenalignError(f"unknown task {cfg.task!r} (available: pep8)")
+    from tokenalign.scorers.pep8 import Pep8Scorer
+    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
+    from tokenalign.tasks.pep8.prompts import load_prompts
+
+    return {"train_prompts": load_prompts("train"), "eval_prompts": load_prompts("test", cfg.eval.prompts),
+            "scorer": Pep8Scorer(), "text_fn": complete_lines, "stop": list(STOP_STRINGS), "base": str(base_model_path())}
+
+
+def build_trainer(cfg: TrainConfig, out: Path | None = None):
+    """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one."""
+    from transformers import AutoModelForCausalLM
+
+    from tokenalign.evaluate.policy_eval import PolicyEvalSettings, evaluate_policy
+    from tokenalign.policy.rewards import ScorerReward, TokenModelReward
+    from tokenalign.policy.trainer import PolicyTrainer
+    from tokenalign.policy.value import ValueModel
+
+    cfg.validate_sources()
+    task = _task_pieces(cfg)
+    init = cfg.model or task["base"]
+    ckpt = out / "checkpoint" if out is not None else None
+    resume = ckpt is not None and (ckpt / "state.json").is_file()
+    torch.manual_seed(cfg.seed)
+    if cfg.lora.enabled:
+        policy, tokenizer = load_causal_lm(init)
+        policy = _wrap_lora(policy, cfg, ckpt / "policy" if resume else None)
+        ref = None  # the adapter-free base
+    else:
+        policy, tokenizer = load_causal_lm(str(ckpt / "policy") if resume else init)
+        ref = AutoModelForCausalLM.from_pretrained(cfg.ref_model or init)
+    value = None
+    if cfg.objective == "ppo":
+        value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
+
+    if cfg.reward.source == "scorer":
+        reward = ScorerReward(task["scorer"], cfg.reward.scale, task["text_fn"])
+    else:
+        from transformers import AutoTokenizer
+
+        from tokenalign.rewards.model import TokenRewardModel
+
+        rm_path = Path(cfg.reward.token_model)
+        rm = TokenRewardModel.from_pretrained(rm_path)
+        rm_tok = AutoTokenizer.from_pretrained(rm_path if (rm_path / "tokenizer.json").is_file() else init)
+        if rm_tok.pad_token is None:
+            rm_tok.pad_token = rm_tok.eos_token
+        reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task["text_fn"])
+
+    supervised: list[tuple[str, str]] = []
+    if cfg.objective == "wmle":
+        from tokenalign.data import load_records
+
+        supervised = [(r.prompt, r.completion) for r in load_records(cfg.data, "supervised").records]
+
+    settings = PolicyEvalSettings(samples_per_prompt=cfg.eval.samples_per_prompt, temperature=cfg.eval.temperature,
+                                  top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed + 4242)
+
+    def evaluate_fn(trainer: PolicyTrainer) -> dict[str, float]:
+        with trainer.accelerator.autocast():
+            return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, task["eval_prompts"], task["scorer"], settings,
+                                   task["stop"], task["text_fn"], trainer._ref_logprobs)
+
+    trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task["train_prompts"], ref_policy=ref, value_model=value,
+                            stop=task["stop"], evaluate_fn=evaluate_fn if cfg.eval.every else None,
+                            supervised=supervised, out_dir=out)
+    return trainer, (ckpt if resume else None)
+
+
+def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train as configured; returns the summary (also written to out_dir/summary.json)."""
+    from tokenalign.config import save_config
+    from tokenalign.utils.io import atomic_path, atomic_write_json
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    trainer, resume_from = build_trainer(cfg, out)
+    if resume_from is None and trainer.evaluate_fn is not None and trainer.accelerator.is_main_process and not (out / "metrics.jsonl").exists():
+        from tokenalign.utils.io import append_jsonl
+
+        before = {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}}
+        append_jsonl(out / "metrics.jsonl", before)
+    trainer.fit(resume_from=resume_from)
+    if trainer.iteration < cfg.iterations:
+        log.info("stopped at iteration %d of %d; rerun the same command to resume", trainer.iteration, cfg.iterations)
+        return {"iteration": trainer.iteration, "finished": False}
+    summary: dict[str, Any] = {"iteration": trainer.iteration, "finished": True, "samples_seen": trainer.samples_seen,
+                               "tokens_seen": trainer.tokens_seen}
+    if trainer.accelerator.is_main_process:
+        with atomic_path(out / "model") as tmp:
+            trainer.unwrapped_policy.save_pretrained(tmp, safe_serialization=True)
+            trainer.tokenizer.save_pretrained(tmp)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        evals = [r for r in rows if any(k.startswith("eval_") for k in r)]
+        if evals:
+            summary["before"] = {k[5:]: v for k, v in evals[0].items() if k.startswith("eval_")}
+            summary["after"] = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval_")}
+        atomic_write_json(out / "summary.json", summary)
+        write_training_report(out, cfg, rows, summary)
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def write_training_report(out: Path, cfg: TrainConfig, rows: list[dict], summary: dict[str, Any]) -> Path:
+    """report.html: before/after table and training curves (plots need matplotlib)."""
+    from tokenalign.report import Report
+
+    report = Report(f"tokenalign train: {cfg.objective} ({cfg.reward.placement} rewards) on {cfg.task}")
+    report.add_text(f"{summary['iteration']} iterations, {summary['samples_seen']} samples, {summary['tokens_seen']} sampled tokens.")
+    if "before" in summary:
+        report.add_table([{"measure": k, "before": summary["before"].get(k), "after": v} for k, v in summary["after"].items()],
+                         title="Held-out evaluation")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        report.add_text("(install matplotlib for training curves: pip install 'tokenalign[report]')", muted=True)
+    else:
+        train = [r for r in rows if "reward" in r]
+        evals = [r for r in rows if "eval_mean_misalignment" in r]
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+        axes[0].plot([r["iteration"] for r in train], [r["reward"] for r in train])
+        axes[0].set_title("training reward")
+        axes[1].plot([r["iteration"] for r in train], [r["kl"] for r in train])
+        axes[1].set_title("KL(π || π_ref) per sample (rollouts)")
+        axes[2].plot([r["iteration"] for r in evals], [r["eval_mean_misalignment"] for r in evals], marker="o", label="misalignment")
+        axes[2].plot([r["iteration"] for r in evals], [r["eval_syntax_failure_rate"] for r in evals], marker="x", label="syntax failures")
+        axes[2].set_title("held-out")
+        axes[2].legend()
+        for ax in axes:
+            ax.set_xlabel("iteration")
+        report.add_figure(fig, "Training curves")
+        plt.close(fig)
+    return report.write(out / "report.html")

@@ -1,0 +1,392 @@
+"""The policy training engine: rollout -> rewards -> advantages -> loss, for every objective.
+
+One iteration:
+
+1. **rollout**: sample ``samples_per_prompt`` responses for this iteration's prompts with
+   the KV cache; one no-grad forward pass each for the policy's log-probs (the behaviour
+   policy), the reference's log-probs and, for PPO, the values — all computed once per
+   rollout;
+2. **rewards**: the reward source scores the samples (a sequence score, and per-token
+   rewards when it has them) and :func:`place_rewards` puts them on the tokens;
+3. **advantages** by the objective's estimator (GAE, r_t / reward-to-go, leave-one-out);
+4. **update**: ``ppo.epochs`` passes over shuffled minibatches for PPO, one pass for the
+   others.
+
+accelerate owns devices, mixed precision and distribution: each process samples its
+share of the prompts and gradients are averaged by DDP. Checkpoints are atomic folders;
+everything random derives from (seed, iteration), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenalign.policy.advantages import gae, kl_penalty, reward_to_go, rloo_baseline, whiten
+from tokenalign.policy.config import TrainConfig
+from tokenalign.policy.losses import (
+    guidance_weights,
+    masked_mean,
+    ppo_policy_loss,
+    ppo_value_loss,
+    reinforce_loss,
+    sequence_pg_loss,
+    weighted_mle_loss,
+)
+from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
+from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
+from tokenalign.rollout.generate import Sample, SamplingConfig, generate
+from tokenalign.utils.io import append_jsonl, atomic_path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Rollout", "PolicyTrainer"]
+
+
+@dataclasses.dataclass
+class Rollout:
+    """Everything one update needs, computed once per rollout (tensors on the device)."""
+
+    samples: list[Sample]
+    batch: TokenBatch
+    logprobs: torch.Tensor  # [B, R] behaviour policy
+    ref_logprobs: torch.Tensor  # [B, R]
+    rewards: torch.Tensor  # [B, R] placed rewards, before the KL penalty
+    scores: torch.Tensor  # [B] sequence scores
+    token_rewards: torch.Tensor | None  # [B, R] the source's per-token rewards, if any
+    values: torch.Tensor | None  # [B, R] PPO values
+    details: list[Any]
+
+
+class PolicyTrainer:
+    """Trains ``policy`` with ``config.objective`` on prompts (or, for wmle, supervised data)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        policy,
+        tokenizer,
+        reward_source: RewardSource,
+        train_prompts: Sequence[str],
+        ref_policy=None,
+        value_model=None,
+        stop: Sequence[str] = (),
+        evaluate_fn: Callable[["PolicyTrainer"], dict[str, float]] | None = None,
+        supervised: Sequence[tuple[str, str]] = (),
+        out_dir: str | Path | None = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        from tokenalign.rewards.learn import resolve_mixed_precision
+
+        config.validate()
+        self.cfg = config
+        self.accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision), cpu=not torch.cuda.is_available())
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.reward_source = reward_source
+        self.train_prompts = list(train_prompts)
+        self.supervised = list(supervised)
+        self.stop = list(stop)
+        self.evaluate_fn = evaluate_fn
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.iteration = 0
+        self.samples_seen = 0
+        self.tokens_seen = 0
+        if config.objective == "ppo" and value_model is None:
+            raise ValueError("objective ppo needs a value model")
+        if config.objective != "ppo":
+            value_model = None
+        n = self.accelerator.num_processes
+        if config.prompts_per_iteration % n:
+            raise ValueError(f"prompts_per_iteration {config.prompts_per_iteration} must divide over {n} processes")
+
+        groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.lr}]
+        if value_model is not None:
+            groups.append({"params": list(value_model.parameters()), "lr": config.ppo.value_lr or config.lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        # Sampling and scoring run without dropout (SPEC section 5); so does training, so the
+        # first PPO epoch sees ratio 1 exactly.
+        policy.eval()
+        if value_model is not None:
+            value_model.eval()
+            self.policy, self.value_model, self.optimizer = self.accelerator.prepare(policy, value_model, optimizer)
+        else:
+            self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
+            self.value_model = None
+        self.ref_policy = ref_policy.to(self.accelerator.device).eval() if ref_policy is not None else None
+        if self.ref_policy is not None:
+            self.ref_policy.requires_grad_(False)
+
+    # ---- helpers -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def unwrapped_policy(self):
+        return self.accelerator.unwrap_model(self.policy)
+
+    def _ref_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        """Reference log-probs: a frozen copy, or the policy with its LoRA adapters off."""
+        t = self.cfg.sampling.temperature
+        if self.ref_policy is not None:
+            return token_logprobs(self.ref_policy, batch, temperature=t)["logprobs"]
+        with self.unwrapped_policy.disable_adapter():
+            return token_logprobs(self.unwrapped_policy, batch, temperature=t)["logprobs"]
+
+    def iteration_prompts(self, iteration: int) -> list[str]:
+        """This process's prompts of an iteration: a seeded permutation per pass over the data."""
+        per = self.cfg.prompts_per_iteration
+        pool = len(self.train_prompts)
+        start = iteration * per
+        chosen = []
+        for k in range(start, start + per):
+            epoch, pos = divmod(k, pool)
+            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            chosen.append(self.train_prompts[int(torch.randperm(pool, generator=g)[pos])])
+        return chosen[self.accelerator.process_index :: self.accelerator.num_processes]
+
+    def sample(self, prompts: Sequence[str], seed: int, **overrides: Any) -> list[Sample]:
+        """Sample one response per prompt from the current policy (eval mode, KV cache)."""
+        s = self.cfg.sampling
+        cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                             batch_size=s.batch_size, stop=self.stop, seed=seed)
+        cfg = dataclasses.replace(cfg, **overrides)
+        return generate(self.unwrapped_policy, self.tokenizer, prompts, cfg, progress=False)
+
+    def _tensor_rows(self, rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+        out = torch.zeros((len(rows), width), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            r = list(r)[:width]
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+        return out.to(self.device)
+
+    # ---- the four steps ---------------------------------------------------------------
+    @torch.no_grad()
+    def make_rollout(self, samples: Sequence[Sample]) -> Rollout:
+        """Tensors, log-probs, values and placed rewards of sampled (or dataset) responses."""
+        cfg = self.cfg
+        pad = self.tokenizer.pad_token_id
+        batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], pad).to(self.device)
+        with self.accelerator.autocast():
+            logprobs = token_logprobs(self.policy, batch, temperature=cfg.sampling.temperature)["logprobs"]
+            ref = self._ref_logprobs(batch)
+            values = self.value_model(batch) if self.value_model is not None else None
+        out = self.reward_source(samples)
+        width = batch.response_mask.shape[1]
+        scores = torch.tensor(out.scores, dtype=torch.float32, device=self.device)
+        token_rewards = self._tensor_rows(out.token_rewards, width) if out.token_rewards is not None else None
+        seg = None
+        if cfg.reward.placement == "segment":
+            seg = self._tensor_rows([segment_ends(self.tokenizer, s.generated_ids, cfg.reward.segment) for s in samples], width) > 0
+        rewards = place_rewards(cfg.reward.placement, batch.response_mask, scores, token_rewards, seg)
+        return Rollout(list(samples), batch, logprobs.float(), ref.float(), rewards, scores, token_rewards,
+                       values.float() if values is not None else None, list(out.details))
+
+    def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
+        k = self.cfg.samples_per_prompt
+        samples = self.sample([p for p in prompts for _ in range(k)], seed)
+        return self.make_rollout(samples)
+
+    def advantages(self, ro: Rollout) -> dict[str, torch.Tensor]:
+        """Per-objective training signal: ``advantages`` (and ``returns`` for PPO)."""
+        cfg, mask = self.cfg, ro.batch.response_mask
+        kl = kl_penalty(ro.logprobs, ro.ref_logprobs, mask, cfg.kl_estimator)
+        if cfg.objective == "ppo":
+            rewards = ro.rewards - cfg.kl_coef * kl
+            if cfg.ppo.whiten_rewards:
+                rewards = whiten(rewards, mask, shift_mean=False)
+            adv, ret = gae(rewards, ro.values, mask, cfg.ppo.gamma, cfg.ppo.lam)
+            if cfg.ppo.whiten_advantages:
+                adv = whiten(adv, mask)
+            return {"advantages": adv, "returns": ret}
+        if cfg.objective == "reinforce":
+            rewards = (ro.rewards - cfg.kl_coef * kl) * mask
+            return {"advantages": reward_to_go(rewards, mask) if cfg.reward_to_go else rewards}
+        if cfg.objective == "rloo":
+            seq = ro.scores - cfg.kl_coef * kl.sum(dim=1)
+            return {"advantages": rloo_baseline(seq, cfg.samples_per_prompt)}
+        if cfg.objective == "wmle":
+            return {"advantages": guidance_weights(ro.token_rewards, mask, use_exp=cfg.wmle_exp, use_reward_to_go=cfg.reward_to_go)}
+        raise ValueError(f"unknown objective {cfg.objective!r}")
+
+    def update(self, ro: Rollout) -> dict[str, float]:
+        """Optimise on one rollout; returns the mean of each loss statistic."""
+        cfg, acc = self.cfg, self.accelerator
+        signal = self.advantages(ro)
+        n = len(ro.samples)
+        epochs, mb = (cfg.ppo.epochs, cfg.ppo.minibatch_size) if cfg.objective == "ppo" else (1, n)
+        g = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration)
+        sums: dict[str, float] = {}
+        count = 0
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=g) if cfg.objective == "ppo" else torch.arange(n)
+            for start in range(0, n, mb):
+                idx = order[start : start + mb].to(self.device)
+                sub = ro.batch.rows(idx)
+                mask = sub.response_mask
+                with acc.autocast():
+                    out = token_logprobs(self.policy, sub, with_entropy=True, temperature=cfg.sampling.temperature)
+                    values = self.value_model(sub) if cfg.objective == "ppo" else None
+                logp, neg_ent = out["logprobs"], out["neg_entropy"]
+                stats: dict[str, float] = {}
+                if cfg.objective == "ppo":
+                    ploss, stats = ppo_policy_loss(logp, ro.logprobs[idx], signal["advantages"][idx], mask, cfg.ppo.clip)
+                    vloss = ppo_value_loss(values.float(), ro.values[idx], signal["returns"][idx], mask, cfg.ppo.value_clip)
+                    loss = ploss + cfg.ppo.value_coef * vloss + cfg.entropy_coef * masked_mean(neg_ent, mask)
+                    stats.update(policy_loss=ploss.item(), value_loss=vloss.item())
+                elif cfg.objective == "reinforce":
+                    loss = reinforce_loss(logp, signal["advantages"][idx], mask, neg_ent, cfg.entropy_coef)
+                elif cfg.objective == "rloo":
+                    loss = sequence_pg_loss(logp, signal["advantages"][idx], mask) + cfg.entropy_coef * masked_mean(neg_ent, mask)
+                else:  # wmle
+                    loss = weighted_mle_loss(logp, signal["advantages"][idx], mask)
+                acc.backward(loss)
+                if cfg.grad_clip:
+                    stats["grad_norm"] = float(acc.clip_grad_norm_([p for grp in self.optimizer.param_groups for p in grp["params"]], cfg.grad_clip))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                stats.update(loss=loss.item(), entropy=-masked_mean(neg_ent.detach(), mask).item())
+                for key, v in stats.items():
+                    sums[key] = sums.get(key, 0.0) + v
+                count += 1
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    # ---- the loop ----------------------------------------------------------------------
+    def _rollout_stats(self, ro: Rollout, seconds: float) -> dict[str, float]:
+        mask = ro.batch.response_mask
+        kl_seq = (kl_penalty(ro.logprobs, ro.ref_logprobs, mask, "k1")).sum(dim=1)
+        lengths = mask.sum(dim=1).float()
+        local = torch.stack([ro.scores.mean(), kl_seq.mean(), lengths.mean(), lengths.sum(),
+                             torch.tensor(float(len(ro.samples)), device=self.device)])
+        if ro.token_rewards is not None:
+            local = torch.cat([local, ((ro.token_rewards * mask).sum() / mask.sum().clamp(min=1)).view(1)])
+        total = self.accelerator.reduce(local, reduction="sum")
+        n = self.accelerator.num_processes
+        stats = {"reward": float(total[0] / n), "kl": float(total[1] / n), "response_tokens": float(total[2] / n),
+                 "sampled_tokens": float(total[3]), "samples": float(total[4])}
+        if ro.token_rewards is not None:
+            stats["token_reward"] = float(total[5] / n)
+        mis = [getattr(d, "misalignment", None) for d in ro.details]
+        if mis and all(m is not None for m in mis):
+            stats["train_misalignment"] = float(sum(mis) / len(mis))  # this process's share
+        return stats
+
+    def fit(self, resume_from: str | Path | None = None, on_iteration: Callable[["PolicyTrainer"], None] | None = None) -> list[dict]:
+        """Run the configured iterations (from a checkpoint if given); returns the metrics rows."""
+        from rich.progress import Progress
+
+        cfg, acc = self.cfg, self.accelerator
+        if resume_from is not None and (Path(resume_from) / "state.json").is_file():
+            self.load_state(resume_from)
+        rows: list[dict] = []
+        stop_at = cfg.iterations
+        if cfg.stop_after_iterations:
+            stop_at = min(stop_at, self.iteration + cfg.stop_after_iterations)
+        with Progress(disable=not acc.is_main_process, transient=True) as bar:
+            task = bar.add_task(f"{cfg.objective}", total=cfg.iterations, completed=self.iteration)
+            while self.iteration < stop_at:
+                t0 = time.perf_counter()
+                if cfg.objective == "wmle":
+                    ro = self.make_rollout(self._supervised_samples(self.iteration))
+                else:
+                    seed = cfg.seed * 1_000_003 + self.iteration * 101 + acc.process_index
+                    ro = self.rollout(self.iteration_prompts(self.iteration), seed)
+                t_sample = time.perf_counter() - t0
+                stats = self.update(ro)
+                self.iteration += 1
+                row = {"iteration": self.iteration, **self._rollout_stats(ro, t_sample), **stats}
+                self.samples_seen += int(row["samples"])
+                self.tokens_seen += int(row["sampled_tokens"])
+                row.update(samples_seen=self.samples_seen, tokens_seen=self.tokens_seen,
+                           rollout_seconds=round(t_sample, 3), seconds=round(time.perf_counter() - t0, 3))
+                if self.evaluate_fn is not None and (self.iteration % max(cfg.eval.every, 1) == 0 or self.iteration == cfg.iterations):
+                    if acc.is_main_process:
+                        row.update({f"eval_{k}": v for k, v in self.evaluate_fn(self).items()})
+                    acc.wait_for_everyone()
+                if acc.is_main_process:
+                    rows.append(row)
+                    if self.out_dir is not None:
+                        append_jsonl(self.out_dir / "metrics.jsonl", row)
+                    bar.update(task, completed=self.iteration,
+                               description=f"{cfg.objective} reward {row['reward']:.3f} kl {row['kl']:.2f}")
+                    log.info("iteration %d: %s", self.iteration, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+                if self.out_dir is not None and cfg.save_every and (self.iteration % cfg.save_every == 0 or self.iteration == cfg.iterations):
+                    self.save_state(self.out_dir / "checkpoint")
+                if on_iteration is not None:
+                    on_iteration(self)
+        return rows
+
+    def _supervised_samples(self, iteration: int) -> list[Sample]:
+        """wmle: this iteration's (prompt, response) rows as samples, seeded order per pass."""
+        from tokenalign.rollout.generate import encode_prompt
+
+        per = self.cfg.prompts_per_iteration
+        pool = len(self.supervised)
+        rows = []
+        for k in range(iteration * per, (iteration + 1) * per):
+            epoch, pos = divmod(k, pool)
+            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+            rows.append(self.supervised[int(torch.randperm(pool, generator=g)[pos])])
+        rows = rows[self.accelerator.process_index :: self.accelerator.num_processes]
+        limit = self.cfg.sampling.max_new_tokens
+        out = []
+        for prompt, response in rows:
+            ids = self.tokenizer(response, add_special_tokens=False)["input_ids"][:limit]
+            out.append(Sample(prompt, self.tokenizer.decode(ids), ids, True, ids, encode_prompt(self.tokenizer, prompt)))
+        return out
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def save_state(self, path: str | Path) -> Path:
+        """Atomic checkpoint folder: policy/, value/, optimizer.pt, state.json."""
+        from tokenalign.utils.checkpoint import rng_state
+
+        path = Path(path)
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with atomic_path(path) as tmp:
+                tmp.mkdir(parents=True)
+                self.unwrapped_policy.save_pretrained(tmp / "policy", safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp / "policy")
+                if self.value_model is not None:
+                    acc.unwrap_model(self.value_model).save_pretrained(tmp / "value")
+                torch.save({"optimizer": self.optimizer.state_dict(), "rng": rng_state()}, tmp / "optimizer.pt")
+                state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
+                         "objective": self.cfg.objective}
+                (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        acc.wait_for_everyone()
+        return path
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore optimizer, RNG and counters (weights are loaded by whoever built the
+        models, from ``path/policy`` and ``path/value``)."""
+        from tokenalign.utils.checkpoint import set_rng_state
+
+        path = Path(path)
+        blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+        self.optimizer.load_state_dict(blob["optimizer"])
+        set_rng_state(blob["rng"])
+        state = json.loads((path / "state.json").read_text())
+        self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
+        metrics = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        if metrics is not None and metrics.is_file() and self.accelerator.is_main_process:
+            # Rows of iterations after the checkpoint (written before a kill) are redone.
+            from tokenalign.utils.io import atomic_write_text
+
+            keep = [line for line in metrics.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if line.strip() and json.loads(line).get("iteration", 0) <= self.iteration]
+            atomic_write_text(metrics, "".join(keep))
+        log.info("resumed from %s at iteration %d", path, self.iteration)
+

@@ -1,0 +1,71 @@
+"""The PPO value model: a separate backbone with a scalar head (SPEC 2.3, as FineGrainedRLHF).
+
+V(s_t) is read at the column before each response token (the state the token is chosen
+in), with position ids following the attention mask as for the policy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tokenalign.rollout.batch import TokenBatch, position_ids
+
+__all__ = ["ValueModel"]
+
+
+class ValueModel(nn.Module):
+    """``AutoModel`` backbone + ``Linear(hidden, 1)`` head (zero-initialised: V starts at 0)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        cfg = backbone.config
+        d = next(getattr(cfg, n) for n in ("hidden_size", "n_embd", "d_model") if hasattr(cfg, n))
+        self.head = nn.Linear(d, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
+        """Values ``[B, R]`` of the states before each response token."""
+        out = self.backbone(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids(batch.attention_mask),
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state[:, batch.prompt_width - 1 : -1]
+        return self.head(hidden).squeeze(-1).float()
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str | Path) -> "ValueModel":
+        from transformers import AutoModel
+
+        return cls(AutoModel.from_pretrained(str(name_or_path)))
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(path / "backbone", safe_serialization=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(path / "value_head.safetensors"))
+        (path / "tokenalign_value.json").write_text(json.dumps({"format_version": 1}) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "ValueModel":
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        path = Path(path)
+        model = cls(AutoModel.from_pretrained(path / "backbone"))
+        model.head.load_state_dict(load_file(str(path / "value_head.safetensors")))
+        return model

@@ -1,0 +1,152 @@
+"""The policy engine end to end on a tiny GPT-2: every objective learns a toy reward,
+a killed run resumes exactly, LoRA trains adapters only, and a 2-process run stays in sync."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import build_tiny_lm, build_tiny_tokenizer
+from tokenalign.policy.config import PPOSettings, SamplingSettings, TrainConfig
+from tokenalign.policy.rewards import RewardOutput
+from tokenalign.policy.trainer import PolicyTrainer
+from tokenalign.policy.value import ValueModel
+
+PROMPTS = ["def add(a, b):\n", "x = ", "class Point:\n", "import os", "for i in", "print("]
+
+
+class LikedTokens:
+    """Toy dense reward: +1 for every generated token in a fixed set (a tenth of the
+    vocabulary), 0 otherwise; the sequence score is the share of liked tokens."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.liked = set(range(3, vocab_size, 10))
+
+    def __call__(self, samples):
+        token = [[1.0 if t in self.liked else 0.0 for t in s.generated_ids] for s in samples]
+        scores = [sum(r) / max(len(r), 1) for r in token]
+        return RewardOutput(scores, token)
+
+
+def _config(objective: str, placement: str, **kw) -> TrainConfig:
+    base = dict(objective=objective, iterations=16, prompts_per_iteration=6, samples_per_prompt=4, lr=1e-2, kl_coef=0.0,
+                mixed_precision="no", save_every=0, sampling=SamplingSettings(max_new_tokens=8, batch_size=64),
+                ppo=PPOSettings(epochs=2, minibatch_size=12), seed=0)
+    base.update(kw)
+    cfg = TrainConfig(**base)
+    cfg.reward.placement = placement
+    return cfg
+
+
+def _trainer(cfg, tok, out_dir=None, policy=None, value=None):
+    policy = policy if policy is not None else build_tiny_lm(tok)
+    ref = build_tiny_lm(tok)
+    if cfg.objective == "ppo" and value is None:
+        value = ValueModel(build_tiny_lm(tok, seed=1).transformer)
+    return PolicyTrainer(cfg, policy, tok, LikedTokens(len(tok)), PROMPTS, ref_policy=ref, value_model=value, out_dir=out_dir)
+
+
+@pytest.mark.parametrize(
+    "objective,placement",
+    [("ppo", "token"), ("ppo", "sequence"), ("reinforce", "token"), ("rloo", "sequence")],
+)
+def test_each_objective_raises_the_toy_reward(tiny_tokenizer, objective, placement):
+    trainer = _trainer(_config(objective, placement), tiny_tokenizer)
+    rows = trainer.fit()
+    first = sum(r["reward"] for r in rows[:3]) / 3
+    last = sum(r["reward"] for r in rows[-3:]) / 3
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert last > first + 0.2, (objective, placement, first, last)
+
+
+def test_ppo_first_minibatch_is_on_policy(tiny_tokenizer):
+    """Old log-probs are recomputed exactly by the first update: ratio 1, nothing clipped."""
+    cfg = _config("ppo", "token", iterations=1, ppo=PPOSettings(epochs=1, minibatch_size=24))
+    trainer = _trainer(cfg, tiny_tokenizer)
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+    stats = trainer.update(ro)
+    assert stats["clip_fraction"] == 0.0 and stats["approx_kl_old"] < 1e-10
+
+
+def test_kl_penalty_enters_the_rewards(tiny_tokenizer):
+    cfg = _config("reinforce", "token", iterations=1, kl_coef=0.5)
+    trainer = _trainer(cfg, tiny_tokenizer, policy=build_tiny_lm(tiny_tokenizer, seed=2))
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+    adv = trainer.advantages(ro)["advantages"]
+    mask = ro.batch.response_mask
+    expected = (ro.rewards - 0.5 * (ro.logprobs - ro.ref_logprobs)) * mask
+    assert torch.allclose(adv, expected)
+    assert (ro.logprobs - ro.ref_logprobs).abs().max() > 1e-3  # policy and reference differ (other init)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_exactly(tmp_path, tiny_tokenizer):
+    cfg = _config("ppo", "token", iterations=4, save_every=1)
+    full = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "full")
+    full.fit()
+
+    part = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part")
+
+    def kill(trainer):
+        if trainer.iteration == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        part.fit(on_iteration=kill)
+    ckpt = tmp_path / "part" / "checkpoint"
+    from transformers import GPT2LMHeadModel
+
+    resumed = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part", policy=GPT2LMHeadModel.from_pretrained(ckpt / "policy").eval(),
+                       value=ValueModel.from_pretrained(ckpt / "value"))
+    resumed.fit(resume_from=ckpt)
+    assert resumed.iteration == full.iteration == 4
+    for a, b in zip(full.unwrapped_policy.state_dict().values(), resumed.unwrapped_policy.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    lines = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4  # iterations 1-2 before the kill, 3-4 after
+
+
+def test_lora_trains_adapters_only_and_reference_is_the_base(tiny_tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base = build_tiny_lm(tiny_tokenizer)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    policy = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["c_attn"]))
+    cfg = _config("reinforce", "token", iterations=2, lr=1e-2)
+    trainer = PolicyTrainer(cfg, policy, tiny_tokenizer, LikedTokens(len(tiny_tokenizer)), PROMPTS, ref_policy=None)
+    trainer.fit()
+    state = trainer.unwrapped_policy.state_dict()
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # B starts at 0: it moved
+    checked = 0
+    for name, v in state.items():  # the base weights did not
+        orig = name.replace("base_model.model.", "").replace(".base_layer", "")
+        if "lora_" not in name and orig in before:
+            assert torch.equal(v, before[orig]), name
+            checked += 1
+    assert checked >= len(before) - 1  # (a tied LM head may appear once)
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=1)
+    assert (ro.logprobs - ro.ref_logprobs).abs().max() > 0  # reference = adapters off
+
+
+def test_two_process_cpu_run(tmp_path):
+    """Two CPU processes (torchrun; accelerate reads its environment): DDP keeps the replicas equal.
+
+    Launched as a fresh interpreter: forking a pytest process whose torch threads are
+    already running can deadlock gloo."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).parent / "two_process_job.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(job), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "rank0.ok").is_file() and (tmp_path / "rank1.ok").is_file()
