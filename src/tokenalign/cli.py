@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "show",
     "pretrain",
     "train",
+    "align",
     "config",
 )
 

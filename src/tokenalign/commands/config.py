@@ -15,6 +15,7 @@ CONFIG_KINDS: dict[str, str] = {
     "pretrain": "tokenalign.tasks.pep8.pretrain:PretrainConfig",
     "reward": "tokenalign.rewards.run:RewardRunConfig",
     "train": "tokenalign.policy.config:TrainConfig",
+    "align": "tokenalign.policy.align:AlignConfig",
 }
 
 

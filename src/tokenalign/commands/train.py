@@ -43,22 +43,28 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from tokenalign.config import load_config
     from tokenalign.policy.config import TrainConfig
     from tokenalign.policy.run import run_train
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    summary = run_train(cfg)
-    if "after" in summary:
-        table = Table(title=f"held-out evaluation: {cfg.out_dir}")
-        table.add_column("measure")
-        table.add_column("before", justify="right")
-        table.add_column("after", justify="right")
-        for k, v in summary["after"].items():
-            b = summary["before"].get(k)
-            table.add_row(k, f"{b:.4f}" if isinstance(b, float) else str(b), f"{v:.4f}" if isinstance(v, float) else str(v))
-        Console().print(table)
+    print_before_after(run_train(cfg), cfg.out_dir)
     return 0
+
+
+def print_before_after(summary: dict[str, Any], out_dir: str) -> None:
+    """The held-out table of a finished run (nothing when the run stopped early)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if "after" not in summary:
+        Console().print(f"stopped at iteration {summary.get('iteration')}; rerun the same command to resume")
+        return
+    table = Table(title=f"held-out evaluation: {out_dir}")
+    table.add_column("measure")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for k, v in summary["after"].items():
+        b = summary["before"].get(k)
+        table.add_row(k, f"{b:.4f}" if isinstance(b, float) else str(b), f"{v:.4f}" if isinstance(v, float) else str(v))
+    Console().print(table)

@@ -19,7 +19,7 @@ from tokenalign.policy.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_causal_lm", "build_trainer", "run_train"]
+__all__ = ["load_causal_lm", "build_trainer", "run_train", "finish_run"]
 
 
 def load_causal_lm(path: str):
@@ -123,7 +123,6 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """Train as configured; returns the summary (also written to out_dir/summary.json)."""
     from tokenalign.config import save_config
-    from tokenalign.utils.io import atomic_path, atomic_write_json
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +134,13 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         before = {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}}
         append_jsonl(out / "metrics.jsonl", before)
     trainer.fit(resume_from=resume_from)
+    return finish_run(trainer, cfg, out)
+
+
+def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """After training: model/, summary.json and report.html (when all iterations ran)."""
+    from tokenalign.utils.io import atomic_path, atomic_write_json
+
     if trainer.iteration < cfg.iterations:
         log.info("stopped at iteration %d of %d; rerun the same command to resume", trainer.iteration, cfg.iterations)
         return {"iteration": trainer.iteration, "finished": False}

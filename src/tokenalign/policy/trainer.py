@@ -283,8 +283,14 @@ class PolicyTrainer:
             stats["train_misalignment"] = float(sum(mis) / len(mis))  # this process's share
         return stats
 
-    def fit(self, resume_from: str | Path | None = None, on_iteration: Callable[["PolicyTrainer"], None] | None = None) -> list[dict]:
-        """Run the configured iterations (from a checkpoint if given); returns the metrics rows."""
+    def fit(
+        self,
+        resume_from: str | Path | None = None,
+        on_iteration: Callable[["PolicyTrainer"], None] | None = None,
+        until: int | None = None,
+    ) -> list[dict]:
+        """Run the configured iterations (from a checkpoint if given), or up to iteration
+        ``until``; returns the metrics rows of this call."""
         from rich.progress import Progress
 
         cfg, acc = self.cfg, self.accelerator
@@ -292,7 +298,9 @@ class PolicyTrainer:
             self.load_state(resume_from)
         rows: list[dict] = []
         stop_at = cfg.iterations
-        if cfg.stop_after_iterations:
+        if until is not None:
+            stop_at = min(stop_at, until)
+        elif cfg.stop_after_iterations:
             stop_at = min(stop_at, self.iteration + cfg.stop_after_iterations)
         with Progress(disable=not acc.is_main_process, transient=True) as bar:
             task = bar.add_task(f"{cfg.objective}", total=cfg.iterations, completed=self.iteration)

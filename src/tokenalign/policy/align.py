@@ -1,0 +1,147 @@
+"""``tokenalign align``: the alternating guidance <-> policy loop (SPEC 1.5).
+
+1. sample K responses per prompt from the current policy and score them with the
+   sequence-level preference source (the task's scorer);
+2. re-learn the token guidance r_φ on those ranked lists (Plackett-Luce over the
+   aggregated token rewards), warm-started from the previous r_φ with a fresh optimizer;
+3. train the policy with r_φ frozen (default: token REINFORCE with max-entropy, PG 1.4b)
+   for ``relearn_every`` iterations;
+4. repeat; re-learning stops after ``relearn_until`` iterations (the reference schedule
+   re-learns during the first half of training only).
+
+The run folder holds the policy trainer's files (metrics.jsonl, checkpoint/, model/,
+report.html) plus guidance/round-NNN/ (each r_φ) and guidance.jsonl (its fit metrics).
+A killed run resumes from the policy checkpoint and the latest guidance model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from tokenalign.errors import ConfigError
+from tokenalign.policy.config import RewardSettings, TrainConfig
+from tokenalign.rewards.learn import RewardLearnConfig
+from tokenalign.rewards.model import TokenRewardHeadConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AlignConfig", "run_align"]
+
+
+def _pg_policy_defaults() -> TrainConfig:
+    return TrainConfig(objective="reinforce", entropy_coef=0.125, kl_coef=0.0, samples_per_prompt=4,
+                       reward=RewardSettings(source="token_model", placement="token", token_model="(learned by the loop)"))
+
+
+@dataclasses.dataclass
+class GuidanceSettings:
+    """How r_φ is (re-)learned each round."""
+
+    head: TokenRewardHeadConfig = dataclasses.field(default_factory=TokenRewardHeadConfig)
+    learn: RewardLearnConfig = dataclasses.field(default_factory=lambda: RewardLearnConfig(epochs=2, lr=1e-4, aggregator="avg"))
+    prompts: int = 64  # prompts sampled (K each, K = policy.samples_per_prompt) per re-learning
+    backbone: str = ""  # r_φ's initial backbone; "" = the policy's initialisation
+
+
+@dataclasses.dataclass
+class AlignConfig:
+    """``tokenalign align``: the policy config (its ``iterations`` are the whole run) plus the
+    guidance schedule."""
+
+    out_dir: str = "runs/align"
+    policy: TrainConfig = dataclasses.field(default_factory=_pg_policy_defaults)
+    guidance: GuidanceSettings = dataclasses.field(default_factory=GuidanceSettings)
+    relearn_every: int = 10  # policy iterations between re-learnings
+    relearn_until: int = 0  # last iteration that triggers a re-learning; 0 = half of policy.iterations
+
+    def validate(self) -> None:
+        self.policy.validate()
+        if self.relearn_every < 1:
+            raise ConfigError("relearn_every must be >= 1")
+        if self.policy.reward.placement == "sequence" and self.policy.objective == "wmle":
+            raise ConfigError("wmle needs token rewards")
+        if self.policy.samples_per_prompt < 2:
+            raise ConfigError("policy.samples_per_prompt must be >= 2: the guidance learns from rankings of K samples")
+
+    @property
+    def last_relearn(self) -> int:
+        return self.relearn_until or self.policy.iterations // 2
+
+
+def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int):
+    from tokenalign.rewards.learn import RankedExample
+
+    samples = trainer.sample([p for p in prompts for _ in range(k)], seed)
+    texts = [text_fn(s.completion, s.finished) for s in samples]
+    results = scorer.score(texts, [s.prompt for s in samples])
+    lists = []
+    for i, prompt in enumerate(prompts):
+        group = [(texts[i * k + j], -results[i * k + j].misalignment) for j in range(k)]
+        group = [(t, s) for t, s in group if t.strip()]  # an empty response has no token to blame
+        if len(group) >= 2 and len({s for _, s in group}) > 1:  # all tied: no preference signal
+            lists.append(RankedExample(prompt, tuple(t for t, _ in group), tuple(s for _, s in group)))
+    mean = sum(r.misalignment for r in results) / max(len(results), 1)
+    return lists, mean
+
+
+def run_align(cfg: AlignConfig) -> dict[str, Any]:
+    """Run the alternating loop; returns the policy trainer's summary."""
+    from tokenalign.config import save_config
+    from tokenalign.policy.rewards import TokenModelReward
+    from tokenalign.policy.run import _task_pieces, build_trainer, finish_run
+    from tokenalign.rewards.learn import RewardLearner
+    from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.utils.io import append_jsonl, atomic_path
+
+    cfg.validate()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    pcfg = dataclasses.replace(cfg.policy, out_dir=str(out))
+    task = _task_pieces(pcfg)
+    guidance_dir = out / "guidance"
+    rounds = sorted(guidance_dir.glob("round-*")) if guidance_dir.is_dir() else []
+    if rounds:
+        rm = TokenRewardModel.from_pretrained(rounds[-1])
+        log.info("guidance: resuming from %s", rounds[-1])
+    else:
+        rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task["base"], cfg.guidance.head)
+    # The policy trainer gets a placeholder source; the loop installs r_φ below.
+    placeholder = dataclasses.replace(pcfg, reward=dataclasses.replace(pcfg.reward, source="scorer", placement="sequence"))
+    trainer, resume_from = build_trainer(placeholder, out)
+    trainer.cfg = pcfg  # the real reward settings (token model, placement)
+    if resume_from is not None:
+        trainer.load_state(resume_from)
+    source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task["text_fn"])
+    trainer.reward_source = source
+    if trainer.evaluate_fn is not None and trainer.iteration == 0 and not (out / "metrics.jsonl").exists():
+        append_jsonl(out / "metrics.jsonl", {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
+
+    k = pcfg.samples_per_prompt
+    end = pcfg.iterations
+    if pcfg.stop_after_iterations:
+        end = min(end, trainer.iteration + pcfg.stop_after_iterations)
+    while trainer.iteration < end:
+        it = trainer.iteration
+        round_dir = guidance_dir / f"round-{it:05d}"
+        if it % cfg.relearn_every == 0 and it <= cfg.last_relearn and not round_dir.exists():
+            start = (it // cfg.relearn_every) * cfg.guidance.prompts
+            prompts = [task["train_prompts"][(start + j) % len(task["train_prompts"])] for j in range(cfg.guidance.prompts)]
+            lists, mean = _ranked_lists(trainer, prompts, k, task["scorer"], task["text_fn"], seed=pcfg.seed * 7 + it)
+            learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it)
+            learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
+            history = learner.fit(lists)
+            rm.eval().requires_grad_(False)
+            with atomic_path(round_dir) as tmp:
+                rm.save_pretrained(tmp, tokenizer=trainer.tokenizer)
+            rm.requires_grad_(True)
+            row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean, **(history[-1] if history else {})}
+            append_jsonl(out / "guidance.jsonl", row)
+            log.info("guidance round at iteration %d: %s", it, json.dumps(row))
+        rm.eval()
+        trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))
+    return finish_run(trainer, pcfg, out)
