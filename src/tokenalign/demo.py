@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tokenalign.config import save_config
 from tokenalign.utils.io import atomic_write_json
@@ -49,6 +49,7 @@ class DemoConfig:
     out_dir: str = "runs/demo"
     model: str = ""  # empty: the shipped pep8 base model
     n_prompts: int = 24
+    prompt_split: Literal["test", "train"] = "test"  # train: make reward-learning data without touching test prompts
     samples_per_prompt: int = 4
     n_unconditional: int = 8
     sampling: DemoSampling = dataclasses.field(default_factory=DemoSampling)
@@ -128,7 +129,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     log.info("model: %s (%.1fM parameters)", run_cfg.model or "shipped pep8 base model", n_params / 1e6)
 
     k = run_cfg.samples_per_prompt
-    prompts = load_prompts("test", run_cfg.n_prompts)
+    prompts = load_prompts(run_cfg.prompt_split, run_cfg.n_prompts)
     sampling = SamplingConfig(
         max_new_tokens=run_cfg.sampling.max_new_tokens, temperature=run_cfg.sampling.temperature,
         top_k=run_cfg.sampling.top_k, top_p=run_cfg.sampling.top_p, batch_size=run_cfg.sampling.batch_size,

@@ -1,0 +1,169 @@
+"""Policy-optimization benchmark on the pep8 task: token-level vs sequence-level guidance.
+
+Every method starts from the shipped base model, trains on the task's training prompts
+with the same sample budget (iterations x prompts_per_iteration x samples_per_prompt
+samples at temperature 1, <= max_new_tokens each), and is evaluated on the same held-out
+test prompts with the same seeds (SPEC 3.4 settings: T 0.7, top-p 0.9) by the gold
+pycodestyle scorer, syntax failures counted as failures:
+
+- ``pg-loop``: ``tokenalign align`` — token guidance re-learned from rankings of K samples,
+  token REINFORCE with max-entropy (SPEC 1.4b, 1.5);
+- ``ppo-token-edits``: fine-grained PPO with dense rewards from an edit-supervised token
+  reward model (autopep8 edits of base-model samples on training prompts, SPEC 2);
+- ``ppo-sequence``: PPO with the gold score on the last token (the holistic baseline);
+- ``rloo-sequence``: KL-regularised RLOO with the gold sequence score.
+
+Run (on the 2-core CPU VM each method takes ~10-15 minutes at the defaults):
+
+    python benchmarks/bench_policy_pep8.py --out runs/bench-policy
+    python benchmarks/bench_policy_pep8.py --out runs/bench-smoke --smoke   # CI-sized check
+
+It writes ``OUT/results.json`` and prints a markdown table; a method whose run folder
+already holds a finished summary is not rerun (delete it to redo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+log = logging.getLogger("bench_policy_pep8")
+
+
+def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
+    common = {
+        "iterations": args.iterations, "prompts_per_iteration": args.prompts_per_iteration,
+        "samples_per_prompt": args.samples_per_prompt, "sampling": {"max_new_tokens": args.max_new_tokens},
+        "eval": {"every": args.eval_every, "prompts": args.eval_prompts, "max_new_tokens": args.max_new_tokens},
+        "seed": args.seed,
+    }
+    return {
+        "pg-loop": {"kind": "align", "relearn_every": max(1, args.iterations // 4),
+                    "policy": {**common, "lr": args.lr, "objective": "reinforce", "entropy_coef": args.entropy_coef, "kl_coef": args.kl_coef},
+                    "guidance": {"prompts": args.guidance_prompts}},
+        "ppo-token-edits": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
+                            "reward": {"source": "token_model", "token_model": str(rm_dir), "placement": "token"}},
+        "ppo-sequence": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
+                         "reward": {"source": "scorer", "placement": "sequence"}},
+        "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
+                          "reward": {"source": "scorer", "placement": "sequence"}},
+    }
+
+
+def prepare_edit_reward_model(out: Path, args: argparse.Namespace) -> Path:
+    """Base-model samples on training prompts -> autopep8 edits -> token reward model."""
+    from tokenalign.config import from_dict
+    from tokenalign.demo import DemoConfig, run_demo
+    from tokenalign.rewards.run import RewardRunConfig, run_reward
+
+    data_dir, rm_out = out / "edits-data", out / "rm-edits"
+    if not (data_dir / "edits.jsonl").is_file():
+        run_demo(from_dict(DemoConfig, {"out_dir": str(data_dir), "prompt_split": "train", "n_prompts": args.edit_prompts,
+                                        "samples_per_prompt": 4, "n_unconditional": 0, "seed": args.seed}))
+    if not (rm_out / "model").is_dir():
+        run_reward(from_dict(RewardRunConfig, {
+            "out_dir": str(rm_out), "data": {"train": str(data_dir / "edits.jsonl"), "format": "edits"},
+            "head": {"bounding": "centered_sigmoid"}, "learn": {"epochs": args.rm_epochs, "lr": 1e-4, "max_length": 256},
+        }))
+    return rm_out / "model"
+
+
+def run_method(name: str, spec: dict, out: Path) -> dict:
+    from tokenalign.config import from_dict
+    from tokenalign.policy.align import AlignConfig, run_align
+    from tokenalign.policy.config import TrainConfig
+    from tokenalign.policy.run import run_train
+
+    run_dir = out / name
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file() and json.loads(summary_file.read_text()).get("finished"):
+        log.info("%s: already done", name)
+    else:
+        spec = {k: v for k, v in spec.items() if k != "kind"} | {"out_dir": str(run_dir)}
+        t0 = time.perf_counter()
+        if name == "pg-loop":
+            run_align(from_dict(AlignConfig, spec))
+        else:
+            run_train(from_dict(TrainConfig, spec))
+        log.info("%s: %.0f s", name, time.perf_counter() - t0)
+    summary = json.loads(summary_file.read_text())
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    curve = [{"samples": r.get("samples_seen", 0), "tokens": r.get("tokens_seen", 0), "misalignment": r["eval_mean_misalignment"],
+              "kl": r.get("eval_kl_to_ref")} for r in rows if "eval_mean_misalignment" in r]
+    seconds = sum(r.get("seconds", 0.0) for r in rows)
+    return {"name": name, "before": summary["before"], "after": summary["after"], "samples": summary["samples_seen"],
+            "tokens": summary["tokens_seen"], "train_seconds": seconds, "curve": curve}
+
+
+def samples_to_reach(curve: list[dict], target: float) -> int | None:
+    for point in curve:
+        if point["misalignment"] <= target:
+            return point["samples"]
+    return None
+
+
+def table(results: list[dict]) -> str:
+    base = results[0]["before"]
+    lines = [
+        "| method | misalignment | violation-free | syntax failures | KL to base | mean length (tokens) | distinct-2 | samples | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| base model | {base['mean_misalignment']:.4f} | {base['violation_free_rate']:.1%} | {base['syntax_failure_rate']:.1%} | 0 | "
+        f"{base['mean_length_tokens']:.1f} | {base['distinct_2']:.3f} | 0 | 0 |",
+    ]
+    for r in results:
+        a = r["after"]
+        lines.append(f"| {r['name']} | {a['mean_misalignment']:.4f} | {a['violation_free_rate']:.1%} | {a['syntax_failure_rate']:.1%} | "
+                     f"{a.get('kl_to_ref', float('nan')):.2f} | {a['mean_length_tokens']:.1f} | {a['distinct_2']:.3f} | {r['samples']} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/bench-policy")
+    p.add_argument("--methods", default="pg-loop,ppo-token-edits,ppo-sequence,rloo-sequence")
+    p.add_argument("--iterations", type=int, default=40)
+    p.add_argument("--prompts-per-iteration", type=int, default=16)
+    p.add_argument("--samples-per-prompt", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--entropy-coef", type=float, default=0.0)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-prompts", type=int, default=128)
+    p.add_argument("--guidance-prompts", type=int, default=64)
+    p.add_argument("--edit-prompts", type=int, default=300)
+    p.add_argument("--rm-epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark runs end to end")
+    args = p.parse_args()
+    if args.smoke:
+        args.iterations, args.prompts_per_iteration, args.samples_per_prompt = 2, 2, 2
+        args.max_new_tokens, args.eval_every, args.eval_prompts = 24, 2, 4
+        args.guidance_prompts, args.edit_prompts, args.rm_epochs = 4, 4, 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = args.methods.split(",")
+    rm_dir = prepare_edit_reward_model(out, args) if "ppo-token-edits" in wanted else out / "rm-edits" / "model"
+    specs = method_configs(args, rm_dir)
+    results = [run_method(name, specs[name], out) for name in wanted]
+    seq_final = {r["name"]: r["after"]["mean_misalignment"] for r in results if r["name"].endswith("sequence")}
+    if seq_final:
+        best_seq = min(seq_final.values())
+        for r in results:
+            r["samples_to_best_sequence_final"] = samples_to_reach(r["curve"], best_seq)
+    report = {"machine": f"{platform.machine()} {platform.processor() or ''}, {platform.python_version()}".strip(),
+              "args": vars(args), "results": results, "table": table(results)}
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(report["table"])
+    for r in results:
+        print(f"{r['name']}: held-out misalignment by samples seen: "
+              + ", ".join(f"{c['samples']}: {c['misalignment']:.4f}" for c in r["curve"]))
+
+
+if __name__ == "__main__":
+    main()
