@@ -150,3 +150,13 @@ def test_two_process_cpu_run(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "rank0.ok").is_file() and (tmp_path / "rank1.ok").is_file()
+
+
+def test_reinforce_mean_baseline_centres_the_signal(tiny_tokenizer):
+    cfg = _config("reinforce", "token", iterations=1, reinforce_baseline="mean")
+    trainer = _trainer(cfg, tiny_tokenizer)
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+    adv = trainer.advantages(ro)["advantages"]
+    mask = ro.batch.response_mask
+    assert abs(float(adv[mask].mean())) < 1e-6
+    assert torch.allclose(adv[mask], ro.rewards[mask] - ro.rewards[mask].mean(), atol=1e-6)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenalign.config import save_config
+from tokenalign.demo_align import DemoAlign
 from tokenalign.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class DemoConfig:
     n_unconditional: int = 8
     sampling: DemoSampling = dataclasses.field(default_factory=DemoSampling)
     n_heatmaps: int = 8
+    align: DemoAlign = dataclasses.field(default_factory=DemoAlign)
     seed: int = 0
     quick: bool = False
 
@@ -68,9 +70,11 @@ class DemoConfig:
         if not self.quick:
             return self
         sampling = dataclasses.replace(self.sampling, max_new_tokens=min(self.sampling.max_new_tokens, 48))
+        align = dataclasses.replace(self.align, iterations=min(self.align.iterations, 2), prompts_per_iteration=2,
+                                    samples_per_prompt=2, relearn_every=1, guidance_prompts=4)
         return dataclasses.replace(
             self, n_prompts=min(self.n_prompts, 4), samples_per_prompt=2, n_unconditional=min(self.n_unconditional, 2),
-            n_heatmaps=min(self.n_heatmaps, 4), sampling=sampling,
+            n_heatmaps=min(self.n_heatmaps, 4), sampling=sampling, align=align,
         )
 
 
@@ -227,6 +231,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             examples.append(HeatmapExample(bad.text, bad.offsets, [1.0 if x == 0.0 else 0.0 for x in bad.labels], title="original (bad tokens)"))
             examples.append(HeatmapExample(good.text, good.offsets, [1.0 if x == 1.0 else 0.0 for x in good.labels], title="edited (good tokens)"))
         report.add_heatmaps(examples, scale="sequential", vmin=0.0, vmax=1.0, label="changed")
+    if run_cfg.align.enabled:
+        from tokenalign.demo_align import run_demo_alignment
+
+        summary.update(run_demo_alignment(run_cfg, out, samples, results, tokenizer, sampling, report))
+        summary["seconds"] = time.perf_counter() - t0
+        atomic_write_json(out / "summary.json", summary)
     report.write(out / "report.html")
 
     console = Console()
@@ -248,7 +258,22 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     steps.add_row("rank", f"{len(ranked_rows)} lists -> {out / 'ranked.jsonl'}")
     steps.add_row("edit (autopep8)", f"{len(edit_rows)} edits, {minimality:.1%} of tokens unchanged -> {out / 'edits.jsonl'}")
     steps.add_row("learn token reward", f"tokenalign reward --set data.train={out / 'ranked.jsonl'} --set data.format=ranked")
-    steps.add_row("align the policy", "not yet: the policy engine is the next milestone")
-    console.print(steps)
+    if "align_after" in summary:
+        b, a = summary["align_before"], summary["align_after"]
+        steps.add_row("align (PG loop)", f"{run_cfg.align.iterations} iterations -> {out / 'align'}")
+        console.print(steps)
+        after = Table(title="held-out prompts: base model vs after the PG loop (same prompts, settings, seeds)")
+        after.add_column("measure")
+        after.add_column("before", justify="right")
+        after.add_column("after", justify="right")
+        for key, label in (("mean_misalignment", "mean misalignment"), ("violation_free_rate", "violation-free"),
+                           ("syntax_failure_rate", "syntax failures")):
+            after.add_row(label, f"{b[key]:.4f}", f"{a[key]:.4f}")
+        kl = summary.get("align_kl_to_ref")
+        after.add_row("KL to the base model (per sample)", "0", f"{kl:.3f}" if kl is not None else "-")
+        console.print(after)
+    else:
+        steps.add_row("align the policy", "skipped (align.enabled=false)")
+        console.print(steps)
     console.print(f"report: {out / 'report.html'}")
     return summary

@@ -132,7 +132,9 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             start = (it // cfg.relearn_every) * cfg.guidance.prompts
             prompts = [task["train_prompts"][(start + j) % len(task["train_prompts"])] for j in range(cfg.guidance.prompts)]
             lists, mean = _ranked_lists(trainer, prompts, k, task["scorer"], task["text_fn"], seed=pcfg.seed * 7 + it)
-            learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it)
+            # One mixed-precision setting per process (accelerate's state is shared): the policy's.
+            learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
+                                            mixed_precision=pcfg.mixed_precision)
             learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
             history = learner.fit(lists)
             rm.eval().requires_grad_(False)

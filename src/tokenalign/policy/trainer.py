@@ -82,13 +82,11 @@ class PolicyTrainer:
         supervised: Sequence[tuple[str, str]] = (),
         out_dir: str | Path | None = None,
     ) -> None:
-        from accelerate import Accelerator
-
-        from tokenalign.rewards.learn import resolve_mixed_precision
+        from tokenalign.utils.accel import make_accelerator
 
         config.validate()
         self.cfg = config
-        self.accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision), cpu=not torch.cuda.is_available())
+        self.accelerator = make_accelerator(config.mixed_precision)
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -213,7 +211,10 @@ class PolicyTrainer:
             return {"advantages": adv, "returns": ret}
         if cfg.objective == "reinforce":
             rewards = (ro.rewards - cfg.kl_coef * kl) * mask
-            return {"advantages": reward_to_go(rewards, mask) if cfg.reward_to_go else rewards}
+            signal = reward_to_go(rewards, mask) if cfg.reward_to_go else rewards
+            if cfg.reinforce_baseline == "mean":
+                signal = (signal - masked_mean(signal, mask)) * mask
+            return {"advantages": signal}
         if cfg.objective == "rloo":
             seq = ro.scores - cfg.kl_coef * kl.sum(dim=1)
             return {"advantages": rloo_baseline(seq, cfg.samples_per_prompt)}

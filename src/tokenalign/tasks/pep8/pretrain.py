@@ -118,12 +118,11 @@ def reproduce_command(cfg: PretrainConfig) -> str:
 def pretrain(cfg: PretrainConfig) -> Path:
     """Train the base model; returns the folder of the final model (``out_dir/model``), or
     the checkpoint folder when ``stop_after_steps`` ended this invocation early."""
-    from accelerate import Accelerator
     from rich.progress import Progress
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from tokenalign.config import save_config
-    from tokenalign.rewards.learn import resolve_mixed_precision
+    from tokenalign.utils.accel import make_accelerator
     from tokenalign.tasks.pep8.corpus import dedented_methods, read_corpus
     from tokenalign.tasks.pep8.tokenizer import train_tokenizer
     from tokenalign.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -183,7 +182,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         state = load_checkpoint(ckpt, optimizer, None)
         step, seconds_before = state["step"], state.get("train_seconds", 0.0)
         log.info("resumed pretraining at step %d", step)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    accelerator = make_accelerator(cfg.mixed_precision)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     steps_per_epoch = max(1, len(train_blocks) // cfg.batch_size)
