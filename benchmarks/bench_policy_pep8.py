@@ -10,6 +10,8 @@ pycodestyle scorer, syntax failures counted as failures:
   token REINFORCE with max-entropy (SPEC 1.4b, 1.5);
 - ``ppo-token-edits``: fine-grained PPO with dense rewards from an edit-supervised token
   reward model (autopep8 edits of base-model samples on training prompts, SPEC 2);
+- ``ppo-token-edits+seq``: the same dense rewards plus the gold sequence score on the last
+  token (the edit model never sees syntax failures: autopep8 cannot fix them);
 - ``ppo-sequence``: PPO with the gold score on the last token (the holistic baseline);
 - ``rloo-sequence``: KL-regularised RLOO with the gold sequence score.
 
@@ -43,10 +45,13 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
     }
     return {
         "pg-loop": {"kind": "align", "relearn_every": max(1, args.iterations // 4),
-                    "policy": {**common, "lr": args.lr, "objective": "reinforce", "entropy_coef": args.entropy_coef, "kl_coef": args.kl_coef},
-                    "guidance": {"prompts": args.guidance_prompts}},
+                    "policy": {**common, "lr": args.lr, "objective": "reinforce", "entropy_coef": args.entropy_coef,
+                               "kl_coef": args.kl_coef, "reinforce_baseline": "mean"},
+                    "guidance": {"prompts": args.guidance_prompts, "learn": {"epochs": 4, "lr": 1e-4, "max_length": 256}}},
         "ppo-token-edits": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
                             "reward": {"source": "token_model", "token_model": str(rm_dir), "placement": "token"}},
+        "ppo-token-edits+seq": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
+                                "reward": {"source": "token_model", "token_model": str(rm_dir), "placement": "token", "plus_scorer": 1.0}},
         "ppo-sequence": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
                          "reward": {"source": "scorer", "placement": "sequence"}},
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
@@ -83,9 +88,10 @@ def run_method(name: str, spec: dict, out: Path) -> dict:
     if summary_file.is_file() and json.loads(summary_file.read_text()).get("finished"):
         log.info("%s: already done", name)
     else:
+        spec_kind = spec["kind"]
         spec = {k: v for k, v in spec.items() if k != "kind"} | {"out_dir": str(run_dir)}
         t0 = time.perf_counter()
-        if name == "pg-loop":
+        if spec_kind == "align":
             run_align(from_dict(AlignConfig, spec))
         else:
             run_train(from_dict(TrainConfig, spec))
@@ -124,7 +130,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench-policy")
-    p.add_argument("--methods", default="pg-loop,ppo-token-edits,ppo-sequence,rloo-sequence")
+    p.add_argument("--methods", default="pg-loop,ppo-token-edits,ppo-token-edits+seq,ppo-sequence,rloo-sequence")
     p.add_argument("--iterations", type=int, default=40)
     p.add_argument("--prompts-per-iteration", type=int, default=16)
     p.add_argument("--samples-per-prompt", type=int, default=4)
@@ -134,7 +140,7 @@ def main() -> None:
     p.add_argument("--entropy-coef", type=float, default=0.0)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-prompts", type=int, default=128)
-    p.add_argument("--guidance-prompts", type=int, default=64)
+    p.add_argument("--guidance-prompts", type=int, default=96)
     p.add_argument("--edit-prompts", type=int, default=300)
     p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -148,7 +154,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = args.methods.split(",")
-    rm_dir = prepare_edit_reward_model(out, args) if "ppo-token-edits" in wanted else out / "rm-edits" / "model"
+    rm_dir = prepare_edit_reward_model(out, args) if any(m.startswith("ppo-token-edits") for m in wanted) else out / "rm-edits" / "model"
     specs = method_configs(args, rm_dir)
     results = [run_method(name, specs[name], out) for name in wanted]
     seq_final = {r["name"]: r["after"]["mean_misalignment"] for r in results if r["name"].endswith("sequence")}

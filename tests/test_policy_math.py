@@ -147,3 +147,19 @@ def test_segment_ends_lines(tiny_tokenizer):
     pieces = [tiny_tokenizer.decode([i]) for i in ids]
     assert ends[-1] and sum(ends) == 3
     assert all(("\n" in p) == e for p, e in zip(pieces[:-1], ends[:-1]))
+
+
+def test_dense_plus_sequence_reward_adds_the_score_on_the_last_token():
+    from tokenalign.policy.rewards import DensePlusSequenceReward, RewardOutput
+
+    class Dense:
+        def __call__(self, samples):
+            return RewardOutput([0.5, 0.0], [[0.1, 0.4], []])
+
+    class Seq:
+        def __call__(self, samples):
+            return RewardOutput([-1.0, -2.0], None, ["a", "b"])
+
+    out = DensePlusSequenceReward(Dense(), Seq(), weight=0.5)([None, None])
+    assert out.token_rewards == [[0.1, 0.4 - 0.5], []]
+    assert out.scores == [0.5 - 0.5, -1.0] and out.details == ["a", "b"]

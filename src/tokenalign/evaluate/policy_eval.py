@@ -31,8 +31,9 @@ class PolicyEvalSettings:
 
 def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
     """Distinct n-grams over all n-grams of the samples' token ids (0 when there are none)."""
-    grams = [tuple(ids[i : i + n]) for ids in token_lists for i in range(len(ids) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    from tokenalign.evaluate.metrics import distinct_n
+
+    return distinct_n(token_lists, n, tokenize=list)
 
 
 @torch.no_grad()

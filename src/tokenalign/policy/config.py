@@ -32,6 +32,7 @@ class RewardSettings:
     segment: Literal["line", "sentence"] = "line"
     aggregate: Literal["sum", "avg"] = "sum"  # token model -> sequence score (sequence placement)
     scale: float = 1.0
+    plus_scorer: float = 0.0  # token_model: also add this weight x the task scorer's sequence reward on the last token
 
 
 @dataclasses.dataclass

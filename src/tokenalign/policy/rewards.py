@@ -35,6 +35,7 @@ __all__ = [
     "RewardSource",
     "ScorerReward",
     "TokenModelReward",
+    "DensePlusSequenceReward",
     "spans_to_tokens",
     "segment_ends",
     "place_rewards",
@@ -123,6 +124,28 @@ class TokenModelReward:
             total = sum(self.scale * v for v in tr.rewards)
             scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
         return RewardOutput(scores, token_rewards, scored)
+
+
+class DensePlusSequenceReward:
+    """Dense token rewards plus a sequence reward on the last generated token.
+
+    Fine-grained RLHF (Wu et al. 2023) sums reward models of different densities; here a
+    token reward model (e.g. edit-supervised, which never sees samples its editor could
+    not fix, such as syntax failures) is combined with the gold sequence score, weighted
+    by ``weight``. Sequence score = token model's + weight x scorer's.
+    """
+
+    def __init__(self, dense: "TokenModelReward", sequence: ScorerReward, weight: float = 1.0) -> None:
+        self.dense, self.sequence, self.weight = dense, sequence, weight
+
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        d, s = self.dense(samples), self.sequence(samples)
+        token = [list(row) for row in d.token_rewards]
+        for row, score in zip(token, s.scores):
+            if row:
+                row[-1] += self.weight * score
+        scores = [a + self.weight * b for a, b in zip(d.scores, s.scores)]
+        return RewardOutput(scores, token, list(s.details))
 
 
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")

@@ -65,7 +65,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     from transformers import AutoModelForCausalLM
 
     from tokenalign.evaluate.policy_eval import PolicyEvalSettings, evaluate_policy
-    from tokenalign.policy.rewards import ScorerReward, TokenModelReward
+    from tokenalign.policy.rewards import DensePlusSequenceReward, ScorerReward, TokenModelReward
     from tokenalign.policy.trainer import PolicyTrainer
     from tokenalign.policy.value import ValueModel
 
@@ -99,6 +99,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         if rm_tok.pad_token is None:
             rm_tok.pad_token = rm_tok.eos_token
         reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task["text_fn"])
+        if cfg.reward.plus_scorer:
+            reward = DensePlusSequenceReward(reward, ScorerReward(task["scorer"], 1.0, task["text_fn"]), cfg.reward.plus_scorer)
 
     supervised: list[tuple[str, str]] = []
     if cfg.objective == "wmle":
