@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "pretrain",
     "train",
     "align",
+    "eval",
     "config",
 )
 

@@ -16,6 +16,7 @@ CONFIG_KINDS: dict[str, str] = {
     "reward": "tokenalign.rewards.run:RewardRunConfig",
     "train": "tokenalign.policy.config:TrainConfig",
     "align": "tokenalign.policy.align:AlignConfig",
+    "eval": "tokenalign.evaluate.run_eval:EvalConfig",
 }
 
 

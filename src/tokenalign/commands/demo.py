@@ -16,11 +16,15 @@ Run the showcase on the built-in pep8 task, with no arguments needed:
      checker crashes count as failures, never dropped);
   3. rank the samples of each prompt and write them as a `ranked` dataset;
   4. edit each sample minimally with autopep8 and write an `edits` dataset;
-  5. write report.html (statistics, token heatmaps of pycodestyle's blame and of the
-     edit-diff labels) and print a summary table.
+  5. align: a short PG loop (`tokenalign align` at demo size: token guidance re-learned
+     from rankings of the policy's samples, token REINFORCE against it), then resample
+     the same held-out prompts with the same settings and seeds;
+  6. write report.html (statistics, token heatmaps of pycodestyle's blame and of the
+     edit-diff labels, before/after heatmaps, the learned guidance) and print tables.
 
 The run folder (default runs/demo) gets config.yaml, samples.jsonl, ranked.jsonl,
-edits.jsonl, summary.json and report.html.
+edits.jsonl, align/ (the aligned policy and its run), summary.json and report.html.
+`--set align.enabled=false` skips step 5.
 
 examples:
   tokenalign demo

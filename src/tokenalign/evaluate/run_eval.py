@@ -1,0 +1,239 @@
+"""``tokenalign eval``: judge any causal LM on a task, beside what could fake the result.
+
+For a model (a folder written by tokenalign, any ``from_pretrained`` folder or hub id) on
+a task's held-out prompts or a prompt file, with ``samples_per_prompt`` samples each at
+the SPEC 3.4 evaluation settings:
+
+- misalignment from the gold scorer (failures counted at the failure score), the
+  syntax-failure rate, the violation-free share, the expected maximum misalignment over
+  k samples of a prompt and the share above a threshold;
+- the win rate against a reference model (the task's base model by default) sampled on
+  the same prompts with the same seeds and judged by the same scorer (ties count half);
+- KL(π || π_ref) estimated from samples of π at temperature 1;
+- mean length, distinct-1/2/3 and self-BLEU;
+- with a token reward model: localization AUC of its token rewards against the gold
+  blame (does it point at the tokens the scorer blames?).
+
+Writes metrics.json, samples.jsonl and report.html (distribution plot, misalignment vs KL
+across runs given with ``compare``, heatmaps) into ``out_dir`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tokenalign.errors import ConfigError, TokenalignError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalSampling", "EvalConfig", "run_eval"]
+
+
+@dataclasses.dataclass
+class EvalSampling:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    batch_size: int = 64
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Config of ``tokenalign eval``."""
+
+    model: str = ""  # folder or hub id; "" = the task's base model
+    task: str = "pep8"
+    prompts: str = ""  # a file with a `prompt` field; "" = the task's test prompts
+    n_prompts: int = 100  # 0 = all
+    samples_per_prompt: int = 25
+    expected_max_k: int = 25  # capped at samples_per_prompt
+    threshold: float = 0.05  # fraction of samples with misalignment above this
+    reference: str = ""  # win rate and KL reference; "" = the task's base model; "none" = skip
+    reward_model: str = ""  # a token reward model for localization AUC; "" = skip
+    kl_samples: bool = True
+    sampling: EvalSampling = dataclasses.field(default_factory=EvalSampling)
+    compare: list[str] = dataclasses.field(default_factory=list)  # other eval folders for the Pareto plot
+    out_dir: str = "runs/eval"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.samples_per_prompt < 1:
+            raise ConfigError("samples_per_prompt must be >= 1")
+        if self.n_prompts < 0:
+            raise ConfigError("n_prompts must be >= 0 (0 = all)")
+
+
+def _load_prompts(cfg: EvalConfig) -> list[str]:
+    if cfg.prompts:
+        from tokenalign.data import load_records
+
+        prompts = [r.prompt for r in load_records(cfg.prompts, "prompts").records]
+    else:
+        from tokenalign.tasks.pep8.prompts import load_prompts
+
+        prompts = load_prompts("test")
+    if not prompts:
+        raise TokenalignError(f"no prompts in {cfg.prompts or 'the task test split'}")
+    return prompts[: cfg.n_prompts] if cfg.n_prompts else prompts
+
+
+def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[str], seed: int, **over):
+    from tokenalign.rollout.generate import SamplingConfig, generate
+
+    s = cfg.sampling
+    sc = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
+                        batch_size=s.batch_size, stop=stop, seed=seed)
+    return generate(model, tokenizer, prompts, dataclasses.replace(sc, **over))
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate as configured; returns the metrics (also written to out_dir/metrics.json)."""
+    from tokenalign.config import save_config
+    from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
+    from tokenalign.evaluate.policy_eval import distinct_n_tokens, sequence_kl
+    from tokenalign.policy.run import load_causal_lm
+    from tokenalign.rollout.batch import token_logprobs
+    from tokenalign.scorers import summarize_scores
+    from tokenalign.utils.io import atomic_write_json, atomic_write_text
+
+    cfg.validate()
+    if cfg.task != "pep8":
+        raise TokenalignError(f"unknown task {cfg.task!r} (available: pep8)")
+    task = _task_pieces_light()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    t0 = time.perf_counter()
+    model, tokenizer = load_causal_lm(cfg.model or task["base"])
+    model.eval()
+    prompts = _load_prompts(cfg)
+    k = cfg.samples_per_prompt
+    inputs = [p for p in prompts for _ in range(k)]
+    log.info("sampling %d prompts x %d from %s", len(prompts), k, cfg.model or "the base model")
+    samples = _sample(model, tokenizer, inputs, cfg, task["stop"], cfg.seed)
+    texts = [task["text_fn"](s.completion, s.finished) for s in samples]
+    scorer = task["scorer"]
+    results = scorer.score(texts, inputs)
+    scores = [r.misalignment for r in results]
+    metrics: dict[str, Any] = {"model": cfg.model or task["base"], "prompts": len(prompts), "samples": len(samples)}
+    metrics.update(summarize_scores(results))
+    kmax = min(cfg.expected_max_k, k)
+    metrics[f"expected_max_misalignment_at_{kmax}"] = expected_max([scores[i * k : (i + 1) * k] for i in range(len(prompts))], kmax)
+    metrics["fraction_above_threshold"] = fraction_above(scores, cfg.threshold)
+    metrics["threshold"] = cfg.threshold
+    metrics["mean_length_tokens"] = sum(len(s.completion_ids) for s in samples) / len(samples)
+    for n in (1, 2, 3):
+        metrics[f"distinct_{n}"] = distinct_n_tokens([s.completion_ids for s in samples], n)
+    metrics["self_bleu"] = self_bleu(texts, max_texts=500, seed=cfg.seed) if len(texts) >= 2 else float("nan")
+
+    ref_scores = None
+    if cfg.reference != "none":
+        ref_path = cfg.reference or task["base"]
+        ref, _ = load_causal_lm(ref_path)
+        ref.eval()
+        ref_samples = _sample(ref, tokenizer, inputs, cfg, task["stop"], cfg.seed)
+        ref_results = scorer.score([task["text_fn"](s.completion, s.finished) for s in ref_samples], inputs)
+        ref_scores = [r.misalignment for r in ref_results]
+        metrics["reference"] = ref_path
+        metrics["reference_mean_misalignment"] = sum(ref_scores) / len(ref_scores)
+        metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
+        if cfg.kl_samples:
+            kl_samples = _sample(model, tokenizer, inputs, cfg, task["stop"], cfg.seed + 1, temperature=1.0, top_p=1.0)
+            with torch.no_grad():
+                metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples)
+
+    token_heat = None
+    if cfg.reward_model:
+        token_heat = _localization(cfg.reward_model, tokenizer, samples, texts, results, metrics)
+    metrics["seconds"] = time.perf_counter() - t0
+
+    atomic_write_text(out / "samples.jsonl", "".join(
+        json.dumps({"prompt": s.prompt, "completion": t, "misalignment": r.misalignment, "failed": r.failed,
+                    "failure": r.failure, "codes": [b.code for b in r.blame]}, ensure_ascii=False) + "\n"
+        for s, t, r in zip(samples, texts, results)))
+    atomic_write_json(out / "metrics.json", metrics)
+    _write_report(out, cfg, metrics, samples, texts, results, ref_scores, tokenizer, token_heat)
+    return metrics
+
+
+def _task_pieces_light() -> dict[str, Any]:
+    from tokenalign.scorers.pep8 import Pep8Scorer
+    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
+
+    return {"scorer": Pep8Scorer(), "text_fn": complete_lines, "stop": list(STOP_STRINGS), "base": str(base_model_path())}
+
+
+def _localization(rm_path: str, policy_tokenizer, samples, texts, results, metrics: dict) -> list:
+    """Localization AUC of a token reward model's rewards against the gold blame."""
+    from transformers import AutoTokenizer
+
+    from tokenalign.evaluate.localization import localization_auc
+    from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.rewards.scoring import score_tokens
+    from tokenalign.scorers.blame import blame_to_tokens
+
+    rm = TokenRewardModel.from_pretrained(rm_path)
+    path = Path(rm_path)
+    rm_tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer.json").is_file() else policy_tokenizer
+    if rm_tok.pad_token is None:
+        rm_tok.pad_token = rm_tok.eos_token
+    keep = [i for i, (t, r) in enumerate(zip(texts, results)) if t.strip() and not r.failed]
+    scored = score_tokens(rm, rm_tok, [samples[i].prompt for i in keep], [texts[i] for i in keep])
+    blames = [blame_to_tokens(results[i].blame, tr.spans, len(texts[i]))[0] for i, tr in zip(keep, scored)]
+    metrics["localization_auc"] = localization_auc([tr.rewards for tr in scored], blames)
+    metrics["localization_samples"] = len(keep)
+    return list(zip(keep, scored))
+
+
+def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, results, ref_scores, tokenizer, token_heat) -> None:
+    from tokenalign.report import HeatmapExample, Report
+
+    report = Report(f"tokenalign eval: {metrics['model']} on {cfg.task}")
+    report.add_text(f"{metrics['samples']} samples ({metrics['prompts']} prompts x {cfg.samples_per_prompt}) at temperature "
+                    f"{cfg.sampling.temperature}, top-p {cfg.sampling.top_p}, at most {cfg.sampling.max_new_tokens} tokens; "
+                    "scored by pycodestyle (violations per character; syntax failures score 1.0).")
+    report.add_table([{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))], title="Metrics")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        plt = None
+    if plt is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        valid = [r.misalignment for r in results if not r.failed]
+        axes[0].hist(valid, bins=30, alpha=0.7, label=f"this model ({len(valid)} valid)")
+        axes[0].set_title("misalignment of valid samples (failures excluded)")
+        axes[0].set_xlabel("violations / char")
+        axes[0].legend()
+        points = [(metrics.get("kl_to_reference", 0.0), metrics["mean_misalignment"], "this model")]
+        for other in cfg.compare:
+            m = json.loads((Path(other) / "metrics.json").read_text())
+            points.append((m.get("kl_to_reference", 0.0), m["mean_misalignment"], Path(other).name))
+        for x, y, name in points:
+            axes[1].scatter([x], [y])
+            axes[1].annotate(name, (x, y), fontsize=8)
+        axes[1].set_xlabel("KL(π || π_ref) per sample")
+        axes[1].set_ylabel("mean misalignment")
+        axes[1].set_title("misalignment vs KL")
+        report.add_figure(fig, "Distribution and Pareto view")
+        plt.close(fig)
+    from tokenalign.demo import _blame_example
+
+    worst = sorted((i for i, r in enumerate(results) if not r.failed and r.n_violations), key=lambda i: -results[i].misalignment)[:6]
+    shown = [dataclasses.replace(samples[i], completion=texts[i]) for i in worst]
+    report.add_heatmaps([_blame_example(tokenizer, s, results[i], f"sample {i}") for s, i in zip(shown, worst)],
+                        title="Highest-misalignment valid samples: gold blame", scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
+    if token_heat:
+        report.add_heatmaps([HeatmapExample(t.response, t.spans, t.rewards, title=f"sample {i}: token reward model",
+                                            prompt=samples[i].prompt) for i, t in token_heat[:6]],
+                            title="Token reward model on the same kind of samples", label="reward")
+    report.write(out / "report.html")
