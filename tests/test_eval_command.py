@@ -20,7 +20,9 @@ def test_eval_base_model_against_itself(tmp_path):
     TokenRewardModel.from_backbone(base_model_path(), TokenRewardHeadConfig(hidden_size=8, init_gain=1.0)).save_pretrained(rm_dir)
     out = tmp_path / "eval"
     args = ["eval", "--quick", "--out", str(out), "--reward-model", str(rm_dir), "--set", "n_prompts=4",
-            "--set", "samples_per_prompt=3", "--set", "sampling.max_new_tokens=32"]
+            "--set", "samples_per_prompt=3", "--set", "sampling.max_new_tokens=32",
+            "--set", "red_team.rounds=1", "--set", "red_team.candidates_per_round=4", "--set", "red_team.samples_per_prompt=1",
+            "--set", "red_team.top_k=2", "--set", "red_team.max_new_tokens=24"]
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["samples"] == 12 and m["prompts"] == 4
@@ -32,7 +34,9 @@ def test_eval_base_model_against_itself(tmp_path):
     assert 0.0 <= m["syntax_failure_rate"] <= 1.0 and 0.0 <= m["distinct_2"] <= 1.0
     assert math.isnan(m["localization_auc"]) or 0.0 <= m["localization_auc"] <= 1.0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 12
-    assert "Metrics" in (out / "report.html").read_text()
+    assert "Metrics" in (out / "report.html").read_text() and "Red-teaming" in (out / "report.html").read_text()
+    assert len(m["red_team_top2_by_round"]) == 2 and m["red_team_top2_by_round"][1] >= m["red_team_top2_by_round"][0]
+    assert (out / "redteam.jsonl").is_file()
 
 
 def test_eval_prompt_file_and_its_errors(tmp_path, capsys):
@@ -50,3 +54,34 @@ def test_eval_prompt_file_and_its_errors(tmp_path, capsys):
     assert main(["eval", "--prompts", str(bad), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "bad.jsonl" in err and ":2" in err and "prompt" in err
+
+
+def test_red_teaming_grows_a_pool_of_valid_headers(tiny_tokenizer):
+    from conftest import build_tiny_lm
+    from tokenalign.evaluate.redteam import RedTeamSettings, extract_header, pool_weights, red_team
+
+    assert extract_header("f(a, b):\n    return 1") == "def f(a, b):"
+    assert extract_header("f(a, b)\n") is None and extract_header("f(:") is None
+    w = pool_weights([0.0, 0.1, 0.2], 0.1)
+    assert torch_allclose(w, [1 / (1 + math.e + math.e**2), math.e / (1 + math.e + math.e**2), math.e**2 / (1 + math.e + math.e**2)])
+
+    calls = []
+
+    def target(prompts, seed):  # a fake target: longer headers are "worse"
+        calls.append(len(prompts))
+        return [len(p) / 100 for p in prompts]
+
+    seeds = ["def a(x):", "def bb(x, y):", "def ccc(x, y, z):", "def dddd():", "def e(self):"]
+    result = red_team(target, build_tiny_lm(tiny_tokenizer), tiny_tokenizer, seeds,
+                      RedTeamSettings(rounds=2, candidates_per_round=8, top_k=3, max_new_tokens=8))
+    assert len(result.best_by_round) == 3 and result.valid_by_round[0] == 5
+    assert all(b >= a for a, b in zip(result.best_by_round, result.best_by_round[1:]))  # the pool only grows
+    assert result.best_by_round[0] == pytest.approx((17 + 13 + 12) / 300)
+    assert calls[0] == 5 and sum(calls) == 5 + sum(result.valid_by_round[1:])
+    assert all(extract_header(p[4:]) == p for p, _ in result.pool)
+
+
+def torch_allclose(a, b):
+    import torch
+
+    return torch.allclose(a, torch.tensor(b, dtype=torch.float64))

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from tokenalign.errors import ConfigError, TokenalignError
+from tokenalign.evaluate.redteam import RedTeamSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class EvalConfig:
     kl_samples: bool = True
     sampling: EvalSampling = dataclasses.field(default_factory=EvalSampling)
     compare: list[str] = dataclasses.field(default_factory=list)  # other eval folders for the Pareto plot
+    red_team: RedTeamSettings = dataclasses.field(default_factory=lambda: RedTeamSettings(rounds=0))  # rounds 0 = off
+    red_model: str = ""  # the red LM; "" = the task's base model
     out_dir: str = "runs/eval"
     seed: int = 0
 
@@ -149,6 +152,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             with torch.no_grad():
                 metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples)
 
+    red = None
+    if cfg.red_team.rounds > 0:
+        red = _red_team(cfg, task, model, tokenizer, prompts, metrics, out)
+
     token_heat = None
     if cfg.reward_model:
         token_heat = _localization(cfg.reward_model, tokenizer, samples, texts, results, metrics)
@@ -159,8 +166,31 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                     "failure": r.failure, "codes": [b.code for b in r.blame]}, ensure_ascii=False) + "\n"
         for s, t, r in zip(samples, texts, results)))
     atomic_write_json(out / "metrics.json", metrics)
-    _write_report(out, cfg, metrics, samples, texts, results, ref_scores, tokenizer, token_heat)
+    _write_report(out, cfg, metrics, samples, texts, results, ref_scores, tokenizer, token_heat, red)
     return metrics
+
+
+def _red_team(cfg: EvalConfig, task: dict, model, tokenizer, prompts: list[str], metrics: dict, out: Path):
+    """Adaptive red-teaming of ``model``; adds the top-k curve to ``metrics``."""
+    from tokenalign.evaluate.redteam import mean_per_prompt, red_team
+    from tokenalign.policy.run import load_causal_lm
+    from tokenalign.utils.io import atomic_write_text
+
+    rt = cfg.red_team
+    red_model, _ = load_causal_lm(cfg.red_model or task["base"])
+    red_model.eval()
+
+    def target_complete(batch: list[str], seed: int) -> list[float]:
+        inputs = [p for p in batch for _ in range(rt.samples_per_prompt)]
+        done = _sample(model, tokenizer, inputs, cfg, task["stop"], seed)
+        res = task["scorer"].score([task["text_fn"](s.completion, s.finished) for s in done], inputs)
+        return mean_per_prompt([r.misalignment for r in res], rt.samples_per_prompt)
+
+    result = red_team(target_complete, red_model, tokenizer, prompts, rt)
+    metrics[f"red_team_top{rt.top_k}_by_round"] = result.best_by_round
+    metrics["red_team_new_prompts_by_round"] = result.valid_by_round
+    atomic_write_text(out / "redteam.jsonl", "".join(json.dumps({"prompt": p, "misalignment": s}) + "\n" for p, s in result.pool))
+    return result
 
 
 def _task_pieces_light() -> dict[str, Any]:
@@ -192,7 +222,7 @@ def _localization(rm_path: str, policy_tokenizer, samples, texts, results, metri
     return list(zip(keep, scored))
 
 
-def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, results, ref_scores, tokenizer, token_heat) -> None:
+def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, results, ref_scores, tokenizer, token_heat, red=None) -> None:
     from tokenalign.report import HeatmapExample, Report
 
     report = Report(f"tokenalign eval: {metrics['model']} on {cfg.task}")
@@ -226,6 +256,11 @@ def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, res
         axes[1].set_title("misalignment vs KL")
         report.add_figure(fig, "Distribution and Pareto view")
         plt.close(fig)
+    if red is not None:
+        k = cfg.red_team.top_k
+        report.add_table([{"round": i, f"top-{k} mean misalignment": v, "new prompts": n}
+                          for i, (v, n) in enumerate(zip(red.best_by_round, red.valid_by_round))], title="Red-teaming")
+        report.add_table([{"prompt": p, "misalignment": s} for p, s in red.pool[:k]], title=f"The {k} most adversarial prompts found")
     from tokenalign.demo import _blame_example
 
     worst = sorted((i for i, r in enumerate(results) if not r.failed and r.n_violations), key=lambda i: -results[i].misalignment)[:6]
