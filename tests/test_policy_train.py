@@ -160,3 +160,21 @@ def test_reinforce_mean_baseline_centres_the_signal(tiny_tokenizer):
     mask = ro.batch.response_mask
     assert abs(float(adv[mask].mean())) < 1e-6
     assert torch.allclose(adv[mask], ro.rewards[mask] - ro.rewards[mask].mean(), atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["reinforce", "rloo"])
+def test_update_in_chunks_gives_the_whole_batch_gradient(tiny_tokenizer, objective):
+    """Gradient accumulation over chunks is weighted to equal one whole-batch step."""
+    results = []
+    for chunk in (0, 5):
+        cfg = _config(objective, "token" if objective == "reinforce" else "sequence", iterations=1,
+                      update_batch_size=chunk, entropy_coef=0.1, lr=1e-2)
+        trainer = _trainer(cfg, tiny_tokenizer)
+        ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+        trainer.optimizer.step = lambda *a, **k: None  # keep the accumulated gradient to compare it
+        trainer.optimizer.zero_grad = lambda *a, **k: None
+        trainer.update(ro)
+        results.append([p.grad.detach().clone() for p in trainer.unwrapped_policy.parameters()])
+    assert any(g.abs().sum() > 0 for g in results[0])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)

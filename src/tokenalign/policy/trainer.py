@@ -223,46 +223,67 @@ class PolicyTrainer:
         raise ValueError(f"unknown objective {cfg.objective!r}")
 
     def update(self, ro: Rollout) -> dict[str, float]:
-        """Optimise on one rollout; returns the mean of each loss statistic."""
+        """Optimise on one rollout; returns the mean of each loss statistic.
+
+        PPO: ``ppo.epochs`` passes over shuffled minibatches, one optimizer step each. Other
+        objectives: one optimizer step on the whole rollout, computed in chunks of
+        ``update_batch_size`` rows with gradient accumulation (weighted so the gradient is
+        exactly the whole-batch one).
+        """
+        import contextlib
+
         cfg, acc = self.cfg, self.accelerator
         signal = self.advantages(ro)
         n = len(ro.samples)
-        epochs, mb = (cfg.ppo.epochs, cfg.ppo.minibatch_size) if cfg.objective == "ppo" else (1, n)
-        g = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration)
+        if cfg.objective == "ppo":
+            g = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration)
+            mb = cfg.ppo.minibatch_size
+            steps = []
+            for _ in range(cfg.ppo.epochs):
+                order = torch.randperm(n, generator=g)
+                steps += [[order[i : i + mb]] for i in range(0, n, mb)]
+        else:
+            chunk = cfg.update_batch_size or n
+            steps = [[torch.arange(i, min(i + chunk, n)) for i in range(0, n, chunk)]]
         sums: dict[str, float] = {}
-        count = 0
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=g) if cfg.objective == "ppo" else torch.arange(n)
-            for start in range(0, n, mb):
-                idx = order[start : start + mb].to(self.device)
+        for chunks in steps:
+            rows = sum(len(c) for c in chunks)
+            tokens = sum(int(ro.batch.response_mask[c.to(self.device)].sum()) for c in chunks)
+            stats: dict[str, float] = {}
+            for j, idx in enumerate(chunks):
+                idx = idx.to(self.device)
                 sub = ro.batch.rows(idx)
                 mask = sub.response_mask
-                with acc.autocast():
+                w_tok = float(mask.sum()) / max(tokens, 1)  # share of a token mean
+                w_seq = len(idx) / rows  # share of a sequence mean
+                last = j == len(chunks) - 1
+                with contextlib.nullcontext() if last else acc.no_sync(self.policy), acc.autocast():
                     out = token_logprobs(self.policy, sub, with_entropy=True, temperature=cfg.sampling.temperature)
-                    values = self.value_model(sub) if cfg.objective == "ppo" else None
-                logp, neg_ent = out["logprobs"], out["neg_entropy"]
-                stats: dict[str, float] = {}
-                if cfg.objective == "ppo":
-                    ploss, stats = ppo_policy_loss(logp, ro.logprobs[idx], signal["advantages"][idx], mask, cfg.ppo.clip)
-                    vloss = ppo_value_loss(values.float(), ro.values[idx], signal["returns"][idx], mask, cfg.ppo.value_clip)
-                    loss = ploss + cfg.ppo.value_coef * vloss + cfg.entropy_coef * masked_mean(neg_ent, mask)
-                    stats.update(policy_loss=ploss.item(), value_loss=vloss.item())
-                elif cfg.objective == "reinforce":
-                    loss = reinforce_loss(logp, signal["advantages"][idx], mask, neg_ent, cfg.entropy_coef)
-                elif cfg.objective == "rloo":
-                    loss = sequence_pg_loss(logp, signal["advantages"][idx], mask) + cfg.entropy_coef * masked_mean(neg_ent, mask)
-                else:  # wmle
-                    loss = weighted_mle_loss(logp, signal["advantages"][idx], mask)
-                acc.backward(loss)
-                if cfg.grad_clip:
-                    stats["grad_norm"] = float(acc.clip_grad_norm_([p for grp in self.optimizer.param_groups for p in grp["params"]], cfg.grad_clip))
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                stats.update(loss=loss.item(), entropy=-masked_mean(neg_ent.detach(), mask).item())
-                for key, v in stats.items():
-                    sums[key] = sums.get(key, 0.0) + v
-                count += 1
-        return {k: v / max(count, 1) for k, v in sums.items()}
+                    logp, neg_ent = out["logprobs"], out["neg_entropy"]
+                    entropy_term = cfg.entropy_coef * masked_mean(neg_ent, mask) if cfg.entropy_coef else 0.0
+                    if cfg.objective == "ppo":
+                        values = self.value_model(sub)
+                        ploss, clip_stats = ppo_policy_loss(logp, ro.logprobs[idx], signal["advantages"][idx], mask, cfg.ppo.clip)
+                        vloss = ppo_value_loss(values.float(), ro.values[idx], signal["returns"][idx], mask, cfg.ppo.value_clip)
+                        loss = ploss + cfg.ppo.value_coef * vloss + entropy_term
+                        stats.update(clip_stats, policy_loss=ploss.item(), value_loss=vloss.item())
+                    elif cfg.objective == "reinforce":
+                        loss = w_tok * reinforce_loss(logp, signal["advantages"][idx], mask, neg_ent, cfg.entropy_coef)
+                    elif cfg.objective == "rloo":
+                        loss = w_seq * sequence_pg_loss(logp, signal["advantages"][idx], mask) + w_tok * entropy_term
+                    else:  # wmle
+                        loss = w_seq * weighted_mle_loss(logp, signal["advantages"][idx], mask)
+                    acc.backward(loss)
+                stats["loss"] = stats.get("loss", 0.0) + loss.item()
+                stats["entropy"] = stats.get("entropy", 0.0) - w_tok * masked_mean(neg_ent.detach(), mask).item()
+            if cfg.grad_clip:
+                params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
+                stats["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            for key, v in stats.items():
+                sums[key] = sums.get(key, 0.0) + v
+        return {k: v / max(len(steps), 1) for k, v in sums.items()}
 
     # ---- the loop ----------------------------------------------------------------------
     def _rollout_stats(self, ro: Rollout, seconds: float) -> dict[str, float]:
