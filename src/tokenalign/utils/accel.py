@@ -44,4 +44,10 @@ def make_accelerator(mixed_precision: str = "auto", **kwargs: Any):
                               "use one setting for every stage")
         log.info("mixed precision %s -> %s: resetting accelerate's process state", current, wanted)
         AcceleratorState._reset_state()
+    import os
+
+    import torch
+
+    if "cpu" not in kwargs and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        kwargs["cpu"] = True  # accelerate only sets up multi-process CPU (gloo) when asked for the CPU
     return Accelerator(mixed_precision=wanted, **kwargs)
