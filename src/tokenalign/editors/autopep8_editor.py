@@ -43,6 +43,9 @@ class Autopep8Config:
     select: list[str] = dataclasses.field(default_factory=list)
     ignore: list[str] = dataclasses.field(default_factory=list)
     syntax_check: Literal["tokenize", "compile", "none"] = "tokenize"
+    # autopep8 re-runs pycodestyle until the source stops changing, by default without a
+    # limit; a few model samples made it cycle for many minutes. Capped here.
+    max_passes: int = 20
 
 
 class Autopep8Editor:
@@ -56,7 +59,8 @@ class Autopep8Editor:
         self._logged: set[str] = set()
 
     def _options(self) -> dict:
-        opts: dict = {"aggressive": self.config.aggressive, "max_line_length": self.config.max_line_length}
+        opts: dict = {"aggressive": self.config.aggressive, "max_line_length": self.config.max_line_length,
+                      "pep8_passes": self.config.max_passes}
         if self.config.select:
             opts["select"] = list(self.config.select)
         if self.config.ignore:
