@@ -160,6 +160,10 @@ def test_reinforce_mean_baseline_centres_the_signal(tiny_tokenizer):
     mask = ro.batch.response_mask
     assert abs(float(adv[mask].mean())) < 1e-6
     assert torch.allclose(adv[mask], ro.rewards[mask] - ro.rewards[mask].mean(), atol=1e-6)
+    trainer.cfg.reinforce_baseline = "whiten"
+    adv = trainer.advantages(ro)["advantages"]
+    r = ro.rewards[mask]
+    assert torch.allclose(adv[mask], (r - r.mean()) / r.std(), atol=1e-4)
 
 
 @pytest.mark.parametrize("objective", ["reinforce", "rloo"])

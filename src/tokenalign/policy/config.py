@@ -113,7 +113,8 @@ class TrainConfig:
     kl_estimator: Literal["k1", "k3"] = "k1"
     entropy_coef: float = 0.0  # α of the max-entropy term (reinforce; PG: 0.125)
     reward_to_go: bool = False  # reinforce: Σ_{t'>=t} r_t' instead of r_t
-    reinforce_baseline: Literal["none", "mean"] = "none"  # reinforce: subtract the batch's mean token signal (PG: none)
+    # reinforce: "mean" subtracts the batch's mean token signal, "whiten" also divides by its std (PG: none)
+    reinforce_baseline: Literal["none", "mean", "whiten"] = "none"
     wmle_exp: bool = False  # wmle: exp(r) before normalising
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     save_every: int = 1  # iterations between checkpoints

@@ -214,6 +214,8 @@ class PolicyTrainer:
             signal = reward_to_go(rewards, mask) if cfg.reward_to_go else rewards
             if cfg.reinforce_baseline == "mean":
                 signal = (signal - masked_mean(signal, mask)) * mask
+            elif cfg.reinforce_baseline == "whiten":
+                signal = whiten(signal, mask)
             return {"advantages": signal}
         if cfg.objective == "rloo":
             seq = ro.scores - cfg.kl_coef * kl.sum(dim=1)
