@@ -109,11 +109,14 @@ class TokenRewardModel(nn.Module):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         response_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Raw head output z at every (decoder) position: ``[B, T]``.
 
         With ``response_mask``, the head runs only on those positions (others are 0): the
-        2048-wide head then costs nothing on prompt and padding tokens.
+        2048-wide head then costs nothing on prompt and padding tokens. ``position_ids``
+        (causal backbones) go to the backbone as they are; with a 4-D ``attention_mask``
+        they let one row hold several sequences (see ``batching.pack_shared_prompt``).
         """
         if self.is_encoder_decoder:
             if decoder_input_ids is None:
@@ -126,7 +129,8 @@ class TokenRewardModel(nn.Module):
                 use_cache=False,
             )
         else:
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            extra = {"position_ids": position_ids} if position_ids is not None else {}
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
         hidden = out.last_hidden_state
         if response_mask is None:
             return self.head(hidden).squeeze(-1)
@@ -141,9 +145,11 @@ class TokenRewardModel(nn.Module):
         decoder_input_ids: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         response_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Bounded rewards at every (decoder) position ``[B, T]``; read them at the response mask."""
-        z = self.raw_scores(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, response_mask)
+        z = self.raw_scores(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, response_mask,
+                            position_ids=position_ids)
         return bound(z.float(), self.head_config.bounding)
 
     # ---- persistence -------------------------------------------------------------------
