@@ -68,7 +68,8 @@ def prepare_edit_reward_model(out: Path, args: argparse.Namespace) -> Path:
     data_dir, rm_out = out / "edits-data", out / "rm-edits"
     if not (data_dir / "edits.jsonl").is_file():
         run_demo(from_dict(DemoConfig, {"out_dir": str(data_dir), "prompt_split": "train", "n_prompts": args.edit_prompts,
-                                        "samples_per_prompt": 4, "n_unconditional": 0, "seed": args.seed}))
+                                        "samples_per_prompt": 4, "n_unconditional": 0, "seed": args.seed,
+                                        "align": {"enabled": False}}))
     if not (rm_out / "model").is_dir():
         run_reward(from_dict(RewardRunConfig, {
             "out_dir": str(rm_out), "data": {"train": str(data_dir / "edits.jsonl"), "format": "edits"},

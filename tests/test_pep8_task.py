@@ -93,6 +93,10 @@ def test_demo_quick_writes_a_report(tmp_path):
     assert summary["samples"] == 10 and "prompted_mean_misalignment" in summary
     report = (out / "report.html").read_text()
     assert "Gold blame" in report and "hm-tok" in report
+    # the alignment stage: before/after on the same prompts, an aligned model on disk
+    assert "Alignment: a short RLOO run" in report and "Held-out prompts, before vs after" in report
+    assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8
+    assert (out / "align" / "model" / "model.safetensors").is_file()
     for line in (out / "ranked.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert len(row["responses"]) == len(row["scores"]) >= 2

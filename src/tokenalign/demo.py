@@ -260,9 +260,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     steps.add_row("learn token reward", f"tokenalign reward --set data.train={out / 'ranked.jsonl'} --set data.format=ranked")
     if "align_after" in summary:
         b, a = summary["align_before"], summary["align_after"]
-        steps.add_row("align (PG loop)", f"{run_cfg.align.iterations} iterations -> {out / 'align'}")
+        steps.add_row(f"align ({run_cfg.align.method})", f"{run_cfg.align.iterations} iterations -> {out / 'align'}")
         console.print(steps)
-        after = Table(title="held-out prompts: base model vs after the PG loop (same prompts, settings, seeds)")
+        after = Table(title=f"held-out prompts: base model vs after {run_cfg.align.method} (same prompts, settings, seeds)")
         after.add_column("measure")
         after.add_column("before", justify="right")
         after.add_column("after", justify="right")
