@@ -84,7 +84,7 @@ def run_tokenalign(args, pairs, tok_dir, queue, checkpointing: bool = False, sha
     learner.fit(train, on_step=on_step)
     seconds, cpu_seconds = time.perf_counter() - marks["t0"], time.process_time() - marks["c0"]
     measured = train[args.warmup * args.batch_size :]
-    from tokenalign.rewards.learn import resolve_mixed_precision
+    from tokenalign.utils.accel import resolve_mixed_precision
 
     options = [f"{cfg.mixed_precision}: {resolve_mixed_precision(cfg.mixed_precision)}"] + (["grad checkpointing"] if checkpointing else []) + ([] if share_prompt else ["share_prompt off"])
     queue.put({"name": f"tokenalign ({', '.join(options)})", "seconds": seconds, "cpu_seconds": cpu_seconds,

@@ -98,16 +98,6 @@ class LabelledExample:
     labels: tuple[float, ...]
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """``auto`` -> bf16 where the CPU/GPU supports it, else fp32 ("no")."""
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    return "bf16" if cap in ("AVX512", "AMX") or "AVX512" in str(cap) else "no"
-
-
 def _set_checkpointing(backbone, on: bool) -> None:
     """Turn a HF backbone's activation (gradient) checkpointing on or off, non-reentrant."""
     if on:
@@ -133,15 +123,12 @@ class RewardLearner:
     """Trains a :class:`TokenRewardModel` on ranked lists or token-labelled responses."""
 
     def __init__(self, model: TokenRewardModel, tokenizer, config: RewardLearnConfig, out_dir: str | Path | None = None):
-        from accelerate import Accelerator
+        from tokenalign.utils.accel import make_accelerator
 
         self.config = config
         self.tokenizer = tokenizer
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.accelerator = Accelerator(
-            mixed_precision=resolve_mixed_precision(config.mixed_precision),
-            gradient_accumulation_steps=config.grad_accum,
-        )
+        self.accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.model = model
         self.max_length = model.fit_length(config.max_length)
         self.step = 0
