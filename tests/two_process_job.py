@@ -30,6 +30,7 @@ def main(out: Path) -> None:
     assert moved > 0
     assert (out / "run" / "checkpoint" / "state.json").is_file()
     (out / f"rank{acc.process_index}.ok").write_text("ok")
+    trainer.close()
 
 
 if __name__ == "__main__":

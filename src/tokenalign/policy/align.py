@@ -146,4 +146,6 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             log.info("guidance round at iteration %d: %s", it, json.dumps(row))
         rm.eval()
         trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))
-    return finish_run(trainer, pcfg, out)
+    summary = finish_run(trainer, pcfg, out)
+    trainer.close()
+    return summary

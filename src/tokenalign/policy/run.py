@@ -136,7 +136,9 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         before = {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}}
         append_jsonl(out / "metrics.jsonl", before)
     trainer.fit(resume_from=resume_from)
-    return finish_run(trainer, cfg, out)
+    summary = finish_run(trainer, cfg, out)
+    trainer.close()
+    return summary
 
 
 def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:

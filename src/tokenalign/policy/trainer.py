@@ -379,6 +379,15 @@ class PolicyTrainer:
             out.append(Sample(prompt, self.tokenizer.decode(ids), ids, True, ids, encode_prompt(self.tokenizer, prompt)))
         return out
 
+    def close(self) -> None:
+        """End a distributed run cleanly: wait for every process, then destroy the process
+        group (a gloo group alive at interpreter exit can abort the process)."""
+        import torch.distributed as dist
+
+        self.accelerator.wait_for_everyone()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
     # ---- checkpoints -------------------------------------------------------------------
     def save_state(self, path: str | Path) -> Path:
         """Atomic checkpoint folder: policy/, value/, optimizer.pt, state.json."""
