@@ -32,14 +32,15 @@ from pathlib import Path
 
 
 def _pep8_reward():
+    from tokenalign.rollout.generate import first_stop
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import STOP_STRINGS, complete_lines
 
     scorer = Pep8Scorer()
 
     def cut(text: str) -> tuple[str, bool]:
-        hits = [i for i in (text.find(s) for s in STOP_STRINGS) if i >= 0]
-        return (text[: min(hits)], True) if hits else (text, False)
+        at = first_stop(text, STOP_STRINGS)
+        return (text[:at], True) if at >= 0 else (text, False)
 
     def reward(prompts, completions, **kwargs) -> list[float]:
         scored = [complete_lines(*cut(c)) for c in completions]
@@ -50,7 +51,7 @@ def _pep8_reward():
 
 def _evaluate(model_dir: str, args) -> dict:
     from tokenalign.evaluate.policy_eval import PolicyEvalSettings, evaluate_policy
-    from tokenalign.policy.run import load_causal_lm
+    from tokenalign.utils.models import load_causal_lm
     from tokenalign.rollout.batch import token_logprobs
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines

@@ -3,12 +3,11 @@ a killed run resumes exactly, LoRA trains adapters only, and a 2-process run sta
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
 
-from conftest import build_tiny_lm, build_tiny_tokenizer
+from conftest import build_tiny_lm
 from tokenalign.policy.config import PPOSettings, SamplingSettings, TrainConfig
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer

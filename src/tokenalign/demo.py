@@ -78,36 +78,6 @@ class DemoConfig:
         )
 
 
-def _load_policy(path: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tokenalign.errors import TokenalignError
-    from tokenalign.tasks.pep8 import base_model_path
-
-    folder = path or str(base_model_path())
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except OSError as err:
-        raise TokenalignError(f"cannot load model '{folder}': {err}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
-
-
-def _blame_example(tokenizer, sample, result, title: str):
-    from tokenalign.report import HeatmapExample
-    from tokenalign.scorers.blame import blame_to_tokens
-
-    enc = tokenizer(sample.completion, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
-    labels, codes = blame_to_tokens(result.blame, offsets, len(sample.completion))
-    meta = {"misalignment": result.misalignment, "violations": result.n_violations}
-    if result.failed:
-        meta["failed"] = result.failure or ""
-    return HeatmapExample(sample.completion, offsets, labels, title=title, prompt=sample.prompt, notes=codes, meta=meta)
-
-
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the demo as configured; returns the summary it also writes and prints."""
     from rich.console import Console
@@ -116,10 +86,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from tokenalign.data.edit_labels import edit_labels
     from tokenalign.editors.autopep8_editor import Autopep8Editor, edit_minimality
     from tokenalign.report import HeatmapExample, Report
+    from tokenalign.scorers.blame import blame_heatmap_example
     from tokenalign.rollout.generate import SamplingConfig, generate
     from tokenalign.scorers import summarize_scores
     from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import STOP_STRINGS, complete_lines
+    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
+    from tokenalign.utils.models import load_causal_lm
     from tokenalign.tasks.pep8.prompts import load_prompts
     from tokenalign.utils.io import atomic_write_text
 
@@ -128,7 +100,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
-    model, tokenizer = _load_policy(run_cfg.model)
+    model, tokenizer = load_causal_lm(run_cfg.model or str(base_model_path()))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s (%.1fM parameters)", run_cfg.model or "shipped pep8 base model", n_params / 1e6)
 
@@ -219,9 +191,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     best = valid[: max(1, run_cfg.n_heatmaps // 2)]
     report.add_heading("Gold blame: which tokens pycodestyle blames")
     report.add_text("Red tokens overlap a pycodestyle violation (hover for the codes). The grey text is the prompt.", muted=True)
-    report.add_heatmaps([_blame_example(tokenizer, samples[i], prompted[i], f"sample {i} (highest misalignment first)") for i in worst],
+    report.add_heatmaps([blame_heatmap_example(tokenizer, samples[i], prompted[i], f"sample {i} (highest misalignment first)") for i in worst],
                         scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
-    report.add_heatmaps([_blame_example(tokenizer, samples[i], prompted[i], f"sample {i} (cleanest)") for i in best],
+    report.add_heatmaps([blame_heatmap_example(tokenizer, samples[i], prompted[i], f"sample {i} (cleanest)") for i in best],
                         title="Cleanest samples", scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
     if edit_rows:
         report.add_heading("Edit-diff labels: what the autopep8 edit changed")

@@ -73,7 +73,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import complete_lines
 
-    from tokenalign.demo import _blame_example  # shared heatmap helper
+    from tokenalign.scorers.blame import blame_heatmap_example
 
     a = run_cfg.align
     n_prompted = run_cfg.n_prompts * run_cfg.samples_per_prompt
@@ -113,8 +113,8 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     pairs = [i for i in range(n_prompted) if results[i].misalignment > after_results[i].misalignment][: max(2, run_cfg.n_heatmaps // 2)]
     examples = []
     for i in pairs:
-        examples.append(_blame_example(tokenizer, samples[i], results[i], f"prompt {i // run_cfg.samples_per_prompt}: before"))
-        examples.append(_blame_example(tokenizer, after[i], after_results[i], f"prompt {i // run_cfg.samples_per_prompt}: after"))
+        examples.append(blame_heatmap_example(tokenizer, samples[i], results[i], f"prompt {i // run_cfg.samples_per_prompt}: before"))
+        examples.append(blame_heatmap_example(tokenizer, after[i], after_results[i], f"prompt {i // run_cfg.samples_per_prompt}: after"))
     if examples:
         report.add_heatmaps(examples, title="Before / after (gold blame)", scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
 

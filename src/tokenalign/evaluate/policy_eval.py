@@ -40,14 +40,15 @@ def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
 def sequence_kl(policy, ref_logprobs_fn: Callable, tokenizer, samples: Sequence[Sample], batch_size: int = 64) -> float:
     """Mean over samples of Σ_t log π(y_t|s_t) - log π_ref(y_t|s_t): the Monte-Carlo estimate of
     KL(π || π_ref) when the samples come from π at temperature 1."""
+    from tokenalign.evaluate.metrics import kl_from_logprobs
+
     device = next(policy.parameters()).device
     total, n = 0.0, 0
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         batch = build_token_batch([s.prompt_ids for s in chunk], [s.generated_ids for s in chunk], tokenizer.pad_token_id).to(device)
-        lp = token_logprobs(policy, batch)["logprobs"]
-        ref = ref_logprobs_fn(batch)
-        total += float(((lp - ref) * batch.response_mask).sum())
+        kl = kl_from_logprobs(token_logprobs(policy, batch)["logprobs"], ref_logprobs_fn(batch), batch.response_mask)
+        total += kl["kl_seq_mean"] * len(chunk)
         n += len(chunk)
     return total / max(n, 1)
 

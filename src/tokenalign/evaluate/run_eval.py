@@ -31,6 +31,8 @@ import torch
 
 from tokenalign.errors import ConfigError, TokenalignError
 from tokenalign.evaluate.redteam import RedTeamSettings
+from tokenalign.tasks import Task, get_task
+from tokenalign.utils.models import load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +75,13 @@ class EvalConfig:
             raise ConfigError("n_prompts must be >= 0 (0 = all)")
 
 
-def _load_prompts(cfg: EvalConfig) -> list[str]:
+def _load_prompts(cfg: EvalConfig, task: Task) -> list[str]:
     if cfg.prompts:
         from tokenalign.data import load_records
 
         prompts = [r.prompt for r in load_records(cfg.prompts, "prompts").records]
     else:
-        from tokenalign.tasks.pep8.prompts import load_prompts
-
-        prompts = load_prompts("test")
+        prompts = task.prompts("test")
     if not prompts:
         raise TokenalignError(f"no prompts in {cfg.prompts or 'the task test split'}")
     return prompts[: cfg.n_prompts] if cfg.n_prompts else prompts
@@ -101,31 +101,27 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from tokenalign.config import save_config
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
     from tokenalign.evaluate.policy_eval import distinct_n_tokens, sequence_kl
-    from tokenalign.policy.run import load_causal_lm
     from tokenalign.rollout.batch import token_logprobs
     from tokenalign.scorers import summarize_scores
     from tokenalign.utils.io import atomic_write_json, atomic_write_text
 
     cfg.validate()
-    if cfg.task != "pep8":
-        raise TokenalignError(f"unknown task {cfg.task!r} (available: pep8)")
-    task = _task_pieces_light()
+    task = get_task(cfg.task)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
-    model, tokenizer = load_causal_lm(cfg.model or task["base"])
-    model.eval()
-    prompts = _load_prompts(cfg)
+    model, tokenizer = load_causal_lm(cfg.model or task.base_model)
+    prompts = _load_prompts(cfg, task)
     k = cfg.samples_per_prompt
     inputs = [p for p in prompts for _ in range(k)]
     log.info("sampling %d prompts x %d from %s", len(prompts), k, cfg.model or "the base model")
-    samples = _sample(model, tokenizer, inputs, cfg, task["stop"], cfg.seed)
-    texts = [task["text_fn"](s.completion, s.finished) for s in samples]
-    scorer = task["scorer"]
+    samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed)
+    texts = [task.text_fn(s.completion, s.finished) for s in samples]
+    scorer = task.scorer
     results = scorer.score(texts, inputs)
     scores = [r.misalignment for r in results]
-    metrics: dict[str, Any] = {"model": cfg.model or task["base"], "prompts": len(prompts), "samples": len(samples)}
+    metrics: dict[str, Any] = {"model": cfg.model or task.base_model, "prompts": len(prompts), "samples": len(samples)}
     metrics.update(summarize_scores(results))
     kmax = min(cfg.expected_max_k, k)
     metrics[f"expected_max_misalignment_at_{kmax}"] = expected_max([scores[i * k : (i + 1) * k] for i in range(len(prompts))], kmax)
@@ -138,17 +134,16 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     ref_scores = None
     if cfg.reference != "none":
-        ref_path = cfg.reference or task["base"]
+        ref_path = cfg.reference or task.base_model
         ref, _ = load_causal_lm(ref_path)
-        ref.eval()
-        ref_samples = _sample(ref, tokenizer, inputs, cfg, task["stop"], cfg.seed)
-        ref_results = scorer.score([task["text_fn"](s.completion, s.finished) for s in ref_samples], inputs)
+        ref_samples = _sample(ref, tokenizer, inputs, cfg, list(task.stop), cfg.seed)
+        ref_results = scorer.score([task.text_fn(s.completion, s.finished) for s in ref_samples], inputs)
         ref_scores = [r.misalignment for r in ref_results]
         metrics["reference"] = ref_path
         metrics["reference_mean_misalignment"] = sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
         if cfg.kl_samples:
-            kl_samples = _sample(model, tokenizer, inputs, cfg, task["stop"], cfg.seed + 1, temperature=1.0, top_p=1.0)
+            kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, temperature=1.0, top_p=1.0)
             with torch.no_grad():
                 metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples)
 
@@ -170,20 +165,18 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     return metrics
 
 
-def _red_team(cfg: EvalConfig, task: dict, model, tokenizer, prompts: list[str], metrics: dict, out: Path):
+def _red_team(cfg: EvalConfig, task: Task, model, tokenizer, prompts: list[str], metrics: dict, out: Path):
     """Adaptive red-teaming of ``model``; adds the top-k curve to ``metrics``."""
     from tokenalign.evaluate.redteam import mean_per_prompt, red_team
-    from tokenalign.policy.run import load_causal_lm
     from tokenalign.utils.io import atomic_write_text
 
     rt = cfg.red_team
-    red_model, _ = load_causal_lm(cfg.red_model or task["base"])
-    red_model.eval()
+    red_model, _ = load_causal_lm(cfg.red_model or task.base_model)
 
     def target_complete(batch: list[str], seed: int) -> list[float]:
         inputs = [p for p in batch for _ in range(rt.samples_per_prompt)]
-        done = _sample(model, tokenizer, inputs, cfg, task["stop"], seed)
-        res = task["scorer"].score([task["text_fn"](s.completion, s.finished) for s in done], inputs)
+        done = _sample(model, tokenizer, inputs, cfg, list(task.stop), seed)
+        res = task.scorer.score([task.text_fn(s.completion, s.finished) for s in done], inputs)
         return mean_per_prompt([r.misalignment for r in res], rt.samples_per_prompt)
 
     result = red_team(target_complete, red_model, tokenizer, prompts, rt)
@@ -191,13 +184,6 @@ def _red_team(cfg: EvalConfig, task: dict, model, tokenizer, prompts: list[str],
     metrics["red_team_new_prompts_by_round"] = result.valid_by_round
     atomic_write_text(out / "redteam.jsonl", "".join(json.dumps({"prompt": p, "misalignment": s}) + "\n" for p, s in result.pool))
     return result
-
-
-def _task_pieces_light() -> dict[str, Any]:
-    from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
-
-    return {"scorer": Pep8Scorer(), "text_fn": complete_lines, "stop": list(STOP_STRINGS), "base": str(base_model_path())}
 
 
 def _localization(rm_path: str, policy_tokenizer, samples, texts, results, metrics: dict) -> list:
@@ -261,11 +247,11 @@ def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, res
         report.add_table([{"round": i, f"top-{k} mean misalignment": v, "new prompts": n}
                           for i, (v, n) in enumerate(zip(red.best_by_round, red.valid_by_round))], title="Red-teaming")
         report.add_table([{"prompt": p, "misalignment": s} for p, s in red.pool[:k]], title=f"The {k} most adversarial prompts found")
-    from tokenalign.demo import _blame_example
+    from tokenalign.scorers.blame import blame_heatmap_example
 
     worst = sorted((i for i, r in enumerate(results) if not r.failed and r.n_violations), key=lambda i: -results[i].misalignment)[:6]
     shown = [dataclasses.replace(samples[i], completion=texts[i]) for i in worst]
-    report.add_heatmaps([_blame_example(tokenizer, s, results[i], f"sample {i}") for s, i in zip(shown, worst)],
+    report.add_heatmaps([blame_heatmap_example(tokenizer, s, results[i], f"sample {i}") for s, i in zip(shown, worst)],
                         title="Highest-misalignment valid samples: gold blame", scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
     if token_heat:
         report.add_heatmaps([HeatmapExample(t.response, t.spans, t.rewards, title=f"sample {i}: token reward model",

@@ -92,9 +92,10 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     """Run the alternating loop; returns the policy trainer's summary."""
     from tokenalign.config import save_config
     from tokenalign.policy.rewards import TokenModelReward
-    from tokenalign.policy.run import _task_pieces, build_trainer, finish_run
+    from tokenalign.policy.run import build_trainer, finish_run
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.tasks import get_task
     from tokenalign.utils.io import append_jsonl, atomic_path
 
     cfg.validate()
@@ -102,21 +103,22 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     pcfg = dataclasses.replace(cfg.policy, out_dir=str(out))
-    task = _task_pieces(pcfg)
+    task = get_task(pcfg.task)
+    train_prompts = task.prompts("train")
     guidance_dir = out / "guidance"
     rounds = sorted(guidance_dir.glob("round-*")) if guidance_dir.is_dir() else []
     if rounds:
         rm = TokenRewardModel.from_pretrained(rounds[-1])
         log.info("guidance: resuming from %s", rounds[-1])
     else:
-        rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task["base"], cfg.guidance.head)
+        rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.base_model, cfg.guidance.head)
     # The policy trainer gets a placeholder source; the loop installs r_φ below.
     placeholder = dataclasses.replace(pcfg, reward=dataclasses.replace(pcfg.reward, source="scorer", placement="sequence"))
     trainer, resume_from = build_trainer(placeholder, out)
     trainer.cfg = pcfg  # the real reward settings (token model, placement)
     if resume_from is not None:
         trainer.load_state(resume_from)
-    source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task["text_fn"])
+    source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn)
     trainer.reward_source = source
     if trainer.evaluate_fn is not None and trainer.iteration == 0 and not (out / "metrics.jsonl").exists():
         append_jsonl(out / "metrics.jsonl", {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
@@ -130,8 +132,8 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         round_dir = guidance_dir / f"round-{it:05d}"
         if it % cfg.relearn_every == 0 and it <= cfg.last_relearn and not round_dir.exists():
             start = (it // cfg.relearn_every) * cfg.guidance.prompts
-            prompts = [task["train_prompts"][(start + j) % len(task["train_prompts"])] for j in range(cfg.guidance.prompts)]
-            lists, mean = _ranked_lists(trainer, prompts, k, task["scorer"], task["text_fn"], seed=pcfg.seed * 7 + it)
+            prompts = [train_prompts[(start + j) % len(train_prompts)] for j in range(cfg.guidance.prompts)]
+            lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it)
             # One mixed-precision setting per process (accelerate's state is shared): the policy's.
             learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
                                             mixed_precision=pcfg.mixed_precision)

@@ -18,6 +18,7 @@ import dataclasses
 from typing import Literal
 
 from tokenalign.errors import ConfigError
+from tokenalign.evaluate.policy_eval import PolicyEvalSettings
 
 __all__ = ["RewardSettings", "SamplingSettings", "PPOSettings", "LoraSettings", "EvalSettings", "TrainConfig"]
 
@@ -75,16 +76,14 @@ class LoraSettings:
 
 
 @dataclasses.dataclass
-class EvalSettings:
-    """Held-out evaluation every ``every`` iterations (and at the end): misalignment of
-    samples at the SPEC 3.4 evaluation settings, and KL(π || π_ref) from samples at T=1."""
+class EvalSettings(PolicyEvalSettings):
+    """Held-out evaluation every ``every`` iterations (and at iteration 0 and the end) on the
+    first ``prompts`` test prompts: misalignment of samples at the SPEC 3.4 evaluation
+    settings, and KL(π || π_ref) from samples at T=1 (see :class:`PolicyEvalSettings`)."""
 
     every: int = 10
     prompts: int = 64
-    samples_per_prompt: int = 1
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 128
+    seed: int = 4242
 
 
 @dataclasses.dataclass

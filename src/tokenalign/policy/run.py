@@ -16,24 +16,12 @@ import torch
 
 from tokenalign.errors import TokenalignError
 from tokenalign.policy.config import TrainConfig
+from tokenalign.tasks import get_task
+from tokenalign.utils.models import load_causal_lm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_causal_lm", "build_trainer", "run_train", "finish_run"]
-
-
-def load_causal_lm(path: str):
-    """A causal LM and its tokenizer (pad = EOS when the tokenizer has no pad token)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as err:
-        raise TokenalignError(f"cannot load model '{path}': {err}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+__all__ = ["build_trainer", "run_train", "finish_run"]
 
 
 def _wrap_lora(model, cfg: TrainConfig, adapter_dir: Path | None):
@@ -48,30 +36,19 @@ def _wrap_lora(model, cfg: TrainConfig, adapter_dir: Path | None):
     return get_peft_model(model, lora)
 
 
-def _task_pieces(cfg: TrainConfig) -> dict[str, Any]:
-    """Prompts, scorer, text transform, stop strings and base model of the task."""
-    if cfg.task != "pep8":
-        raise TokenalignError(f"unknown task {cfg.task!r} (available: pep8)")
-    from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
-    from tokenalign.tasks.pep8.prompts import load_prompts
-
-    return {"train_prompts": load_prompts("train"), "eval_prompts": load_prompts("test", cfg.eval.prompts),
-            "scorer": Pep8Scorer(), "text_fn": complete_lines, "stop": list(STOP_STRINGS), "base": str(base_model_path())}
-
-
 def build_trainer(cfg: TrainConfig, out: Path | None = None):
     """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one."""
     from transformers import AutoModelForCausalLM
 
-    from tokenalign.evaluate.policy_eval import PolicyEvalSettings, evaluate_policy
+    from tokenalign.evaluate.policy_eval import evaluate_policy
     from tokenalign.policy.rewards import DensePlusSequenceReward, ScorerReward, TokenModelReward
     from tokenalign.policy.trainer import PolicyTrainer
     from tokenalign.policy.value import ValueModel
 
     cfg.validate_sources()
-    task = _task_pieces(cfg)
-    init = cfg.model or task["base"]
+    task = get_task(cfg.task)
+    eval_prompts = task.prompts("test", cfg.eval.prompts)
+    init = cfg.model or task.base_model
     ckpt = out / "checkpoint" if out is not None else None
     resume = ckpt is not None and (ckpt / "state.json").is_file()
     torch.manual_seed(cfg.seed)
@@ -87,7 +64,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
 
     if cfg.reward.source == "scorer":
-        reward = ScorerReward(task["scorer"], cfg.reward.scale, task["text_fn"])
+        reward = ScorerReward(task.scorer, cfg.reward.scale, task.text_fn)
     else:
         from transformers import AutoTokenizer
 
@@ -98,9 +75,9 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         rm_tok = AutoTokenizer.from_pretrained(rm_path if (rm_path / "tokenizer.json").is_file() else init)
         if rm_tok.pad_token is None:
             rm_tok.pad_token = rm_tok.eos_token
-        reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task["text_fn"])
+        reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task.text_fn)
         if cfg.reward.plus_scorer:
-            reward = DensePlusSequenceReward(reward, ScorerReward(task["scorer"], 1.0, task["text_fn"]), cfg.reward.plus_scorer)
+            reward = DensePlusSequenceReward(reward, ScorerReward(task.scorer, 1.0, task.text_fn), cfg.reward.plus_scorer)
 
     supervised: list[tuple[str, str]] = []
     if cfg.objective == "wmle":
@@ -108,16 +85,14 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
 
         supervised = [(r.prompt, r.completion) for r in load_records(cfg.data, "supervised").records]
 
-    settings = PolicyEvalSettings(samples_per_prompt=cfg.eval.samples_per_prompt, temperature=cfg.eval.temperature,
-                                  top_p=cfg.eval.top_p, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed + 4242)
 
     def evaluate_fn(trainer: PolicyTrainer) -> dict[str, float]:
         with trainer.accelerator.autocast():
-            return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, task["eval_prompts"], task["scorer"], settings,
-                                   task["stop"], task["text_fn"], trainer._ref_logprobs)
+            return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, task.scorer, cfg.eval,
+                                   list(task.stop), task.text_fn, trainer._ref_logprobs)
 
-    trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task["train_prompts"], ref_policy=ref, value_model=value,
-                            stop=task["stop"], evaluate_fn=evaluate_fn if cfg.eval.every else None,
+    trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task.prompts("train"), ref_policy=ref, value_model=value,
+                            stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,
                             supervised=supervised, out_dir=out)
     return trainer, (ckpt if resume else None)
 

@@ -145,14 +145,20 @@ class PolicyTrainer:
 
     def iteration_prompts(self, iteration: int) -> list[str]:
         """This process's prompts of an iteration: a seeded permutation per pass over the data."""
-        per = self.cfg.prompts_per_iteration
-        pool = len(self.train_prompts)
-        start = iteration * per
+        return self._iteration_rows(self.train_prompts, iteration)
+
+    def _iteration_rows(self, pool: Sequence, iteration: int) -> list:
+        """Rows ``iteration * per ... (iteration + 1) * per`` of the pool's seeded order (a new
+        permutation for each pass over it), this process's share of them."""
+        per, n = self.cfg.prompts_per_iteration, len(pool)
+        orders: dict[int, list[int]] = {}  # one permutation per pass touched
         chosen = []
-        for k in range(start, start + per):
-            epoch, pos = divmod(k, pool)
-            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-            chosen.append(self.train_prompts[int(torch.randperm(pool, generator=g)[pos])])
+        for k in range(iteration * per, (iteration + 1) * per):
+            epoch, pos = divmod(k, n)
+            if epoch not in orders:
+                g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+                orders[epoch] = torch.randperm(n, generator=g).tolist()
+            chosen.append(pool[orders[epoch][pos]])
         return chosen[self.accelerator.process_index :: self.accelerator.num_processes]
 
     def sample(self, prompts: Sequence[str], seed: int, **overrides: Any) -> list[Sample]:
@@ -364,14 +370,7 @@ class PolicyTrainer:
         """wmle: this iteration's (prompt, response) rows as samples, seeded order per pass."""
         from tokenalign.rollout.generate import encode_prompt
 
-        per = self.cfg.prompts_per_iteration
-        pool = len(self.supervised)
-        rows = []
-        for k in range(iteration * per, (iteration + 1) * per):
-            epoch, pos = divmod(k, pool)
-            g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-            rows.append(self.supervised[int(torch.randperm(pool, generator=g)[pos])])
-        rows = rows[self.accelerator.process_index :: self.accelerator.num_processes]
+        rows = self._iteration_rows(self.supervised, iteration)
         limit = self.cfg.sampling.max_new_tokens
         out = []
         for prompt, response in rows:

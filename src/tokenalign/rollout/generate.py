@@ -15,7 +15,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SamplingConfig", "Sample", "encode_prompt", "generate"]
+__all__ = ["SamplingConfig", "Sample", "encode_prompt", "first_stop", "generate"]
 
 
 @dataclasses.dataclass
@@ -69,8 +69,13 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def first_stop(text: str, stops: Sequence[str]) -> int:
+    """Where the earliest stop string starts in ``text`` (-1 when none occurs)."""
+    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+
+
 def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: Sequence[str]) -> tuple[list[int], str, bool]:
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    cut = first_stop(text, stops)
     if cut < 0:
         return ids, text, False
     k = len(ids)

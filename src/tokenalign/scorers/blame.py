@@ -34,7 +34,7 @@ import numpy as np
 
 from tokenalign.scorers.base import Blame
 
-__all__ = ["line_starts", "violation_span", "completion_blame", "blame_to_tokens"]
+__all__ = ["line_starts", "violation_span", "completion_blame", "blame_to_tokens", "blame_heatmap_example"]
 
 # Longest Python operators first, so that `**=` is one unit and `,(` is two.
 _OPERATOR = r"\*\*=|//=|>>=|<<=|\.\.\.|->|:=|==|!=|<=|>=|\*\*|//|<<|>>|[-+*/%&|^@]="
@@ -142,3 +142,17 @@ def blame_to_tokens(
     for t in np.flatnonzero(labels).tolist():
         token_codes[t] = ",".join(names[hits[:, t]])
     return labels.astype(float).tolist(), token_codes
+
+
+def blame_heatmap_example(tokenizer, sample, result, title: str):
+    """A heatmap card of ``sample.completion`` (anything with ``prompt`` and ``completion``)
+    whose blamed tokens are 1, with their codes as notes and the score as metadata."""
+    from tokenalign.report import HeatmapExample
+
+    enc = tokenizer(sample.completion, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    labels, codes = blame_to_tokens(result.blame, offsets, len(sample.completion))
+    meta = {"misalignment": result.misalignment, "violations": result.n_violations}
+    if result.failed:
+        meta["failed"] = result.failure or ""
+    return HeatmapExample(sample.completion, offsets, labels, title=title, prompt=sample.prompt, notes=codes, meta=meta)

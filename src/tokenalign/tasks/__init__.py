@@ -1,1 +1,42 @@
-"""tokenalign.tasks."""
+"""tokenalign.tasks: packaged tasks, each a bundle of what training and evaluation need.
+
+A :class:`Task` names its gold scorer, how a completion becomes the scored text, the stop
+strings that end a completion, its base model and its prompt splits, so that `train`,
+`align`, `eval` and the demo build them in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from tokenalign.errors import TokenalignError
+
+__all__ = ["Task", "get_task", "TASKS"]
+
+TASKS = ("pep8",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    scorer: Any  # .score(texts, prompts) -> list[ScoreResult]
+    text_fn: Callable[[str, bool], str]  # (completion, finished) -> the scored text
+    stop: tuple[str, ...]
+    base_model: str  # folder of the task's base model and tokenizer
+    load_prompts: Callable[..., list[str]]  # (split, n=None) -> prompts
+
+    def prompts(self, split: str, n: int | None = None) -> list[str]:
+        return self.load_prompts(split, n)
+
+
+def get_task(name: str) -> Task:
+    """The packaged task called ``name`` (a clear error for unknown names)."""
+    if name != "pep8":
+        raise TokenalignError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
+    from tokenalign.scorers.pep8 import Pep8Scorer
+    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
+    from tokenalign.tasks.pep8.prompts import load_prompts
+
+    return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts)
