@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -35,3 +36,7 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # Skip interpreter teardown: a gloo group's threads at exit have aborted or hung a rank
+    # (intermittently, after all the checks above passed and the group was destroyed).
+    sys.stdout.flush()
+    os._exit(0)
