@@ -13,7 +13,9 @@ pycodestyle scorer, syntax failures counted as failures:
 - ``ppo-token-edits+seq``: the same dense rewards plus the gold sequence score on the last
   token (the edit model never sees syntax failures: autopep8 cannot fix them);
 - ``ppo-sequence``: PPO with the gold score on the last token (the holistic baseline);
-- ``rloo-sequence``: KL-regularised RLOO with the gold sequence score.
+- ``rloo-sequence``: KL-regularised RLOO with the gold sequence score;
+- ``cdpg`` / ``dpg`` / ``fdpg-js``: distribution matching toward π0(y|x) b(y), b = 1 iff the
+  sample has no PEP8 violation and compiles (per-prompt Z_c; one global Z; f-DPG with JS).
 
 Run (on the 2-core CPU VM each method takes ~10-15 minutes at the defaults):
 
@@ -56,6 +58,12 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
                          "reward": {"source": "scorer", "placement": "sequence"}},
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
                           "reward": {"source": "scorer", "placement": "sequence"}},
+        # Distribution matching toward π0 x b, b = 1 iff no PEP8 violation (SPEC 3.3): no KL
+        # coefficient — the target itself keeps the policy close to the base.
+        "cdpg": {"kind": "train", **common, "objective": "cdpg", "lr": args.lr, "dm": {"target": "constraint"}},
+        "dpg": {"kind": "train", **common, "objective": "dpg", "lr": args.lr, "dm": {"target": "constraint"}},
+        "fdpg-js": {"kind": "train", **common, "objective": "fdpg", "lr": args.lr,
+                    "dm": {"target": "constraint", "divergence": "js"}},
     }
 
 

@@ -8,13 +8,21 @@ from typing import Any
 from tokenalign.commands import HELP_FORMATTER, add_config_arguments
 
 DESCRIPTION = """\
-Train a policy on a task's prompts (SPEC 1.4, 2.3, 4). One engine; the objective and the
-reward placement are configuration:
+Train a policy on a task's prompts (SPEC 1.4, 2.3, 3, 4). One engine; the objective and
+the reward placement are configuration:
 
   objective=ppo       clipped PPO with a value model, GAE, per-token KL penalty, whitening
   objective=reinforce token REINFORCE with a max-entropy term (entropy_coef; PG: 0.125)
   objective=rloo      sequence REINFORCE with the leave-one-out baseline over K samples
   objective=wmle      guidance-weighted MLE on a supervised dataset (data=FILE)
+  objective=dpg       distribution matching to an EBM target (GDC++; dm.offline=true: proposal q)
+  objective=fdpg      f-DPG: dm.divergence=kl | rkl | js | tv
+  objective=cdpg      conditional DPG with a per-prompt Z_c (dm.target=constraint)
+  objective=phf-mle | phf-filter | phf-cond | phf-ul | phf-rwr | phf-awr
+                      PHF objectives on a scored corpus (phf.corpus=FILE.jsonl with a text
+                      field; default: the task's corpus)
+
+  dm.target=constraint | reward | moments      π0·b, π0·exp(r/β), π0·exp(λ·b) with λ fitted
 
   reward.source=scorer       the task's gold scorer (pep8: -violations/char), a sequence reward
   reward.source=token_model  a model from `tokenalign reward` (reward.token_model=DIR)
@@ -30,13 +38,15 @@ examples:
   tokenalign train --set objective=rloo --set iterations=20 --set out_dir=runs/rloo
   tokenalign train --set objective=ppo --set reward.source=token_model \\
       --set reward.token_model=runs/rm-edits/model --set reward.placement=token
+  tokenalign train --set objective=cdpg --set out_dir=runs/cdpg     # "no PEP8 violation"
+  tokenalign train --set objective=phf-cond --set iterations=150 --set out_dir=runs/phf-cond
   tokenalign config train        # every key with its default
 """
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "train", help="train a policy (ppo | reinforce | rloo | wmle)", description=DESCRIPTION, formatter_class=HELP_FORMATTER
+        "train", help="train a policy (ppo | reinforce | rloo | wmle | dpg | fdpg | cdpg | phf-*)", description=DESCRIPTION, formatter_class=HELP_FORMATTER
     )
     add_config_arguments(parser)
     parser.set_defaults(func=run)
@@ -57,8 +67,11 @@ def print_before_after(summary: dict[str, Any], out_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    if "after" not in summary:
+    if not summary.get("finished"):
         Console().print(f"stopped at iteration {summary.get('iteration')}; rerun the same command to resume")
+        return
+    if "after" not in summary:
+        Console().print(f"finished {summary.get('iteration')} iterations (no held-out evaluation: eval.every=0); model in {out_dir}/model")
         return
     table = Table(title=f"held-out evaluation: {out_dir}")
     table.add_column("measure")

@@ -39,16 +39,27 @@ def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
 @torch.no_grad()
 def sequence_kl(policy, ref_logprobs_fn: Callable, tokenizer, samples: Sequence[Sample], batch_size: int = 64) -> float:
     """Mean over samples of Σ_t log π(y_t|s_t) - log π_ref(y_t|s_t): the Monte-Carlo estimate of
-    KL(π || π_ref) when the samples come from π at temperature 1."""
-    from tokenalign.evaluate.metrics import kl_from_logprobs
+    KL(π || π_ref) when the samples come from π at temperature 1.
 
+    Samples of a conditioned model (``Sample.conditioned_ids``) are scored by the policy on
+    the ids it saw, counting only the plain tokens (its control tokens are conditions, not
+    text), and by the reference on the plain ids.
+    """
     device = next(policy.parameters()).device
+    pad = tokenizer.pad_token_id
     total, n = 0.0, 0
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        batch = build_token_batch([s.prompt_ids for s in chunk], [s.generated_ids for s in chunk], tokenizer.pad_token_id).to(device)
-        kl = kl_from_logprobs(token_logprobs(policy, batch)["logprobs"], ref_logprobs_fn(batch), batch.response_mask)
-        total += kl["kl_seq_mean"] * len(chunk)
+        plain = build_token_batch([s.prompt_ids for s in chunk], [s.generated_ids for s in chunk], pad).to(device)
+        ref = (ref_logprobs_fn(plain).float() * plain.response_mask).sum(dim=1)
+        if chunk[0].conditioned_ids is not None:
+            seen = build_token_batch([s.conditioned_ids[0] for s in chunk], [s.conditioned_ids[1] for s in chunk], pad).to(device)
+            control = {int(i) for s in chunk for i in set(s.conditioned_ids[1]) - set(s.generated_ids)}
+            keep = seen.response_mask & ~torch.isin(seen.response_ids, torch.tensor(sorted(control), dtype=torch.long, device=device))
+            pol = (token_logprobs(policy, seen)["logprobs"].float() * keep).sum(dim=1)
+        else:
+            pol = (token_logprobs(policy, plain)["logprobs"].float() * plain.response_mask).sum(dim=1)
+        total += float((pol - ref).sum())
         n += len(chunk)
     return total / max(n, 1)
 
@@ -62,8 +73,10 @@ def evaluate_policy(
     stop: Sequence[str] = (),
     text_fn: Callable[[str, bool], str] | None = None,
     ref_logprobs_fn: Callable | None = None,
+    conditioning=None,
 ) -> dict[str, float]:
-    """Sample, score and summarise; ``ref_logprobs_fn(batch) -> [B, R]`` enables the KL."""
+    """Sample, score and summarise; ``ref_logprobs_fn(batch) -> [B, R]`` enables the KL.
+    ``conditioning`` samples a conditionally trained model from ``<|good|>``."""
     from tokenalign.scorers import summarize_scores
 
     s = settings or PolicyEvalSettings()
@@ -72,7 +85,7 @@ def evaluate_policy(
     cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
                          batch_size=s.batch_size, stop=list(stop), seed=s.seed)
     inputs = [p for p in prompts for _ in range(s.samples_per_prompt)]
-    samples = generate(policy, tokenizer, inputs, cfg, progress=False)
+    samples = generate(policy, tokenizer, inputs, cfg, progress=False, conditioning=conditioning)
     texts = [text_fn(x.completion, x.finished) if text_fn else x.completion for x in samples]
     results = scorer.score(texts, [x.prompt for x in samples])
     summary = summarize_scores(results)
@@ -83,7 +96,7 @@ def evaluate_policy(
         out[f"distinct_{n}"] = distinct_n_tokens([x.completion_ids for x in samples], n)
     if ref_logprobs_fn is not None and s.kl_samples:
         kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
-        kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False)
+        kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False, conditioning=conditioning)
         out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.batch_size)
     policy.train(was_training)
     return out

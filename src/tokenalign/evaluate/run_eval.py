@@ -87,13 +87,13 @@ def _load_prompts(cfg: EvalConfig, task: Task) -> list[str]:
     return prompts[: cfg.n_prompts] if cfg.n_prompts else prompts
 
 
-def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[str], seed: int, **over):
+def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[str], seed: int, conditioning=None, **over):
     from tokenalign.rollout.generate import SamplingConfig, generate
 
     s = cfg.sampling
     sc = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
                         batch_size=s.batch_size, stop=stop, seed=seed)
-    return generate(model, tokenizer, prompts, dataclasses.replace(sc, **over))
+    return generate(model, tokenizer, prompts, dataclasses.replace(sc, **over), conditioning=conditioning)
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
@@ -112,16 +112,21 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     model, tokenizer = load_causal_lm(cfg.model or task.base_model)
+    # A conditionally trained model (PHF, its tokenizer has <|good|> / <|bad|>) is sampled from <|good|>.
+    from tokenalign.policy.conditioning import Conditioning
+
+    conditioning = Conditioning.from_tokenizer(tokenizer)
     prompts = _load_prompts(cfg, task)
     k = cfg.samples_per_prompt
     inputs = [p for p in prompts for _ in range(k)]
     log.info("sampling %d prompts x %d from %s", len(prompts), k, cfg.model or "the base model")
-    samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed)
+    samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed, conditioning)
     texts = [task.text_fn(s.completion, s.finished) for s in samples]
     scorer = task.scorer
     results = scorer.score(texts, inputs)
     scores = [r.misalignment for r in results]
-    metrics: dict[str, Any] = {"model": cfg.model or task.base_model, "prompts": len(prompts), "samples": len(samples)}
+    metrics: dict[str, Any] = {"model": cfg.model or task.base_model, "prompts": len(prompts), "samples": len(samples),
+                               "conditioned": conditioning is not None}
     metrics.update(summarize_scores(results))
     kmax = min(cfg.expected_max_k, k)
     metrics[f"expected_max_misalignment_at_{kmax}"] = expected_max([scores[i * k : (i + 1) * k] for i in range(len(prompts))], kmax)
@@ -143,13 +148,13 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         metrics["reference_mean_misalignment"] = sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
         if cfg.kl_samples:
-            kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, temperature=1.0, top_p=1.0)
+            kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, conditioning, temperature=1.0, top_p=1.0)
             with torch.no_grad():
                 metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples)
 
     red = None
     if cfg.red_team.rounds > 0:
-        red = _red_team(cfg, task, model, tokenizer, prompts, metrics, out)
+        red = _red_team(cfg, task, model, tokenizer, prompts, metrics, out, conditioning)
 
     token_heat = None
     if cfg.reward_model:
@@ -165,7 +170,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     return metrics
 
 
-def _red_team(cfg: EvalConfig, task: Task, model, tokenizer, prompts: list[str], metrics: dict, out: Path):
+def _red_team(cfg: EvalConfig, task: Task, model, tokenizer, prompts: list[str], metrics: dict, out: Path, conditioning=None):
     """Adaptive red-teaming of ``model``; adds the top-k curve to ``metrics``."""
     from tokenalign.evaluate.redteam import mean_per_prompt, red_team
     from tokenalign.utils.io import atomic_write_text
@@ -175,7 +180,7 @@ def _red_team(cfg: EvalConfig, task: Task, model, tokenizer, prompts: list[str],
 
     def target_complete(batch: list[str], seed: int) -> list[float]:
         inputs = [p for p in batch for _ in range(rt.samples_per_prompt)]
-        done = _sample(model, tokenizer, inputs, cfg, list(task.stop), seed)
+        done = _sample(model, tokenizer, inputs, cfg, list(task.stop), seed, conditioning)
         res = task.scorer.score([task.text_fn(s.completion, s.finished) for s in done], inputs)
         return mean_per_prompt([r.misalignment for r in res], rt.samples_per_prompt)
 

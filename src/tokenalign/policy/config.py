@@ -10,6 +10,10 @@ key (``reward.placement: token`` vs ``sequence``), not in code.
 | `reinforce` | token REINFORCE + max-entropy (PG 1.4b)| r_t, or reward-to-go              |
 | `rloo`      | sequence REINFORCE                     | leave-one-out over K samples      |
 | `wmle`      | guidance-weighted MLE (PG 1.4a)        | none (weights from token rewards) |
+| `dpg`       | GDC++ distribution matching (SPEC 3.2) | P/q - Z π/q toward the EBM target |
+| `fdpg`      | f-DPG (kl / rkl / js / tv)             | -f'(π/p), minus its batch mean    |
+| `cdpg`      | conditional DPG (SPEC 3.3)             | per-prompt Z_c over the K samples |
+| `phf-*`     | PHF objectives on a scored corpus      | (offline: mle, filter, cond, ul, rwr, awr) |
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from typing import Literal
 from tokenalign.errors import ConfigError
 from tokenalign.evaluate.policy_eval import PolicyEvalSettings
 
-__all__ = ["RewardSettings", "SamplingSettings", "PPOSettings", "LoraSettings", "EvalSettings", "TrainConfig"]
+__all__ = ["RewardSettings", "SamplingSettings", "PPOSettings", "LoraSettings", "EvalSettings", "DMSettings", "PHFSettings",
+           "TrainConfig", "PHF_OBJECTIVES", "DM_OBJECTIVES"]
+
+DM_OBJECTIVES = ("dpg", "fdpg", "cdpg")
+PHF_OBJECTIVES = ("phf-mle", "phf-filter", "phf-cond", "phf-ul", "phf-rwr", "phf-awr")
 
 
 @dataclasses.dataclass
@@ -87,6 +95,53 @@ class EvalSettings(PolicyEvalSettings):
 
 
 @dataclasses.dataclass
+class DMSettings:
+    """Distribution matching (SPEC 3.1-3.3): the target EBM P(y) = π0(y) b(y) exp(r/β or λ·φ).
+
+    ``target``: ``constraint`` (b = 1 iff the task's score is 0, for pep8 "no violation"),
+    ``reward`` (π0 exp(r/β): the posterior that KL-regularised RL matches in reverse KL) or
+    ``moments`` (π0 exp(λ·b) with λ fitted so that E_p[b] = ``moments[0]``, by
+    self-normalised importance sampling on ``lambda_samples`` samples of π0).
+    """
+
+    target: Literal["constraint", "reward", "moments"] = "constraint"
+    beta: float = 0.1  # target reward: temperature of exp(r/β)
+    moments: list[float] = dataclasses.field(default_factory=lambda: [0.5])
+    lambda_samples: int = 256
+    divergence: Literal["kl", "rkl", "js", "tv"] = "js"  # fdpg (f-DPG paper: JS a good default)
+    baseline: bool = True  # GDC++ / f-DPG / CDPG baselines
+    offline: bool = False  # dpg: sample from a frozen proposal q, replaced by π when KL(p||π) < KL(p||q)
+    check_every: int = 10  # offline: iterations between proposal checks
+    z_momentum: float = 0.0  # dpg Z estimate: 0 = cumulative mean over all samples, else an EMA
+    cdpg_eps: float = 1e-4  # CDPG: Z_c = mean (b + eps) π0/π
+
+
+@dataclasses.dataclass
+class PHFSettings:
+    """PHF objectives (SPEC 3.4) on a scored corpus; defaults are PHF's PEP8 values.
+
+    ``corpus``: a JSONL file of documents (``{"text": ...}``); "" = the task's own corpus
+    (pep8: dedented methods of the standard library's train split). Each document is split
+    into segments (``segment``: lines for code, sentences for text) scored by the task's
+    scorer; a segment's score applies to its tokens.
+    """
+
+    corpus: str = ""
+    documents: int = 2000  # at most this many documents (seeded choice)
+    segment: Literal["line", "sentence"] = "line"
+    max_tokens: int = 256  # documents are cut to this many tokens
+    filter_threshold: float = 2.361e-3  # filtering: drop documents whose mean segment score > t
+    cond_threshold: float = 0.0  # conditional: <|good|> iff segment score <= t
+    drop_prob: float = 0.1  # conditional: a segment gets no control token with this probability
+    ul_threshold: float = 0.0  # unlikelihood: aligned iff score <= t (0 is a hard threshold)
+    ul_alpha: float = 0.01
+    rwr_beta: float = 10.0
+    awr_alpha: float = 0.05
+    awr_beta: float = 1.0
+    max_weight: float = 1000.0  # RWR / AWR weight clamp
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """``tokenalign train``: train a policy on a task's prompts with one objective."""
 
@@ -94,12 +149,15 @@ class TrainConfig:
     task: Literal["pep8"] = "pep8"
     model: str = ""  # policy initialisation; "" = the task's base model
     ref_model: str = ""  # reference for the KL; "" = the initial policy
-    objective: Literal["ppo", "reinforce", "rloo", "wmle"] = "ppo"
+    objective: Literal["ppo", "reinforce", "rloo", "wmle", "dpg", "fdpg", "cdpg",
+                       "phf-mle", "phf-filter", "phf-cond", "phf-ul", "phf-rwr", "phf-awr"] = "ppo"
     reward: RewardSettings = dataclasses.field(default_factory=RewardSettings)
     sampling: SamplingSettings = dataclasses.field(default_factory=SamplingSettings)
     ppo: PPOSettings = dataclasses.field(default_factory=PPOSettings)
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+    dm: DMSettings = dataclasses.field(default_factory=DMSettings)
+    phf: PHFSettings = dataclasses.field(default_factory=PHFSettings)
     data: str = ""  # wmle: a `supervised` dataset (prompt, response); "" = not used
     iterations: int = 50
     prompts_per_iteration: int = 16
@@ -131,6 +189,26 @@ class TrainConfig:
             raise ConfigError("sampling.temperature must be > 0 for training (log-probs are of the sampled distribution)")
         if self.ppo.minibatch_size < 1 or self.ppo.epochs < 1:
             raise ConfigError("ppo.minibatch_size and ppo.epochs must be >= 1")
+        if self.objective in DM_OBJECTIVES:
+            if self.sampling.temperature != 1.0 or self.sampling.top_k or self.sampling.top_p != 1.0:
+                raise ConfigError(f"objective {self.objective} matches distributions: sample at temperature 1 without top-k/top-p")
+            if self.objective == "cdpg" and self.samples_per_prompt < 2:
+                raise ConfigError("objective cdpg estimates Z_c per prompt: samples_per_prompt >= 2")
+            if self.dm.target == "reward" and not self.dm.beta > 0:
+                raise ConfigError(f"dm.beta must be > 0, got {self.dm.beta}")
+            if self.dm.offline and self.objective != "dpg":
+                raise ConfigError("dm.offline applies to objective dpg")
+            if self.dm.target == "moments" and len(self.dm.moments) != 1:
+                raise ConfigError("dm.moments: one desired moment (of the constraint feature)")
+        if self.objective in PHF_OBJECTIVES:
+            if not 0.0 <= self.phf.drop_prob <= 1.0:
+                raise ConfigError(f"phf.drop_prob must be in [0, 1], got {self.phf.drop_prob}")
+            if not (self.phf.rwr_beta > 0 and self.phf.awr_beta > 0 and self.phf.max_weight > 0):
+                raise ConfigError("phf.rwr_beta, phf.awr_beta and phf.max_weight must be > 0")
+            if not 0.0 <= self.phf.awr_alpha <= 1.0:
+                raise ConfigError(f"phf.awr_alpha must be in [0, 1], got {self.phf.awr_alpha}")
+            if self.lora.enabled and self.objective == "phf-cond":
+                raise ConfigError("phf-cond adds control tokens (new embedding rows): train without LoRA")
 
     def validate_sources(self) -> None:
         """Checks of the built-in reward sources and data (a custom RewardSource skips these)."""

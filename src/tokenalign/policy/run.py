@@ -59,8 +59,15 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     else:
         policy, tokenizer = load_causal_lm(str(ckpt / "policy") if resume else init)
         ref = AutoModelForCausalLM.from_pretrained(cfg.ref_model or init)
+    conditioning = None
+    if cfg.objective == "phf-cond":
+        from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+        from tokenalign.policy.phf import add_control_tokens
+
+        add_control_tokens(policy, tokenizer, (GOOD_TOKEN, BAD_TOKEN), seed=cfg.seed)  # no-op when resumed
+        conditioning = Conditioning.from_tokenizer(tokenizer, cfg.phf.segment)
     value = None
-    if cfg.objective == "ppo":
+    if cfg.objective in ("ppo", "phf-awr"):
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
 
     if cfg.reward.source == "scorer":
@@ -86,15 +93,35 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         supervised = [(r.prompt, r.completion) for r in load_records(cfg.data, "supervised").records]
 
 
+    documents = []
+    if cfg.objective.startswith("phf-"):
+        documents = _phf_documents(cfg, task, tokenizer, conditioning, policy)
+
     def evaluate_fn(trainer: PolicyTrainer) -> dict[str, float]:
         with trainer.accelerator.autocast():
             return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, task.scorer, cfg.eval,
-                                   list(task.stop), task.text_fn, trainer._ref_logprobs)
+                                   list(task.stop), task.text_fn, trainer._ref_logprobs, conditioning=conditioning)
 
     trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task.prompts("train"), ref_policy=ref, value_model=value,
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,
-                            supervised=supervised, out_dir=out)
+                            supervised=supervised, out_dir=out, documents=documents)
     return trainer, (ckpt if resume else None)
+
+
+def _phf_documents(cfg: TrainConfig, task, tokenizer, conditioning, policy) -> list:
+    """The scored corpus of a PHF objective (the same documents whatever the objective),
+    cut to the model's context (one position is the BOS token they follow)."""
+    import dataclasses
+
+    from tokenalign.policy.phf_data import build_phf_documents, load_documents, segment_scorer_for, task_documents
+
+    h = cfg.phf
+    context = next((getattr(policy.config, k) for k in ("n_positions", "max_position_embeddings") if hasattr(policy.config, k)), None)
+    if context is not None and h.max_tokens > context - 1:
+        h = dataclasses.replace(h, max_tokens=context - 1)
+    texts = load_documents(h.corpus, h.documents, cfg.seed) if h.corpus else task_documents(task.name, h.documents, cfg.seed)
+    control = (conditioning.good_id, conditioning.bad_id) if conditioning is not None else None
+    return build_phf_documents(texts, tokenizer, segment_scorer_for(task, h.segment), h, cfg.objective, cfg.seed, control)
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
@@ -162,8 +189,12 @@ def write_training_report(out: Path, cfg: TrainConfig, rows: list[dict], summary
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
         axes[0].plot([r["iteration"] for r in train], [r["reward"] for r in train])
         axes[0].set_title("training reward")
-        axes[1].plot([r["iteration"] for r in train], [r["kl"] for r in train])
-        axes[1].set_title("KL(π || π_ref) per sample (rollouts)")
+        if any("kl" in r for r in train):
+            axes[1].plot([r["iteration"] for r in train if "kl" in r], [r["kl"] for r in train if "kl" in r])
+            axes[1].set_title("KL(π || π_ref) per sample (rollouts)")
+        else:  # PHF objectives train on a corpus: the loss is the curve
+            axes[1].plot([r["iteration"] for r in train], [r["loss"] for r in train])
+            axes[1].set_title("training loss")
         axes[2].plot([r["iteration"] for r in evals], [r["eval_mean_misalignment"] for r in evals], marker="o", label="misalignment")
         axes[2].plot([r["iteration"] for r in evals], [r["eval_syntax_failure_rate"] for r in evals], marker="x", label="syntax failures")
         axes[2].set_title("held-out")

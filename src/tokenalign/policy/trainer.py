@@ -12,6 +12,10 @@ One iteration:
 4. **update**: ``ppo.epochs`` passes over shuffled minibatches for PPO, one pass for the
    others.
 
+Distribution matching (``dpg`` / ``fdpg`` / ``cdpg``) is step 3 with a different signal:
+per-sequence importance weights toward an energy-based target instead of rewards. The PHF
+objectives (``phf-*``) replace step 1 by a batch of the scored corpus (offline data).
+
 accelerate owns devices, mixed precision and distribution: each process samples its
 share of the prompts and gradients are averaged by DDP. Checkpoints are atomic folders;
 everything random derives from (seed, iteration), so a resumed run continues exactly.
@@ -30,7 +34,7 @@ from typing import Any
 import torch
 
 from tokenalign.policy.advantages import gae, kl_penalty, reward_to_go, rloo_baseline, whiten
-from tokenalign.policy.config import TrainConfig
+from tokenalign.policy.config import DM_OBJECTIVES, PHF_OBJECTIVES, TrainConfig
 from tokenalign.policy.losses import (
     guidance_weights,
     masked_mean,
@@ -40,6 +44,8 @@ from tokenalign.policy.losses import (
     sequence_pg_loss,
     weighted_mle_loss,
 )
+from tokenalign.policy.dm_state import DMState as _DMState
+from tokenalign.policy.phf_objectives import phf_objective_loss
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
@@ -63,6 +69,7 @@ class Rollout:
     token_rewards: torch.Tensor | None  # [B, R] the source's per-token rewards, if any
     values: torch.Tensor | None  # [B, R] PPO values
     details: list[Any]
+    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # objective-specific tensors
 
 
 class PolicyTrainer:
@@ -81,6 +88,7 @@ class PolicyTrainer:
         evaluate_fn: Callable[["PolicyTrainer"], dict[str, float]] | None = None,
         supervised: Sequence[tuple[str, str]] = (),
         out_dir: str | Path | None = None,
+        documents: Sequence[Any] = (),
     ) -> None:
         from tokenalign.utils.accel import make_accelerator
 
@@ -93,6 +101,9 @@ class PolicyTrainer:
         self.reward_source = reward_source
         self.train_prompts = list(train_prompts)
         self.supervised = list(supervised)
+        self.documents = list(documents)  # phf-*: ScoredDocument rows
+        if config.objective in PHF_OBJECTIVES and not self.documents:
+            raise ValueError(f"objective {config.objective} trains on a scored corpus: pass documents")
         self.stop = list(stop)
         self.evaluate_fn = evaluate_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -101,9 +112,10 @@ class PolicyTrainer:
         self.iteration = 0
         self.samples_seen = 0
         self.tokens_seen = 0
-        if config.objective == "ppo" and value_model is None:
-            raise ValueError("objective ppo needs a value model")
-        if config.objective != "ppo":
+        needs_value = config.objective in ("ppo", "phf-awr")
+        if needs_value and value_model is None:
+            raise ValueError(f"objective {config.objective} needs a value model")
+        if not needs_value:
             value_model = None
         n = self.accelerator.num_processes
         if config.prompts_per_iteration % n:
@@ -125,6 +137,7 @@ class PolicyTrainer:
         self.ref_policy = ref_policy.to(self.accelerator.device).eval() if ref_policy is not None else None
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False)
+        self.dm = _DMState(config, self.unwrapped_policy) if config.objective in DM_OBJECTIVES else None
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -164,10 +177,11 @@ class PolicyTrainer:
     def sample(self, prompts: Sequence[str], seed: int, **overrides: Any) -> list[Sample]:
         """Sample one response per prompt from the current policy (eval mode, KV cache)."""
         s = self.cfg.sampling
+        model = overrides.pop("model", None) or self.unwrapped_policy
         cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                              batch_size=s.batch_size, stop=self.stop, seed=seed)
         cfg = dataclasses.replace(cfg, **overrides)
-        return generate(self.unwrapped_policy, self.tokenizer, prompts, cfg, progress=False)
+        return generate(model, self.tokenizer, prompts, cfg, progress=False)
 
     def _tensor_rows(self, rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
         out = torch.zeros((len(rows), width), dtype=torch.float32)
@@ -183,10 +197,13 @@ class PolicyTrainer:
         cfg = self.cfg
         pad = self.tokenizer.pad_token_id
         batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], pad).to(self.device)
+        extra = {}
         with self.accelerator.autocast():
             logprobs = token_logprobs(self.policy, batch, temperature=cfg.sampling.temperature)["logprobs"]
             ref = self._ref_logprobs(batch)
             values = self.value_model(batch) if self.value_model is not None else None
+            if self.dm is not None and self.dm.proposal is not None:  # offline DPG: q sampled them
+                extra["proposal_logprobs"] = token_logprobs(self.dm.proposal, batch)["logprobs"].float()
         out = self.reward_source(samples)
         width = batch.response_mask.shape[1]
         scores = torch.tensor(out.scores, dtype=torch.float32, device=self.device)
@@ -196,12 +213,33 @@ class PolicyTrainer:
             seg = self._tensor_rows([segment_ends(self.tokenizer, s.generated_ids, cfg.reward.segment) for s in samples], width) > 0
         rewards = place_rewards(cfg.reward.placement, batch.response_mask, scores, token_rewards, seg)
         return Rollout(list(samples), batch, logprobs.float(), ref.float(), rewards, scores, token_rewards,
-                       values.float() if values is not None else None, list(out.details))
+                       values.float() if values is not None else None, list(out.details), extra)
 
     def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
         k = self.cfg.samples_per_prompt
-        samples = self.sample([p for p in prompts for _ in range(k)], seed)
+        inputs = [p for p in prompts for _ in range(k)]
+        if self.dm is not None and self.dm.proposal is not None:
+            samples = self.sample(inputs, seed, model=self.dm.proposal)
+        else:
+            samples = self.sample(inputs, seed)
         return self.make_rollout(samples)
+
+    def phf_rollout(self, iteration: int) -> Rollout:
+        """A batch of the scored corpus as a rollout: documents sampled from nothing (the BOS
+        token is their prompt), their token scores in ``extra["token_scores"]``."""
+        from tokenalign.rollout.generate import encode_prompt
+
+        docs = self._iteration_rows(self.documents, iteration)
+        bos = encode_prompt(self.tokenizer, "")
+        samples = [Sample("", d.text, d.ids, True, d.ids, bos) for d in docs]
+        batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples],
+                                  self.tokenizer.pad_token_id).to(self.device)
+        width = batch.response_mask.shape[1]
+        token_scores = self._tensor_rows([d.token_scores for d in docs], width)
+        scores = torch.tensor([-d.score for d in docs], dtype=torch.float32, device=self.device)
+        zeros = torch.zeros_like(token_scores)
+        return Rollout(samples, batch, zeros, zeros, -token_scores, scores, -token_scores, None, [],
+                       {"token_scores": token_scores})
 
     def advantages(self, ro: Rollout) -> dict[str, torch.Tensor]:
         """Per-objective training signal: ``advantages`` (and ``returns`` for PPO)."""
@@ -228,6 +266,10 @@ class PolicyTrainer:
             return {"advantages": rloo_baseline(seq, cfg.samples_per_prompt)}
         if cfg.objective == "wmle":
             return {"advantages": guidance_weights(ro.token_rewards, mask, use_exp=cfg.wmle_exp, use_reward_to_go=cfg.reward_to_go)}
+        if self.dm is not None:
+            return {"advantages": self.dm.advantages(ro, self.iteration)}
+        if cfg.objective in PHF_OBJECTIVES:
+            return {"rewards": ro.rewards, "token_scores": ro.extra["token_scores"]}
         raise ValueError(f"unknown objective {cfg.objective!r}")
 
     def update(self, ro: Rollout) -> dict[str, float]:
@@ -277,8 +319,15 @@ class PolicyTrainer:
                         stats.update(clip_stats, policy_loss=ploss.item(), value_loss=vloss.item())
                     elif cfg.objective == "reinforce":
                         loss = w_tok * reinforce_loss(logp, signal["advantages"][idx], mask, neg_ent, cfg.entropy_coef)
-                    elif cfg.objective == "rloo":
+                    elif cfg.objective == "rloo" or self.dm is not None:
                         loss = w_seq * sequence_pg_loss(logp, signal["advantages"][idx], mask) + w_tok * entropy_term
+                    elif cfg.objective in PHF_OBJECTIVES:
+                        values = self.value_model(sub) if self.value_model is not None else None
+                        phf_loss, phf_stats = phf_objective_loss(cfg, logp, signal["rewards"][idx], signal["token_scores"][idx],
+                                                                 mask, values)
+                        loss = w_tok * phf_loss
+                        for key, v in phf_stats.items():
+                            stats[key] = stats.get(key, 0.0) + w_tok * v
                     else:  # wmle
                         loss = w_seq * weighted_mle_loss(logp, signal["advantages"][idx], mask)
                     acc.backward(loss)
@@ -296,6 +345,7 @@ class PolicyTrainer:
     # ---- the loop ----------------------------------------------------------------------
     def _rollout_stats(self, ro: Rollout, seconds: float) -> dict[str, float]:
         mask = ro.batch.response_mask
+        # Rollouts of the policy: KL to the reference (zero for a corpus batch, not reported).
         kl_seq = (kl_penalty(ro.logprobs, ro.ref_logprobs, mask, "k1")).sum(dim=1)
         lengths = mask.sum(dim=1).float()
         local = torch.stack([ro.scores.mean(), kl_seq.mean(), lengths.mean(), lengths.sum(),
@@ -308,6 +358,10 @@ class PolicyTrainer:
                  "sampled_tokens": float(total[3]), "samples": float(total[4])}
         if ro.token_rewards is not None:
             stats["token_reward"] = float(total[5] / n)
+        if self.cfg.objective in PHF_OBJECTIVES:
+            del stats["kl"]
+        if self.dm is not None:
+            stats.update(self.dm.last_stats)
         mis = [getattr(d, "misalignment", None) for d in ro.details]
         if mis and all(m is not None for m in mis):
             stats["train_misalignment"] = float(sum(mis) / len(mis))  # this process's share
@@ -326,6 +380,8 @@ class PolicyTrainer:
         cfg, acc = self.cfg, self.accelerator
         if resume_from is not None and (Path(resume_from) / "state.json").is_file():
             self.load_state(resume_from)
+        if self.dm is not None and self.dm.needs_lambda:
+            self.dm.fit_lambda(self)
         rows: list[dict] = []
         stop_at = cfg.iterations
         if until is not None:
@@ -338,12 +394,16 @@ class PolicyTrainer:
                 t0 = time.perf_counter()
                 if cfg.objective == "wmle":
                     ro = self.make_rollout(self._supervised_samples(self.iteration))
+                elif cfg.objective in PHF_OBJECTIVES:
+                    ro = self.phf_rollout(self.iteration)
                 else:
                     seed = cfg.seed * 1_000_003 + self.iteration * 101 + acc.process_index
                     ro = self.rollout(self.iteration_prompts(self.iteration), seed)
                 t_sample = time.perf_counter() - t0
                 stats = self.update(ro)
                 self.iteration += 1
+                if self.dm is not None:
+                    self.dm.after_update(self)
                 row = {"iteration": self.iteration, **self._rollout_stats(ro, t_sample), **stats}
                 self.samples_seen += int(row["samples"])
                 self.tokens_seen += int(row["sampled_tokens"])
@@ -358,7 +418,7 @@ class PolicyTrainer:
                     if self.out_dir is not None:
                         append_jsonl(self.out_dir / "metrics.jsonl", row)
                     bar.update(task, completed=self.iteration,
-                               description=f"{cfg.objective} reward {row['reward']:.3f} kl {row['kl']:.2f}")
+                               description=f"{cfg.objective} reward {row['reward']:.3f} kl {row.get('kl', 0.0):.2f}")
                     log.info("iteration %d: %s", self.iteration, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
                 if self.out_dir is not None and cfg.save_every and (self.iteration % cfg.save_every == 0 or self.iteration == cfg.iterations):
                     self.save_state(self.out_dir / "checkpoint")
@@ -403,6 +463,8 @@ class PolicyTrainer:
                 if self.value_model is not None:
                     acc.unwrap_model(self.value_model).save_pretrained(tmp / "value")
                 torch.save({"optimizer": self.optimizer.state_dict(), "rng": rng_state()}, tmp / "optimizer.pt")
+                if self.dm is not None:
+                    self.dm.save(tmp)
                 state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
                          "objective": self.cfg.objective}
                 (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -420,6 +482,8 @@ class PolicyTrainer:
         set_rng_state(blob["rng"])
         state = json.loads((path / "state.json").read_text())
         self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
+        if self.dm is not None:
+            self.dm.load(path)
         metrics = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
         if metrics is not None and metrics.is_file() and self.accelerator.is_main_process:
             # Rows of iterations after the checkpoint (written before a kill) are redone.

@@ -50,6 +50,9 @@ class Sample:
     # to stop is learned too. ``completion_ids`` is always a prefix of it.
     generated_ids: list[int] = dataclasses.field(default_factory=list)
     prompt_ids: list[int] = dataclasses.field(default_factory=list)
+    # A conditionally trained model's view (``tokenalign.policy.conditioning``): its prompt
+    # ids and generated ids with the control tokens; None for plain sampling.
+    conditioned_ids: tuple[list[int], list[int]] | None = None
 
 
 class _StopOnStrings:
@@ -64,7 +67,8 @@ class _StopOnStrings:
         self.tokenizer, self.stops, self.start, self.window = tokenizer, list(stops), prompt_width, window
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        tails = self.tokenizer.batch_decode(input_ids[:, self.start :][:, -self.window :])
+        # Special tokens (EOS, a conditioned model's control tokens) are not text.
+        tails = self.tokenizer.batch_decode(input_ids[:, self.start :][:, -self.window :], skip_special_tokens=True)
         done = [any(s in t for s in self.stops) for t in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
@@ -114,8 +118,14 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True) -> list[Sample]:
-    """Sample one completion per prompt (repeat prompts for several samples each)."""
+def generate(
+    model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True, conditioning=None
+) -> list[Sample]:
+    """Sample one completion per prompt (repeat prompts for several samples each).
+
+    ``conditioning`` (a :class:`tokenalign.policy.conditioning.Conditioning`) samples a
+    conditionally trained model from ``<|good|>``; the samples' text and ids are plain.
+    """
     from rich.progress import Progress
 
     cfg = config or SamplingConfig()
@@ -132,6 +142,8 @@ def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | 
             batch = list(prompts[start : start + cfg.batch_size])
             # An empty prompt (unconditional generation) starts from the BOS/EOS token.
             encoded = [encode_prompt(tokenizer, p) for p in batch]
+            if conditioning is not None:
+                plain_prompts, encoded = encoded, [conditioning.encode_prompt(tokenizer, p) for p in batch]
             width = max(len(e) for e in encoded)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -149,9 +161,19 @@ def generate(model, tokenizer, prompts: Sequence[str], config: SamplingConfig | 
                 from transformers import StoppingCriteriaList
 
                 kwargs.update(stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, cfg.stop, width)]))
+            if conditioning is not None:
+                from transformers import LogitsProcessorList
+
+                kwargs.update(logits_processor=LogitsProcessorList([conditioning.logits_processor()]))
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
             for i, prompt in enumerate(batch):
-                samples.append(_finish_row(tokenizer, prompt, encoded[i], out[i, width:].tolist(), cfg.stop, eos_id, pad_id))
+                raw = out[i, width:].tolist()
+                if conditioning is None:
+                    samples.append(_finish_row(tokenizer, prompt, encoded[i], raw, cfg.stop, eos_id, pad_id))
+                    continue
+                sample = _finish_row(tokenizer, prompt, plain_prompts[i], conditioning.strip(raw), cfg.stop, eos_id, pad_id)
+                sample.conditioned_ids = (encoded[i], conditioning.raw_prefix(raw, len(sample.generated_ids)))
+                samples.append(sample)
             bar.update(task, advance=len(batch))
     model.train(was_training)
     return samples

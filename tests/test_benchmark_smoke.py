@@ -1,0 +1,135 @@
+"""Benchmarks are not part of CI; a short smoke mode of each is.
+
+One test per script in benchmarks/: it runs the script as a subprocess at its smallest
+sizes (``--smoke`` where the script has it, else tiny options), in a scratch working
+directory with every output pointed into ``tmp_path`` (so a test never writes into the
+repository), and checks the exit code and that the results it reports are there and are
+finite numbers. ``test_every_benchmark_has_a_smoke_test`` keeps the list complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+DATA = REPO / "tests" / "data"
+TESTED = {"bench_flops.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py", "bench_reward_throughput.py",
+          "bench_trl_pep8.py"}
+
+
+def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    work = tmp_path / "cwd"
+    work.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg", "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, (f"{script} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
+                                  f"\n--- stderr\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def nonneg(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
+def test_every_benchmark_has_a_smoke_test():
+    assert {p.name for p in BENCH.glob("bench_*.py")} == TESTED
+
+
+@pytest.mark.slow
+def test_bench_flops_smoke(tmp_path):
+    out = tmp_path / "out"
+    run_bench("bench_flops.py", ["--smoke", "--device", "cpu", "--threads", "1", "--out", str(out)], tmp_path)
+    report = json.loads((out / "flops_cpu.json").read_text())
+    assert report["device"] == "cpu" and report["machine"]["threads"] == 1
+    for dtype in ("bf16", "fp32"):
+        assert positive(report["matmul_peak"][dtype]["peak_flops_per_s"])
+    tr = report["training"]
+    assert tr["config"]["objective"] == "rloo" and tr["tokens"]["samples"] == 4
+    for step in ("update", "generation", "scoring", "rollout", "iteration"):
+        for key in ("counted_flops", "achieved_flops_per_s", "share_of_bf16_peak", "share_of_fp32_peak"):
+            assert positive(tr[step][key]), (step, key)
+    # The counter saw forward and backward: close to the analytic 6 x params x positions.
+    assert 0.7 < tr["update"]["counted_over_analytic_6NT_positions"] < 1.5
+    assert "| update" in report["table"]
+
+
+@pytest.mark.slow
+def test_bench_pep8_scorer_smoke(tmp_path):
+    # No --smoke and no result file: tiny options, and the numbers it prints.
+    proc = run_bench("bench_pep8_scorer.py", ["--n", "60", "--processes", "0", "--edits", "6"], tmp_path)
+    rates = {m.group(1): float(m.group(2).replace(",", ""))
+             for m in re.finditer(r"^(scorer processes=0|autopep8 editor): ([\d,]+) samples/minute", proc.stdout, re.M)}
+    assert set(rates) == {"scorer processes=0", "autopep8 editor"}, proc.stdout
+    assert all(positive(v) for v in rates.values())
+    assert "60 samples" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_policy_pep8_smoke(tmp_path):
+    out = tmp_path / "out"
+    run_bench("bench_policy_pep8.py", ["--smoke", "--out", str(out)], tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names == ["pg-loop", "ppo-token-edits", "ppo-token-edits+seq", "ppo-sequence", "rloo-sequence"]
+    for r in report["results"]:
+        assert positive(r["samples"]) and positive(r["tokens"]) and positive(r["train_seconds"]), r["name"]
+        for stage in ("before", "after"):
+            assert nonneg(r[stage]["mean_misalignment"]) and nonneg(r[stage]["syntax_failure_rate"]), (r["name"], stage)
+        assert r["curve"], r["name"]
+    assert "| base model |" in report["table"]
+
+
+@pytest.mark.slow
+def test_bench_phf_pep8_smoke(tmp_path):
+    out = tmp_path / "out"
+    run_bench("bench_phf_pep8.py", ["--smoke", "--out", str(out)], tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    assert list(report["results"]) == ["base", "phf-mle", "phf-filter", "phf-cond", "phf-ul", "phf-rwr", "phf-awr"]
+    for name, r in report["results"].items():
+        for kind in ("prompted", "unconditional"):
+            assert nonneg(r[kind]["mean_misalignment"]) and nonneg(r[kind]["syntax_failure_rate"]), (name, kind)
+    assert report["corpus"]["documents"] == 16 and (out / "pareto.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_bench_reward_throughput_smoke(tmp_path):
+    pytest.importorskip("trl")
+    # No --smoke: the fewest steps its timer allows (marks at step == warmup), short rows.
+    out = tmp_path / "reward_throughput.json"
+    run_bench("bench_reward_throughput.py",
+              ["--data", str(DATA / "hh-rlhf-harmless-base-test-200.jsonl"), "--steps", "2", "--warmup", "1",
+               "--batch-size", "2", "--max-length", "128", "--threads", "1", "--out", str(out)], tmp_path)
+    report = json.loads(out.read_text())
+    assert len(report["results"]) == 5 and len(report["runs"]) == 5
+    assert sum(r["name"].startswith("TRL") for r in report["results"]) == 3
+    for r in report["results"]:
+        for key in ("pairs_per_s_median", "tokens_per_s_median", "cpu_ms_per_pair_median", "peak_rss_mib_max"):
+            assert positive(r[key]), (r["name"], key)
+
+
+@pytest.mark.slow
+def test_bench_trl_pep8_smoke(tmp_path):
+    pytest.importorskip("trl")
+    out = tmp_path / "out"
+    run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(out)], tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["results"]) == {"tokenalign-rloo", "trl-rloo", "trl-grpo"}
+    for kind, r in report["results"].items():
+        assert positive(r["seconds"]) and positive(r["sampled_tokens"]) and positive(r["peak_rss_mib"]), kind
+        assert nonneg(r["eval"]["mean_misalignment"]) and nonneg(r["eval"]["syntax_failure_rate"]), kind
+    assert "| tokenalign-rloo |" in report["table"]
