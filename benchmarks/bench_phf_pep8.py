@@ -104,7 +104,7 @@ def evaluate_model(model_dir: str, args: argparse.Namespace) -> dict:
     task = get_task("pep8")
     model, tokenizer = load_causal_lm(model_dir)
     base, _ = load_causal_lm(task.base_model)
-    conditioning = Conditioning.from_tokenizer(tokenizer)
+    conditioning = Conditioning.for_model(model, tokenizer)
 
     def ref_logprobs(batch):
         return token_logprobs(base, batch)["logprobs"]

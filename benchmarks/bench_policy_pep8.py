@@ -59,11 +59,15 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
                           "reward": {"source": "scorer", "placement": "sequence"}},
         # Distribution matching toward π0 x b, b = 1 iff no PEP8 violation (SPEC 3.3): no KL
-        # coefficient — the target itself keeps the policy close to the base.
-        "cdpg": {"kind": "train", **common, "objective": "cdpg", "lr": args.lr, "dm": {"target": "constraint"}},
-        "dpg": {"kind": "train", **common, "objective": "dpg", "lr": args.lr, "dm": {"target": "constraint"}},
+        # coefficient — the target itself keeps the policy close to the base. fp32: the
+        # importance weights π0/π are products over whole responses, and bf16 logits add
+        # noise to them.
+        "cdpg": {"kind": "train", **common, "objective": "cdpg", "lr": args.lr, "dm": {"target": "constraint"},
+                 "mixed_precision": "no"},
+        "dpg": {"kind": "train", **common, "objective": "dpg", "lr": args.lr, "dm": {"target": "constraint"},
+                "mixed_precision": "no"},
         "fdpg-js": {"kind": "train", **common, "objective": "fdpg", "lr": args.lr,
-                    "dm": {"target": "constraint", "divergence": "js"}},
+                    "dm": {"target": "constraint", "divergence": "js"}, "mixed_precision": "no"},
     }
 
 

@@ -9,6 +9,7 @@ each PHF objective and CDPG on the real pep8 task at smoke size.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -172,6 +173,7 @@ def test_conditional_documents_and_sampling(tiny_tokenizer):
     samples = generate(policy, tok, ["x = 1\n", ""] * 3, SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=1.0, seed=0),
                        progress=False, conditioning=cond)
     for s in samples:
+        assert len(s.completion_ids) <= 12  # forced control tokens do not eat the length budget
         assert good not in s.generated_ids and bad not in s.generated_ids
         assert GOOD_TOKEN not in s.completion and BAD_TOKEN not in s.completion
         seen_prompt, seen = s.conditioned_ids
@@ -243,3 +245,57 @@ def test_phf_corpus_file_errors_name_the_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corpus.jsonl" in err and "2" in err and "text" in err
 
+
+
+def test_conditioned_kl_uses_the_sampled_distribution(tiny_tokenizer):
+    """The KL of a conditioned model is computed with the distribution it samples from:
+    control and blocked tokens get no mass, so its log-probs are renormalised."""
+    import copy
+
+    from tokenalign.evaluate.policy_eval import sequence_kl
+    from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+    from tokenalign.policy.phf import add_control_tokens
+    from tokenalign.rollout.batch import build_token_batch, token_logprobs
+    from tokenalign.rollout.generate import SamplingConfig, generate
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    policy = build_tiny_lm(tok)
+    add_control_tokens(policy, tok, (GOOD_TOKEN, BAD_TOKEN))
+    cond = Conditioning.from_tokenizer(tok)
+    batch = build_token_batch([[5, 6]], [[7, 8, 9]], tok.pad_token_id)
+    excluded = sorted(cond.control_ids | cond.blocked_ids)
+    with torch.no_grad():
+        logits = policy(input_ids=batch.input_ids).logits[0, 1:-1].float()
+        logits[:, excluded] = -torch.inf
+        expected = torch.log_softmax(logits, -1).gather(-1, torch.tensor([[7], [8], [9]])).squeeze(-1)
+        got = token_logprobs(policy, batch, exclude_ids=excluded)["logprobs"][0]
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (got > token_logprobs(policy, batch)["logprobs"][0]).all()  # renormalised: higher
+
+    samples = generate(policy, tok, ["x = 1\n"] * 4, SamplingConfig(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=1),
+                       progress=False, conditioning=cond)
+    ref = build_tiny_lm(tok)  # same weights as the policy before the new rows were added
+
+    def ref_logprobs(b):
+        return token_logprobs(ref, b)["logprobs"]
+
+    kl = sequence_kl(policy, ref_logprobs, tok, samples, conditioning=cond)
+    naive = sequence_kl(policy, ref_logprobs, tok, samples, conditioning=None)  # plain ids, full vocabulary
+    assert math.isfinite(kl) and kl != naive
+
+
+def test_fdpg_without_any_target_mass_takes_no_step(tiny_tokenizer):
+    """No sample satisfied the constraint yet: Z = 0, log Z = -inf; no NaN, no update."""
+
+    class NeverSatisfied:
+        def __call__(self, samples):
+            return RewardOutput([-1.0] * len(samples))
+
+    cfg = _dm_config("fdpg", iterations=2, dm=DMSettings(divergence="js"))
+    policy = build_tiny_lm(tiny_tokenizer)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    trainer = PolicyTrainer(cfg, policy, tiny_tokenizer, NeverSatisfied(), PROMPTS, ref_policy=build_tiny_lm(tiny_tokenizer))
+    rows = trainer.fit()
+    assert all(r["dm_constraint_satisfaction"] == 0.0 for r in rows)
+    for k, v in trainer.unwrapped_policy.state_dict().items():
+        assert torch.equal(v, before[k]), k

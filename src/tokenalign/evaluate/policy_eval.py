@@ -37,13 +37,16 @@ def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
 
 
 @torch.no_grad()
-def sequence_kl(policy, ref_logprobs_fn: Callable, tokenizer, samples: Sequence[Sample], batch_size: int = 64) -> float:
+def sequence_kl(
+    policy, ref_logprobs_fn: Callable, tokenizer, samples: Sequence[Sample], batch_size: int = 64, conditioning=None
+) -> float:
     """Mean over samples of Σ_t log π(y_t|s_t) - log π_ref(y_t|s_t): the Monte-Carlo estimate of
     KL(π || π_ref) when the samples come from π at temperature 1.
 
-    Samples of a conditioned model (``Sample.conditioned_ids``) are scored by the policy on
-    the ids it saw, counting only the plain tokens (its control tokens are conditions, not
-    text), and by the reference on the plain ids.
+    Samples of a conditioned model (``conditioning``) are scored by the policy on the ids it
+    saw, with the distribution it sampled from (control and blocked tokens get no mass),
+    counting only the plain tokens (forced control tokens are conditions, not text), and by
+    the reference on the plain ids.
     """
     device = next(policy.parameters()).device
     pad = tokenizer.pad_token_id
@@ -52,11 +55,13 @@ def sequence_kl(policy, ref_logprobs_fn: Callable, tokenizer, samples: Sequence[
         chunk = samples[start : start + batch_size]
         plain = build_token_batch([s.prompt_ids for s in chunk], [s.generated_ids for s in chunk], pad).to(device)
         ref = (ref_logprobs_fn(plain).float() * plain.response_mask).sum(dim=1)
-        if chunk[0].conditioned_ids is not None:
+        if conditioning is not None:
             seen = build_token_batch([s.conditioned_ids[0] for s in chunk], [s.conditioned_ids[1] for s in chunk], pad).to(device)
-            control = {int(i) for s in chunk for i in set(s.conditioned_ids[1]) - set(s.generated_ids)}
-            keep = seen.response_mask & ~torch.isin(seen.response_ids, torch.tensor(sorted(control), dtype=torch.long, device=device))
-            pol = (token_logprobs(policy, seen)["logprobs"].float() * keep).sum(dim=1)
+            control = torch.tensor(sorted(conditioning.control_ids), dtype=torch.long, device=device)
+            keep = seen.response_mask & ~torch.isin(seen.response_ids, control)
+            excluded = sorted(conditioning.control_ids | conditioning.blocked_ids)
+            logp = token_logprobs(policy, seen, exclude_ids=excluded)["logprobs"].float()
+            pol = torch.where(keep, logp, torch.zeros_like(logp)).sum(dim=1)
         else:
             pol = (token_logprobs(policy, plain)["logprobs"].float() * plain.response_mask).sum(dim=1)
         total += float((pol - ref).sum())
@@ -97,6 +102,6 @@ def evaluate_policy(
     if ref_logprobs_fn is not None and s.kl_samples:
         kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
         kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False, conditioning=conditioning)
-        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.batch_size)
+        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.batch_size, conditioning)
     policy.train(was_training)
     return out

@@ -115,7 +115,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     # A conditionally trained model (PHF, its tokenizer has <|good|> / <|bad|>) is sampled from <|good|>.
     from tokenalign.policy.conditioning import Conditioning
 
-    conditioning = Conditioning.from_tokenizer(tokenizer)
+    conditioning = Conditioning.for_model(model, tokenizer)
     prompts = _load_prompts(cfg, task)
     k = cfg.samples_per_prompt
     inputs = [p for p in prompts for _ in range(k)]
@@ -150,7 +150,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         if cfg.kl_samples:
             kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, conditioning, temperature=1.0, top_p=1.0)
             with torch.no_grad():
-                metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples)
+                metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples,
+                                                         conditioning=conditioning)
 
     red = None
     if cfg.red_team.rounds > 0:

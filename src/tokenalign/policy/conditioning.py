@@ -17,10 +17,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
+
 __all__ = ["GOOD_TOKEN", "BAD_TOKEN", "Conditioning"]
 
 GOOD_TOKEN = "<|good|>"
 BAD_TOKEN = "<|bad|>"
+CONFIG_KEY = "tokenalign_conditioning"
 
 
 @dataclasses.dataclass
@@ -53,6 +56,16 @@ class Conditioning:
         return cls(vocab[GOOD_TOKEN], vocab[BAD_TOKEN], segment, frozenset(newline_token_ids(tokenizer)),
                    frozenset(multiline_token_ids(tokenizer)))
 
+    @classmethod
+    def for_model(cls, model, tokenizer) -> "Conditioning | None":
+        """The conditioning a saved model was trained with (its config records the segment
+        kind, ``tokenalign_conditioning``; line by default)."""
+        return cls.from_tokenizer(tokenizer, getattr(model.config, CONFIG_KEY, "line"))
+
+    def mark(self, model) -> None:
+        """Record the segment kind in the model's config (saved with it)."""
+        setattr(model.config, CONFIG_KEY, self.segment)
+
     def encode_prompt(self, tokenizer, prompt: str) -> list[int]:
         """The prompt as in training: each segment on its own, after ``<|good|>``."""
         from tokenalign.data.segments import split_segments
@@ -73,6 +86,18 @@ class Conditioning:
 
         newlines = set(self.newline_ids) if self.newline_ids is not None else None
         return ControlTokenProcessor(self.good_id, self.bad_id, newlines, blocked_ids=tuple(self.blocked_ids))
+
+    def stopping_criterion(self, limit: int, prompt_width: int):
+        """Stops a row once it has ``limit`` plain tokens: forced control tokens do not
+        count against ``max_new_tokens``, so conditioned samples get the same length budget."""
+        control = torch.tensor(sorted(self.control_ids), dtype=torch.long)
+
+        def done(input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+            generated = input_ids[:, prompt_width:]
+            plain = (~torch.isin(generated, control.to(generated.device))).sum(dim=1)
+            return plain >= limit
+
+        return done
 
     def strip(self, ids: Sequence[int]) -> list[int]:
         control = self.control_ids

@@ -198,6 +198,8 @@ class TrainConfig:
                 raise ConfigError(f"dm.beta must be > 0, got {self.dm.beta}")
             if self.dm.offline and self.objective != "dpg":
                 raise ConfigError("dm.offline applies to objective dpg")
+            if self.objective == "cdpg" and self.dm.target != "constraint":
+                raise ConfigError("objective cdpg matches π0(y|c) b(y, c): dm.target must be constraint")
             if self.dm.target == "moments" and len(self.dm.moments) != 1:
                 raise ConfigError("dm.moments: one desired moment (of the constraint feature)")
         if self.objective in PHF_OBJECTIVES:
@@ -213,6 +215,9 @@ class TrainConfig:
     def validate_sources(self) -> None:
         """Checks of the built-in reward sources and data (a custom RewardSource skips these)."""
         self.validate()
+        if self.objective in DM_OBJECTIVES and self.reward.source != "scorer":
+            raise ConfigError(f"objective {self.objective}: the constraint b(y) is the task scorer's (score 0 = no violation): "
+                              "reward.source must be scorer")
         if self.objective == "wmle" and not self.data:
             raise ConfigError("objective wmle trains on a supervised dataset: set data=FILE (prompt, completion)")
         if self.reward.placement in ("token", "segment") and self.reward.source != "token_model":

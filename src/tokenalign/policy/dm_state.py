@@ -36,8 +36,9 @@ __all__ = ["DMState"]
 
 
 class DMState:
-    def __init__(self, cfg: TrainConfig, policy) -> None:
+    def __init__(self, cfg: TrainConfig, policy, accelerator=None) -> None:
         self.cfg = cfg
+        self.accelerator = accelerator
         self.z = ZEstimator(momentum=cfg.dm.z_momentum or None)
         self.lambdas: torch.Tensor | None = None
         self.proposal = None
@@ -78,8 +79,18 @@ class DMState:
                  self.lambdas.tolist(), info["iterations"], info["converged"], float(features.mean()))
 
     # ---- one step -------------------------------------------------------------------
+    def _all(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` of every process (Z and the estimates are the same on every rank)."""
+        acc = self.accelerator
+        if acc is None or acc.num_processes == 1:
+            return x
+        return acc.gather(x.contiguous())
+
     def advantages(self, ro, iteration: int) -> torch.Tensor:
-        """Per-sequence signal of ``ro`` for the sequence policy-gradient loss."""
+        """Per-sequence signal of ``ro`` for the sequence policy-gradient loss.
+
+        Z and the logged estimates use the samples of every process; CDPG's Z_c needs only
+        the process's own rows (a prompt's K samples never straddle processes)."""
         cfg, dm = self.cfg, self.cfg.dm
         mask = ro.batch.response_mask
         log_pi = (ro.logprobs * mask).sum(dim=1).double()
@@ -87,19 +98,23 @@ class DMState:
         log_base = (ro.ref_logprobs * mask).sum(dim=1).double()
         b = self.constraint(ro.scores)
         log_p = self.log_target(log_base, ro.scores.double())
-        self.z.update(log_p - log_q)
+        all_p, all_q, all_pi, all_b = (self._all(t) for t in (log_p, log_q, log_pi, b))
+        self.z.update(all_p - all_q)
         log_z = torch.tensor(self.z.log_value, dtype=torch.float64)
+        est = dm_estimates(all_p, all_q, all_pi, constraint=all_b, log_z=log_z)
+        self.last_stats = {f"dm_{k}": float(v) for k, v in est.items()}
+        self.last_stats["dm_z"] = float(self.z.value)
+        if cfg.objective != "cdpg" and not torch.isfinite(log_z):
+            # No sample has had target mass yet (no constraint satisfied): no signal this step.
+            return torch.zeros_like(ro.scores)
         if cfg.objective == "dpg":
             adv = dpg_advantages(log_p, log_q, log_pi, self.z.value, baseline=dm.baseline)
         elif cfg.objective == "fdpg":
             adv = fdpg_advantages(fdpg_pseudo_rewards(log_pi, log_p, log_z, dm.divergence), baseline=dm.baseline)
         else:  # cdpg: rows are grouped by prompt, samples_per_prompt each
-            if dm.target != "constraint":
-                raise ValueError("cdpg matches π0(y|c) b(y, c): dm.target must be constraint")
             adv = cdpg_advantages(log_base, log_pi, b, cfg.samples_per_prompt, dm.cdpg_eps, baseline=dm.baseline)
-        est = dm_estimates(log_p, log_q, log_pi, constraint=b, log_z=log_z)
-        self.last_stats = {f"dm_{k}": float(v) for k, v in est.items()}
-        self.last_stats["dm_z"] = float(self.z.value)
+        if not torch.isfinite(adv).all():
+            raise FloatingPointError(f"{cfg.objective}: non-finite advantages at iteration {iteration} ({self.last_stats})")
         return adv.float().to(ro.scores.device)
 
     def after_update(self, trainer) -> None:

@@ -107,7 +107,7 @@ def build_phf_documents(
     docs = []
     for text, segments in zip(texts, scored):
         score = document_score(segments)
-        if objective == "phf-filter" and score > cfg.filter_threshold:
+        if objective == "phf-filter" and not score <= cfg.filter_threshold:  # a NaN score is dropped too
             continue
         if objective == "phf-cond":
             ids, token_scores = _conditional_ids(tokenizer, text, segments, cfg, control_ids, rng)

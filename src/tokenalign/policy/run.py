@@ -66,6 +66,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
 
         add_control_tokens(policy, tokenizer, (GOOD_TOKEN, BAD_TOKEN), seed=cfg.seed)  # no-op when resumed
         conditioning = Conditioning.from_tokenizer(tokenizer, cfg.phf.segment)
+        conditioning.mark(policy)  # the saved model records how to condition it
     value = None
     if cfg.objective in ("ppo", "phf-awr"):
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
@@ -98,9 +99,12 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         documents = _phf_documents(cfg, task, tokenizer, conditioning, policy)
 
     def evaluate_fn(trainer: PolicyTrainer) -> dict[str, float]:
+        # Before training, a conditional model is the base model with two unused tokens:
+        # evaluate it unconditioned (its control tokens mean nothing yet).
+        cond = conditioning if trainer.iteration > 0 else None
         with trainer.accelerator.autocast():
             return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, task.scorer, cfg.eval,
-                                   list(task.stop), task.text_fn, trainer._ref_logprobs, conditioning=conditioning)
+                                   list(task.stop), task.text_fn, trainer._ref_logprobs, conditioning=cond)
 
     trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task.prompts("train"), ref_policy=ref, value_model=value,
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,

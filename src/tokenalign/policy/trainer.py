@@ -137,7 +137,7 @@ class PolicyTrainer:
         self.ref_policy = ref_policy.to(self.accelerator.device).eval() if ref_policy is not None else None
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False)
-        self.dm = _DMState(config, self.unwrapped_policy) if config.objective in DM_OBJECTIVES else None
+        self.dm = _DMState(config, self.unwrapped_policy, self.accelerator) if config.objective in DM_OBJECTIVES else None
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -308,7 +308,9 @@ class PolicyTrainer:
                 w_seq = len(idx) / rows  # share of a sequence mean
                 last = j == len(chunks) - 1
                 with contextlib.nullcontext() if last else acc.no_sync(self.policy), acc.autocast():
-                    out = token_logprobs(self.policy, sub, with_entropy=True, temperature=cfg.sampling.temperature)
+                    # A corpus is learned at temperature 1; rollouts at the temperature they were sampled at.
+                    temperature = 1.0 if cfg.objective in PHF_OBJECTIVES else cfg.sampling.temperature
+                    out = token_logprobs(self.policy, sub, with_entropy=True, temperature=temperature)
                     logp, neg_ent = out["logprobs"], out["neg_entropy"]
                     entropy_term = cfg.entropy_coef * masked_mean(neg_ent, mask) if cfg.entropy_coef else 0.0
                     if cfg.objective == "ppo":

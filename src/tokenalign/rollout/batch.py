@@ -76,6 +76,7 @@ def token_logprobs(
     with_entropy: bool = False,
     with_hidden: bool = False,
     temperature: float = 1.0,
+    exclude_ids: Sequence[int] = (),
 ) -> dict[str, torch.Tensor]:
     """Log-prob of each response token under ``model``: ``{"logprobs": [B, R]}``, plus
     ``"neg_entropy"`` (Σ_a π(a|s) log π(a|s) per response position) and ``"hidden"`` (the
@@ -83,6 +84,7 @@ def token_logprobs(
 
     ``temperature`` divides the logits first: the log-probs of the distribution that was
     actually sampled from (top-k / top-p truncation is not modelled; train with them off).
+    ``exclude_ids`` get no probability mass (the distribution of a sampler that blocks them).
     Runs with whatever grad mode and autocast the caller set. Only the response columns'
     logits are normalised, in fp32, so memory is B x R x V rather than B x (P + R) x V.
     """
@@ -97,6 +99,8 @@ def token_logprobs(
     logits = out.logits[:, p - 1 : -1].float()
     if temperature != 1.0:
         logits = logits / temperature
+    if len(exclude_ids):
+        logits = logits.index_fill(-1, torch.as_tensor(list(exclude_ids), dtype=torch.long, device=logits.device), -torch.inf)
     logp_all = torch.log_softmax(logits, dim=-1)
     result = {"logprobs": logp_all.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)}
     if with_entropy:

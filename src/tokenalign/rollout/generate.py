@@ -162,16 +162,23 @@ def generate(
 
                 kwargs.update(stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, cfg.stop, width)]))
             if conditioning is not None:
-                from transformers import LogitsProcessorList
+                from transformers import LogitsProcessorList, StoppingCriteriaList
 
-                kwargs.update(logits_processor=LogitsProcessorList([conditioning.logits_processor()]))
+                # Forced control tokens do not count: the budget is of plain tokens (the raw
+                # limit leaves room for one control token per plain token at most).
+                criteria = list(kwargs.get("stopping_criteria", [])) + [conditioning.stopping_criterion(cfg.max_new_tokens, width)]
+                context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+                raw_limit = 2 * cfg.max_new_tokens if context is None else min(2 * cfg.max_new_tokens, context - width)
+                kwargs.update(logits_processor=LogitsProcessorList([conditioning.logits_processor()]),
+                              stopping_criteria=StoppingCriteriaList(criteria), max_new_tokens=max(raw_limit, 1))
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
             for i, prompt in enumerate(batch):
                 raw = out[i, width:].tolist()
                 if conditioning is None:
                     samples.append(_finish_row(tokenizer, prompt, encoded[i], raw, cfg.stop, eos_id, pad_id))
                     continue
-                sample = _finish_row(tokenizer, prompt, plain_prompts[i], conditioning.strip(raw), cfg.stop, eos_id, pad_id)
+                plain = conditioning.strip(raw)[: cfg.max_new_tokens]  # padding after a budget stop is cut
+                sample = _finish_row(tokenizer, prompt, plain_prompts[i], plain, cfg.stop, eos_id, pad_id)
                 sample.conditioned_ids = (encoded[i], conditioning.raw_prefix(raw, len(sample.generated_ids)))
                 samples.append(sample)
             bar.update(task, advance=len(batch))
