@@ -163,7 +163,9 @@ class TrainConfig:
     prompts_per_iteration: int = 16
     samples_per_prompt: int = 4
     lr: float = 1e-4
-    update_batch_size: int = 0  # non-PPO objectives: rows per forward/backward chunk (gradient accumulation); 0 = all
+    # Rows per forward pass: rollout scoring, and the non-PPO updates' forward/backward chunks
+    # (gradient accumulation, the same gradient); shorter rows share chunks. 0 = all at once.
+    update_batch_size: int = 16
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     kl_coef: float = 0.05  # β of the per-token KL penalty (SPEC 2.3: 0.3 fine-grained, 0.2 holistic)

@@ -190,6 +190,24 @@ class PolicyTrainer:
             out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
         return out.to(self.device)
 
+    def _length_chunks(self, batch: TokenBatch) -> list[torch.Tensor]:
+        """Row indices in chunks of ``update_batch_size``, rows of similar length together
+        (each chunk is trimmed to its longest row)."""
+        n = batch.response_mask.shape[0]
+        chunk = self.cfg.update_batch_size or n
+        order = torch.argsort(batch.response_mask.sum(dim=1).cpu(), stable=True)
+        return [order[i : i + chunk] for i in range(0, n, chunk)]
+
+    def _chunked(self, fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBatch) -> torch.Tensor:
+        """``fn`` (a per-token forward, ``[b, w]``) over length-sorted, trimmed chunks of the
+        batch, reassembled as ``[B, R]`` fp32 (zeros on padding)."""
+        out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=self.device)
+        for idx in self._length_chunks(batch):
+            idx = idx.to(self.device)
+            sub, width = batch.rows(idx).trimmed()
+            out[idx, :width] = fn(sub).float()
+        return out
+
     # ---- the four steps ---------------------------------------------------------------
     @torch.no_grad()
     def make_rollout(self, samples: Sequence[Sample]) -> Rollout:
@@ -197,13 +215,14 @@ class PolicyTrainer:
         cfg = self.cfg
         pad = self.tokenizer.pad_token_id
         batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], pad).to(self.device)
-        extra = {}
+        t = cfg.sampling.temperature
         with self.accelerator.autocast():
-            logprobs = token_logprobs(self.policy, batch, temperature=cfg.sampling.temperature)["logprobs"]
-            ref = self._ref_logprobs(batch)
-            values = self.value_model(batch) if self.value_model is not None else None
+            logprobs = self._chunked(lambda b: token_logprobs(self.policy, b, temperature=t)["logprobs"], batch)
+            ref = self._chunked(self._ref_logprobs, batch)
+            values = self._chunked(self.value_model, batch) if self.value_model is not None else None
+            extra = {}
             if self.dm is not None and self.dm.proposal is not None:  # offline DPG: q sampled them
-                extra["proposal_logprobs"] = token_logprobs(self.dm.proposal, batch)["logprobs"].float()
+                extra["proposal_logprobs"] = self._chunked(lambda b: token_logprobs(self.dm.proposal, b)["logprobs"], batch)
         out = self.reward_source(samples)
         width = batch.response_mask.shape[1]
         scores = torch.tensor(out.scores, dtype=torch.float32, device=self.device)
@@ -293,8 +312,7 @@ class PolicyTrainer:
                 order = torch.randperm(n, generator=g)
                 steps += [[order[i : i + mb]] for i in range(0, n, mb)]
         else:
-            chunk = cfg.update_batch_size or n
-            steps = [[torch.arange(i, min(i + chunk, n)) for i in range(0, n, chunk)]]
+            steps = [self._length_chunks(ro.batch)]
         sums: dict[str, float] = {}
         for chunks in steps:
             rows = sum(len(c) for c in chunks)
@@ -302,8 +320,12 @@ class PolicyTrainer:
             stats: dict[str, float] = {}
             for j, idx in enumerate(chunks):
                 idx = idx.to(self.device)
-                sub = ro.batch.rows(idx)
+                sub, width = ro.batch.rows(idx).trimmed()  # no compute on padding columns
                 mask = sub.response_mask
+
+                def cut(t: torch.Tensor) -> torch.Tensor:
+                    return t[idx][:, :width]
+
                 w_tok = float(mask.sum()) / max(tokens, 1)  # share of a token mean
                 w_seq = len(idx) / rows  # share of a sequence mean
                 last = j == len(chunks) - 1
@@ -315,23 +337,23 @@ class PolicyTrainer:
                     entropy_term = cfg.entropy_coef * masked_mean(neg_ent, mask) if cfg.entropy_coef else 0.0
                     if cfg.objective == "ppo":
                         values = self.value_model(sub)
-                        ploss, clip_stats = ppo_policy_loss(logp, ro.logprobs[idx], signal["advantages"][idx], mask, cfg.ppo.clip)
-                        vloss = ppo_value_loss(values.float(), ro.values[idx], signal["returns"][idx], mask, cfg.ppo.value_clip)
+                        ploss, clip_stats = ppo_policy_loss(logp, cut(ro.logprobs), cut(signal["advantages"]), mask, cfg.ppo.clip)
+                        vloss = ppo_value_loss(values.float(), cut(ro.values), cut(signal["returns"]), mask, cfg.ppo.value_clip)
                         loss = ploss + cfg.ppo.value_coef * vloss + entropy_term
                         stats.update(clip_stats, policy_loss=ploss.item(), value_loss=vloss.item())
                     elif cfg.objective == "reinforce":
-                        loss = w_tok * reinforce_loss(logp, signal["advantages"][idx], mask, neg_ent, cfg.entropy_coef)
+                        loss = w_tok * reinforce_loss(logp, cut(signal["advantages"]), mask, neg_ent, cfg.entropy_coef)
                     elif cfg.objective == "rloo" or self.dm is not None:
                         loss = w_seq * sequence_pg_loss(logp, signal["advantages"][idx], mask) + w_tok * entropy_term
                     elif cfg.objective in PHF_OBJECTIVES:
                         values = self.value_model(sub) if self.value_model is not None else None
-                        phf_loss, phf_stats = phf_objective_loss(cfg, logp, signal["rewards"][idx], signal["token_scores"][idx],
+                        phf_loss, phf_stats = phf_objective_loss(cfg, logp, cut(signal["rewards"]), cut(signal["token_scores"]),
                                                                  mask, values)
                         loss = w_tok * phf_loss
                         for key, v in phf_stats.items():
                             stats[key] = stats.get(key, 0.0) + w_tok * v
                     else:  # wmle
-                        loss = w_seq * weighted_mle_loss(logp, signal["advantages"][idx], mask)
+                        loss = w_seq * weighted_mle_loss(logp, cut(signal["advantages"]), mask)
                     acc.backward(loss)
                 stats["loss"] = stats.get("loss", 0.0) + loss.item()
                 stats["entropy"] = stats.get("entropy", 0.0) - w_tok * masked_mean(neg_ent.detach(), mask).item()

@@ -43,6 +43,13 @@ class TokenBatch:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.input_ids.device)
         return TokenBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_width)
 
+    def trimmed(self) -> tuple["TokenBatch", int]:
+        """The batch without its trailing all-padding response columns, and the response
+        width kept (no real token's log-prob changes: positions follow the attention mask)."""
+        width = max(int(self.response_mask.sum(dim=1).max()), 1) if self.response_mask.numel() else 1
+        cut = self.prompt_width + width
+        return TokenBatch(self.input_ids[:, :cut], self.attention_mask[:, :cut], self.response_mask[:, :width], self.prompt_width), width
+
 
 def build_token_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
     """Pad prompts left and responses right (at least one response column)."""
