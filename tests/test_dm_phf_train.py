@@ -170,14 +170,15 @@ def test_conditional_documents_and_sampling(tiny_tokenizer):
 
     docs = build_phf_documents([GOOD + BAD], tok, Pep8SegmentScorer(), PHFSettings(drop_prob=0.0), "phf-cond", 0, (good, bad))
     assert docs[0].ids[0] == good and bad in docs[0].ids  # line 1 good, line 2 bad
+    assert cond.strip(docs[0].ids) == tok(GOOD + BAD, add_special_tokens=False)["input_ids"]  # the LM's own tokens
     samples = generate(policy, tok, ["x = 1\n", ""] * 3, SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=1.0, seed=0),
                        progress=False, conditioning=cond)
     for s in samples:
-        assert len(s.completion_ids) <= 12  # forced control tokens do not eat the length budget
+        assert len(s.completion_ids) <= 12  # control tokens do not eat the length budget
         assert good not in s.generated_ids and bad not in s.generated_ids
         assert GOOD_TOKEN not in s.completion and BAD_TOKEN not in s.completion
         seen_prompt, seen = s.conditioned_ids
-        assert bad not in seen and bad not in seen_prompt
+        assert bad not in seen and bad not in seen_prompt  # <|bad|> is never generated
         assert seen_prompt[0] == good if s.prompt else seen_prompt[-1] == good
         assert cond.strip(seen) == s.generated_ids
 
@@ -263,7 +264,7 @@ def test_conditioned_kl_uses_the_sampled_distribution(tiny_tokenizer):
     add_control_tokens(policy, tok, (GOOD_TOKEN, BAD_TOKEN))
     cond = Conditioning.from_tokenizer(tok)
     batch = build_token_batch([[5, 6]], [[7, 8, 9]], tok.pad_token_id)
-    excluded = sorted(cond.control_ids | cond.blocked_ids)
+    excluded = sorted(cond.suppressed_ids)
     with torch.no_grad():
         logits = policy(input_ids=batch.input_ids).logits[0, 1:-1].float()
         logits[:, excluded] = -torch.inf

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from tokenalign.policy.phf import (
-    ControlTokenProcessor,
     add_control_tokens,
     aligned_tokens,
     awr_loss,
@@ -19,8 +18,6 @@ from tokenalign.policy.phf import (
     keep_for_filtering,
     log1m_exp,
     mle_loss,
-    multiline_token_ids,
-    newline_token_ids,
     rwr_loss,
     rwr_weights,
     strip_control_tokens,
@@ -209,83 +206,51 @@ def test_add_control_tokens_mean_init_and_idempotence(tokenizer):
         assert model.config.vocab_size == n + 2
 
 
-def test_conditional_token_ids_prefixes_and_drops(tokenizer):
+def test_conditional_token_ids_keep_the_tokenisation_and_mark_segments(tokenizer):
     text = "def f(x):\n    y=x\n    return y\n"
     segments = [(0, 10, 0.0), (10, 18, 0.125), (18, 31, 1e-6)]
     good, bad = 9001, 9002
-    parts = [tokenizer(text[s:e], add_special_tokens=False)["input_ids"] for s, e, _ in segments]
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    # the token holding each segment's first character (line 2 starts inside "\n   ")
+    at = [next(i for i, (_, e) in enumerate(spans) if e > start) for start, _, _ in segments]
+    assert spans[at[1]][0] < 10  # a merged newline + indentation token: tokenising lines apart would split it
+
+    def expected(marks):
+        out = []
+        for i, t in enumerate(plain):
+            if i in marks:
+                out.append(marks[i])
+            out.append(t)
+        return out
 
     ids = conditional_token_ids(tokenizer, text, segments, 0.0, 0.0, good, bad, random.Random(0))
-    assert ids == [good, *parts[0], bad, *parts[1], bad, *parts[2]]  # threshold 0 is hard: 1e-6 is bad
+    assert ids == expected({at[0]: good, at[1]: bad, at[2]: bad})  # threshold 0 is hard: 1e-6 is bad
     ids = conditional_token_ids(tokenizer, text, segments, 0.2, 0.0, good, bad, random.Random(0))
-    assert ids == [good, *parts[0], good, *parts[1], good, *parts[2]]
-    ids = conditional_token_ids(tokenizer, text, segments, 0.0, 1.0, good, bad, random.Random(0))
-    assert ids == [*parts[0], *parts[1], *parts[2]]
+    assert ids == expected({at[0]: good, at[1]: good, at[2]: good})
+    assert conditional_token_ids(tokenizer, text, segments, 0.0, 1.0, good, bad, random.Random(0)) == plain
 
     draws = _draws(0, 3)
-    keep = [d >= 0.5 for d in draws]  # Random(0): 0.844, 0.758, 0.421 -> prefix, prefix, none
+    keep = [d >= 0.5 for d in draws]  # Random(0): 0.844, 0.758, 0.421 -> mark, mark, none
     assert keep == [True, True, False]
     ids = conditional_token_ids(tokenizer, text, segments, 0.0, 0.5, good, bad, random.Random(0))
-    assert ids == [good, *parts[0], bad, *parts[1], *parts[2]]
-    assert strip_control_tokens(ids, {good, bad}) == [*parts[0], *parts[1], *parts[2]]
+    assert ids == expected({at[0]: good, at[1]: bad})
+    assert strip_control_tokens(ids, {good, bad}) == plain
     assert tokenizer.decode(strip_control_tokens(ids, {good, bad})) == text
     assert conditional_token_ids(tokenizer, "", [], 0.0, 0.0, good, bad, random.Random(0)) == []
+
+
+def test_segments_starting_in_one_token_share_the_worst_mark(tokenizer):
+    text = "x\n\n\n"  # lines 2 and 3 may start inside one merged newline token
+    segments = [(0, 2, 0.0), (2, 3, 0.5), (3, 4, 0.0)]
+    spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    holders = [next(i for i, (_, e) in enumerate(spans) if e > start) for start, _, _ in segments]
+    ids = conditional_token_ids(tokenizer, text, segments, 0.0, 0.0, 1, 2, random.Random(0))
+    assert ids.count(1) + ids.count(2) == len(set(holders))
+    if holders[1] == holders[2]:
+        assert ids.count(2) == 1  # the shared mark is bad: one of its segments is
 
 
 def _draws(seed: int, n: int) -> list[float]:
     rng = random.Random(seed)
     return [rng.random() for _ in range(n)]
-
-
-def test_control_processor_on_hand_made_logits():
-    good, bad, nl = 4, 5, 2
-    scores = torch.arange(12, dtype=torch.float32).reshape(2, 6)  # bad (5) would win a plain argmax
-    input_ids = torch.tensor([[0, nl], [0, 1]])
-
-    code = ControlTokenProcessor(good, bad, newline_ids={nl})
-    out = code(input_ids, scores)
-    assert out[0].argmax().item() == good and torch.isinf(out[0]).sum() == 5  # after a newline: good only
-    assert out[1, good] == -math.inf and out[1, bad] == -math.inf  # elsewhere: neither
-    assert torch.equal(out[1, :4], scores[1, :4]) and out[1].argmax().item() == 3
-    assert torch.equal(scores, torch.arange(12, dtype=torch.float32).reshape(2, 6))  # input untouched
-
-    text = ControlTokenProcessor(good, bad, newline_ids=None)
-    out = text(input_ids, scores)
-    assert (out[:, [good, bad]] == -math.inf).all() and torch.equal(out[:, :4], scores[:, :4])
-
-    blocking = ControlTokenProcessor(good, bad, newline_ids={nl}, blocked_ids={3})
-    out = blocking(input_ids, scores)
-    assert out[1, 3] == -math.inf and out[1].argmax().item() == 2 and out[0].argmax().item() == good
-
-
-def test_control_processor_in_generate():
-    from transformers import LogitsProcessorList
-
-    vocab = 64
-    model = tiny_gpt2(vocab)
-    model.generation_config.eos_token_id = None  # sample all 25 tokens
-    good, bad = 62, 63
-    newline = set(range(0, 30))  # many "newline" ids, so the forcing is exercised
-    proc = ControlTokenProcessor(good, bad, newline_ids=newline)
-    torch.manual_seed(0)
-    out = model.generate(
-        torch.tensor([[40, good]] * 3), attention_mask=torch.ones(3, 2, dtype=torch.long),
-        logits_processor=LogitsProcessorList([proc]), do_sample=True, max_new_tokens=25, pad_token_id=0,
-    )
-    gen = out[:, 1:].tolist()
-    for row in gen:
-        assert bad not in row
-        for prev, cur in zip(row, row[1:]):
-            assert (cur == good) == (prev in newline)
-    assert any(good in row[1:] for row in gen)
-
-
-def test_newline_token_ids_on_the_shipped_tokenizer(tokenizer):
-    nl = newline_token_ids(tokenizer)
-    multi = multiline_token_ids(tokenizer)
-    (newline_id,) = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    assert newline_id in nl and newline_id not in multi
-    indent_ids = tokenizer("x\n    y", add_special_tokens=False)["input_ids"]
-    assert any(i in multi for i in indent_ids)  # "\n   " merges newline and indentation
-    assert all(tokenizer.decode([i]).endswith("\n") for i in nl)
-    assert nl and not (set(tokenizer.all_special_ids) & (nl | multi))

@@ -43,30 +43,39 @@ def sequence_kl(
     """Mean over samples of Σ_t log π(y_t|s_t) - log π_ref(y_t|s_t): the Monte-Carlo estimate of
     KL(π || π_ref) when the samples come from π at temperature 1.
 
-    Samples of a conditioned model (``conditioning``) are scored by the policy on the ids it
-    saw, with the distribution it sampled from (control and blocked tokens get no mass),
-    counting only the plain tokens (forced control tokens are conditions, not text), and by
-    the reference on the plain ids.
+    Samples of a conditioned model (``conditioning``): the policy's term is the log-prob of
+    the path it sampled (its control tokens included, suppressed tokens given no mass), a
+    lower bound of log π(text), so the estimate errs low by at most the entropy of where the
+    control tokens go; the reference scores the text in its own tokenisation.
     """
     device = next(policy.parameters()).device
     pad = tokenizer.pad_token_id
     total, n = 0.0, 0
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        plain = build_token_batch([s.prompt_ids for s in chunk], [s.generated_ids for s in chunk], pad).to(device)
-        ref = (ref_logprobs_fn(plain).float() * plain.response_mask).sum(dim=1)
         if conditioning is not None:
             seen = build_token_batch([s.conditioned_ids[0] for s in chunk], [s.conditioned_ids[1] for s in chunk], pad).to(device)
-            control = torch.tensor(sorted(conditioning.control_ids), dtype=torch.long, device=device)
-            keep = seen.response_mask & ~torch.isin(seen.response_ids, control)
-            excluded = sorted(conditioning.control_ids | conditioning.blocked_ids)
-            logp = token_logprobs(policy, seen, exclude_ids=excluded)["logprobs"].float()
-            pol = torch.where(keep, logp, torch.zeros_like(logp)).sum(dim=1)
+            logp = token_logprobs(policy, seen, exclude_ids=sorted(conditioning.suppressed_ids))["logprobs"].float()
+            pol = (logp * seen.response_mask).sum(dim=1)
+            responses = [_retokenized(tokenizer, s.generated_ids) for s in chunk]
         else:
+            responses = [s.generated_ids for s in chunk]
+        plain = build_token_batch([s.prompt_ids for s in chunk], responses, pad).to(device)
+        ref = (ref_logprobs_fn(plain).float() * plain.response_mask).sum(dim=1)
+        if conditioning is None:
             pol = (token_logprobs(policy, plain)["logprobs"].float() * plain.response_mask).sum(dim=1)
         total += float((pol - ref).sum())
         n += len(chunk)
     return total / max(n, 1)
+
+
+def _retokenized(tokenizer, ids: Sequence[int]) -> list[int]:
+    """The tokenizer's own tokenisation of the text of ``ids`` (a final EOS kept)."""
+    eos = tokenizer.eos_token_id
+    ended = bool(ids) and ids[-1] == eos
+    body = list(ids[:-1]) if ended else list(ids)
+    out = tokenizer(tokenizer.decode(body), add_special_tokens=False)["input_ids"]
+    return out + [eos] if ended else out
 
 
 def evaluate_policy(

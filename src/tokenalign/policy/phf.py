@@ -8,9 +8,9 @@ misalignment score of the segment that holds the token (see
 (:func:`masked_mean`). Thresholds are hard: aligned iff s <= t, also for t = 0 (the
 reference code read a threshold of 0 as "no threshold" through a truthiness test).
 
-Conditional training prefixes each segment with ``<|good|>`` (s <= t) or ``<|bad|>``,
-except for a segment left unprefixed with probability ``drop_prob``; at generation time
-:class:`ControlTokenProcessor` keeps samples in the ``<|good|>`` format.
+Conditional training puts ``<|good|>`` (s <= t) or ``<|bad|>`` before each segment,
+except for a segment left unmarked with probability ``drop_prob``; sampling from
+``<|good|>`` is :mod:`tokenalign.policy.conditioning`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,6 @@ import torch
 
 from tokenalign.policy.losses import masked_mean
 
-try:
-    from transformers import LogitsProcessor
-except ImportError:  # pragma: no cover - transformers is a core dependency
-    LogitsProcessor = object  # type: ignore[misc,assignment]
-
 __all__ = [
     "aligned_tokens",
     "keep_for_filtering",
@@ -40,9 +35,6 @@ __all__ = [
     "awr_loss",
     "add_control_tokens",
     "conditional_token_ids",
-    "newline_token_ids",
-    "multiline_token_ids",
-    "ControlTokenProcessor",
     "strip_control_tokens",
 ]
 
@@ -204,89 +196,32 @@ def conditional_token_ids(
 ) -> list[int]:
     """Token ids of ``text`` in the conditional-training format.
 
-    Each segment is tokenised on its own (``add_special_tokens=False``) and prefixed with
-    ``good_id`` if its score is <= ``threshold`` (hard, also at 0), else ``bad_id``; with
-    probability ``drop_prob`` a segment gets no prefix. One ``rng.random()`` draw per
-    segment, whatever ``drop_prob``. No BOS/EOS is added. The LM trains on all of these
-    ids, control tokens included.
+    The document keeps the LM's own tokenisation (tokenising segments apart would split
+    merges such as a newline + the next line's indentation, which the base model never
+    saw split); a control token goes before the token holding each segment's first
+    character: ``good_id`` if the segment's score is <= ``threshold`` (hard, also at 0),
+    else ``bad_id``. Segments starting inside one token share one control token, bad if any
+    of them is bad. With probability ``drop_prob`` an insertion point gets no control token
+    (one ``rng.random()`` draw per insertion point). No BOS/EOS is added; the LM trains on
+    every id, control tokens included.
     """
-    pieces = [text[s:e] for s, e, _ in segments]
-    if not pieces:
+    if not text or not segments:
         return []
-    encoded = tokenizer(pieces, add_special_tokens=False)["input_ids"]
-    ids: list[int] = []
-    for (_, _, score), piece_ids in zip(segments, encoded):
-        if not rng.random() < drop_prob:
-            ids.append(good_id if score <= threshold else bad_id)
-        ids.extend(piece_ids)
-    return ids
-
-
-def _decoded_vocab(tokenizer) -> list[str]:
-    size = max(len(tokenizer), getattr(tokenizer, "vocab_size", 0) or 0)
-    return tokenizer.batch_decode([[i] for i in range(size)])
-
-
-def newline_token_ids(tokenizer) -> set[int]:
-    """Ids whose decoded text ends with ``"\\n"`` (one batched decode of the vocabulary)."""
-    return {i for i, s in enumerate(_decoded_vocab(tokenizer)) if s.endswith("\n")}
-
-
-def multiline_token_ids(tokenizer) -> set[int]:
-    """Ids whose decoded text holds a ``"\\n"`` before its last character (``"\\n    "``,
-    ``"\\n\\n"``).
-
-    The segment-wise training format never contains them (every newline ends a segment and
-    is followed by a control token), so passing them to :class:`ControlTokenProcessor` as
-    ``blocked_ids`` keeps generated code in that format. Byte-level tokenizers merge a
-    newline with the next line's indentation, so without this most lines would start
-    without ``<|good|>``.
-    """
-    return {i for i, s in enumerate(_decoded_vocab(tokenizer)) if "\n" in s[:-1]}
-
-
-class ControlTokenProcessor(LogitsProcessor):
-    """Generation conditioned on ``<|good|>`` (a ``transformers`` logits processor).
-
-    Text (``newline_ids`` None): both control tokens are blocked (logit -inf); start the
-    prompt with ``<|good|>``. Code: ``<|bad|>`` is always blocked and ``<|good|>`` is
-    forced (every other logit -inf) right after any token in ``newline_ids`` and blocked
-    elsewhere, so samples come from p(y | every line prefixed with <|good|>), the
-    segment-wise training format. ``blocked_ids`` are always blocked (e.g.
-    :func:`multiline_token_ids`). Returns a new tensor; ``scores`` is not modified.
-    """
-
-    def __init__(
-        self, good_id: int, bad_id: int, newline_ids: Iterable[int] | None = None, blocked_ids: Iterable[int] = ()
-    ) -> None:
-        self.good_id, self.bad_id = int(good_id), int(bad_id)
-        self.newline_ids = None if newline_ids is None else sorted({int(i) for i in newline_ids})
-        self.blocked_ids = sorted({int(i) for i in blocked_ids})
-        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _tables(self, vocab: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (vocab, str(device))
-        if key not in self._cache:
-            blocked = torch.zeros(vocab, dtype=torch.bool, device=device)
-            blocked[[i for i in self.blocked_ids + [self.good_id, self.bad_id] if i < vocab]] = True
-            is_newline = torch.zeros(max(vocab, self.good_id + 1, self.bad_id + 1), dtype=torch.bool, device=device)
-            is_newline[[i for i in (self.newline_ids or []) if i < len(is_newline)]] = True
-            self._cache[key] = (blocked, is_newline)
-        return self._cache[key]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        vocab = scores.shape[-1]
-        blocked, is_newline = self._tables(vocab, scores.device)
-        out = scores.masked_fill(blocked, -math.inf)
-        if self.newline_ids is None or input_ids.shape[-1] == 0:
-            return out
-        last = input_ids[:, -1].clamp(min=0, max=len(is_newline) - 1)
-        force = is_newline[last]  # [B]
-        if bool(force.any()):
-            forced = torch.full_like(scores, -math.inf)
-            forced[:, self.good_id] = 0.0
-            out = torch.where(force.unsqueeze(-1), forced, out)
-        return out
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, ends = enc["input_ids"], [e for _, e in enc["offset_mapping"]]
+    worst: dict[int, float] = {}  # token index -> the worst score of the segments starting in it
+    k = 0
+    for start, _, score in segments:
+        while k < len(ids) and ends[k] <= start:
+            k += 1
+        if k < len(ids):
+            worst[k] = max(worst.get(k, -math.inf), score)
+    out: list[int] = []
+    for i, token in enumerate(ids):
+        if i in worst and not rng.random() < drop_prob:
+            out.append(good_id if worst[i] <= threshold else bad_id)
+        out.append(token)
+    return out
 
 
 def strip_control_tokens(ids: Sequence[int], control_ids: Iterable[int]) -> list[int]:
