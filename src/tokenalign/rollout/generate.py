@@ -35,6 +35,9 @@ class SamplingConfig:
     stop: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     greedy: bool = False
+    # Drop rows from the batch (and the KV cache) as they finish, so the cost follows the
+    # tokens actually generated (``_sample_pruned``); False samples with ``model.generate``.
+    prune_finished: bool = True
 
 
 @dataclasses.dataclass
@@ -117,6 +120,158 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
     return tokenizer(prompt or bos, add_special_tokens=False)["input_ids"]
 
 
+def _sample_hf(model, input_ids, attention, cfg: SamplingConfig, greedy: bool, extra_processors: list, criteria: list,
+               eos_id, pad_id, max_new_tokens: int) -> list[list[int]]:
+    """``model.generate`` on one left-padded batch: each row's generated ids (finished rows
+    are padded with ``pad_id`` after their last token)."""
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
+    if greedy:
+        kwargs.update(do_sample=False)
+    else:
+        # top_k=0 and top_p=1.0 are passed, not left out: a model's generation_config
+        # may carry its own defaults (top_k=50 is common) that would apply silently.
+        kwargs.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    if criteria:
+        kwargs.update(stopping_criteria=StoppingCriteriaList(criteria))
+    if extra_processors:
+        kwargs.update(logits_processor=LogitsProcessorList(extra_processors))
+    out = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+    return out[:, input_ids.shape[1] :].tolist()
+
+
+# generation_config fields that make ``model.generate`` add logits processors of its own;
+# a model that sets any of them is sampled with ``model.generate``, so nothing is dropped.
+_GENERATION_EXTRAS = (
+    "guidance_scale", "sequence_bias", "encoder_repetition_penalty", "repetition_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "min_length", "min_new_tokens", "forced_bos_token_id",
+    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens",
+    "begin_suppress_tokens", "top_h", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "watermarking_config",
+    "num_beams", "num_return_sequences",
+)
+
+
+def _can_prune(model) -> bool:
+    """Whether ``_sample_pruned`` can sample ``model``: a decoder-only LM that takes position
+    ids and a ``DynamicCache`` of plain full-attention layers (rows can be selected), with a
+    generation_config that adds no logits processors of its own."""
+    import inspect
+
+    from transformers import DynamicCache, GenerationConfig
+    from transformers.cache_utils import DynamicLayer
+
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    if "position_ids" not in params or _cache_kwarg(params) is None:
+        return False
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # noqa: BLE001 - a config DynamicCache cannot describe: use model.generate
+        return False
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return False
+    own, default = getattr(model, "generation_config", None), GenerationConfig()
+    if own is not None and any(getattr(own, k, None) != getattr(default, k, None) for k in _GENERATION_EXTRAS):
+        return False
+    return True
+
+
+def _cache_kwarg(params) -> str | None:
+    """The name a model's forward takes its KV cache by (``cache`` in transformers 5)."""
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+def _processors(cfg: SamplingConfig, greedy: bool, extra_processors: list):
+    """The logits processors ``model.generate`` would apply, in its order: the extra ones
+    (e.g. conditioning) first, then temperature, top-k and top-p when sampling."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    processors = LogitsProcessorList(extra_processors)
+    if not greedy:
+        if cfg.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(cfg.temperature))
+        if cfg.top_k:
+            processors.append(TopKLogitsWarper(top_k=cfg.top_k))
+        if cfg.top_p < 1.0:
+            processors.append(TopPLogitsWarper(top_p=cfg.top_p))
+    return processors
+
+
+def _drop_padding_columns(cache, mask: torch.Tensor) -> torch.Tensor:
+    """Drop the leading columns that are padding in every running row (left padding a
+    finished row's longer prompt needed) from the attention mask and the cache's layers."""
+    lead = int(mask.argmax(-1).min())  # a row's mask is 0...0 1...1: argmax is its first real column
+    if lead == 0:
+        return mask
+    for layer in cache.layers:
+        if layer.is_initialized:
+            layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+    return mask[:, lead:]
+
+
+def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, processors, criteria: Sequence,
+                   greedy: bool, eos_id, max_new_tokens: int) -> list[list[int]]:
+    """Sample one left-padded batch with the KV cache, dropping each row from the batch (and
+    the cache) as soon as it finishes, so the cost follows the tokens actually generated.
+
+    A row finishes on EOS, when a stopping criterion (called with ``(ids, scores)``, ids the
+    running rows' prompt and generated tokens) says so, or after ``max_new_tokens``. Returns
+    each row's generated ids, including the token that finished it, as ``model.generate``
+    would give them without its trailing padding. Positions follow the attention mask: a
+    row's next position is its number of real tokens so far.
+    """
+    import inspect
+
+    from transformers import DynamicCache
+
+    n, width = input_ids.shape
+    device = input_ids.device
+    params = inspect.signature(model.forward).parameters
+    cache = DynamicCache(config=model.config)
+    cache_kw = {_cache_kwarg(params): cache, "use_cache": True}
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    out: list[list[int] | None] = [None] * n
+    if max_new_tokens <= 0:
+        return [[] for _ in range(n)]
+    rows = torch.arange(n, device=device)  # the original index of each running row
+    ids, mask = input_ids, attention.long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    next_pos = mask.sum(-1, keepdim=True)  # [rows, 1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **cache_kw, **keep_last).logits
+    for step in range(max_new_tokens):
+        scores = processors(ids, logits[:, -1, :].to(dtype=torch.float32))
+        if greedy:
+            token = scores.argmax(-1)
+        else:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        ids = torch.cat([ids, token[:, None]], dim=-1)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        done = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+        for criterion in criteria:
+            done |= criterion(ids, scores).to(device)
+        if step == max_new_tokens - 1:
+            done[:] = True
+        if bool(done.any()):
+            for i, row in zip(done.nonzero().squeeze(1).tolist(), rows[done].tolist()):
+                out[row] = ids[i, width:].tolist()
+            running = (~done).nonzero().squeeze(1)
+            if running.numel() == 0:
+                break
+            rows, ids, mask, next_pos, token = rows[running], ids[running], mask[running], next_pos[running], token[running]
+            cache.batch_select_indices(running)
+            mask = _drop_padding_columns(cache, mask)
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, **cache_kw).logits
+        next_pos = next_pos + 1
+    return out  # type: ignore[return-value]
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True, conditioning=None
@@ -135,6 +290,7 @@ def generate(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_id = tokenizer.eos_token_id
     samples: list[Sample] = []
+    can_prune = cfg.prune_finished and _can_prune(model)
     torch.manual_seed(cfg.seed)
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("sampling", total=len(prompts))
@@ -150,30 +306,26 @@ def generate(
             for i, e in enumerate(encoded):
                 input_ids[i, width - len(e) :] = torch.tensor(e)
                 attention[i, width - len(e) :] = 1
-            kwargs = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
-            if cfg.greedy or cfg.temperature == 0:
-                kwargs.update(do_sample=False)
-            else:
-                # top_k=0 and top_p=1.0 are passed, not left out: a model's generation_config
-                # may carry its own defaults (top_k=50 is common) that would apply silently.
-                kwargs.update(do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-            if cfg.stop:
-                from transformers import StoppingCriteriaList
-
-                kwargs.update(stopping_criteria=StoppingCriteriaList([_StopOnStrings(tokenizer, cfg.stop, width)]))
+            greedy = cfg.greedy or cfg.temperature == 0
+            max_new = cfg.max_new_tokens
+            criteria: list = [_StopOnStrings(tokenizer, cfg.stop, width)] if cfg.stop else []
+            extra_processors: list = []
             if conditioning is not None:
-                from transformers import LogitsProcessorList, StoppingCriteriaList
-
                 # Forced control tokens do not count: the budget is of plain tokens (the raw
                 # limit leaves room for one control token per plain token at most).
-                criteria = list(kwargs.get("stopping_criteria", [])) + [conditioning.stopping_criterion(cfg.max_new_tokens, width)]
+                criteria.append(conditioning.stopping_criterion(cfg.max_new_tokens, width))
                 context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
                 raw_limit = 2 * cfg.max_new_tokens if context is None else min(2 * cfg.max_new_tokens, context - width)
-                kwargs.update(logits_processor=LogitsProcessorList([conditioning.logits_processor()]),
-                              stopping_criteria=StoppingCriteriaList(criteria), max_new_tokens=max(raw_limit, 1))
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
+                extra_processors.append(conditioning.logits_processor())
+                max_new = max(raw_limit, 1)
+            if can_prune:
+                rows = _sample_pruned(model, input_ids.to(device), attention.to(device),
+                                      _processors(cfg, greedy, extra_processors), criteria, greedy, eos_id, max_new)
+            else:
+                rows = _sample_hf(model, input_ids.to(device), attention.to(device), cfg, greedy, extra_processors,
+                                  criteria, eos_id, pad_id, max_new)
             for i, prompt in enumerate(batch):
-                raw = out[i, width:].tolist()
+                raw = rows[i]
                 if conditioning is None:
                     samples.append(_finish_row(tokenizer, prompt, encoded[i], raw, cfg.stop, eos_id, pad_id))
                     continue
