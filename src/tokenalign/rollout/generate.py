@@ -1,8 +1,11 @@
 """Batched sampling from any Hugging Face causal LM, with the KV cache.
 
-Prompts are left-padded (the attention mask drives position ids), sampled in batches with
-``model.generate`` in eval mode without gradients, and each completion is cut at the first
-stop string; its token ids are cut to match, so text and ids always agree.
+Prompts are left-padded (the attention mask drives position ids) and sampled in batches in
+eval mode without gradients, by a loop that drops each row from the batch and the KV cache
+as soon as it finishes (``_sample_pruned``; transformers' ``DynamicCache`` and logits
+warpers), or with ``model.generate`` where that loop does not apply (``_can_prune``) or
+``SamplingConfig.prune_finished`` is off. Each completion is cut at the first stop string;
+its token ids are cut to match, so text and ids always agree.
 """
 
 from __future__ import annotations

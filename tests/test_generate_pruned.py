@@ -1,0 +1,242 @@
+"""The pruned sampling loop (``_sample_pruned``): finished rows leave the batch and the KV
+cache, and nothing else changes: greedy output equals ``model.generate`` token for token,
+samples come from the same distribution, and stop strings / EOS / the length limit hold."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from conftest import build_tiny_lm
+from tokenalign.rollout.batch import build_token_batch, token_logprobs
+from tokenalign.rollout.generate import (
+    SamplingConfig,
+    _can_prune,
+    _processors,
+    _sample_pruned,
+    _StopOnStrings,
+    encode_prompt,
+    generate,
+)
+
+PROMPTS = ["def add(a, b):\n", "x", "class Point:\n    def __init__(self, x, y):\n", "import os\nimport sys\n",
+           "for i in range(10):\n    ", "The quick brown fox"]
+
+
+def _left_pad(tokenizer, prompts):
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    width = max(map(len, encoded))
+    ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e) :], mask[i, width - len(e) :] = torch.tensor(e), 1
+    return ids, mask
+
+
+def _hf_greedy(model, ids, mask, max_new, eos_id, pad_id, criteria=()):
+    from transformers import StoppingCriteriaList
+
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False, eos_token_id=eos_id,
+                         pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList(list(criteria)))
+    return out[:, ids.shape[1] :].tolist()
+
+
+def _pick_eos_and_stop(tok, ref):
+    for eos_row, row in enumerate(ref):
+        eos = next((t for t in row[1:6] if t != row[0]), None)
+        if eos is None:
+            continue
+        for stop_row, other in enumerate(ref):
+            if stop_row == eos_row or eos in other:
+                continue
+            for k in range(2, 12):
+                stop = tok.decode(other[k : k + 2])
+                if stop.strip() and stop.isprintable() and "\ufffd" not in stop and stop not in tok.decode(row):
+                    return eos_row, eos, stop_row, stop
+    raise AssertionError("no row pair to test EOS and stop strings with")
+
+
+@torch.no_grad()
+def test_greedy_equals_model_generate_token_for_token(tiny_tokenizer):
+    tok = tiny_tokenizer
+    model = build_tiny_lm(tok)
+    assert _can_prune(model)
+    ids, mask = _left_pad(tok, PROMPTS)
+    assert len(set(mask.sum(-1).tolist())) > 1  # real left padding
+    max_new, pad = 16, tok.pad_token_id
+    ref = _hf_greedy(model, ids, mask, max_new, None, pad)
+    # An "EOS" that one row emits a few tokens in, and a stop string another row spells
+    # later (the tiny random model never emits its real EOS greedily).
+    eos_row, eos, stop_row, stop = _pick_eos_and_stop(tok, ref)
+    criteria = [_StopOnStrings(tok, [stop], ids.shape[1])]
+
+    hf = _hf_greedy(model, ids, mask, max_new, eos, pad, criteria)
+    ours = _sample_pruned(model, ids, mask, _processors(SamplingConfig(greedy=True), True, []), criteria, True, eos, max_new)
+    for h, o in zip(hf, ours):
+        assert h[: len(o)] == o and all(t == pad for t in h[len(o) :])
+    ended = [("eos" if o[-1] == eos else "stop" if stop in tok.decode(o[-10:]) else "limit") for o in ours]
+    assert {"eos", "stop", "limit"} <= set(ended), ended
+    assert ended[eos_row] == "eos" and ended[stop_row] == "stop"
+    assert all(len(o) <= max_new for o in ours) and max(map(len, ours)) == max_new
+
+    # The public entry point: pruned and model.generate paths give the same Samples.
+    for cfg in (SamplingConfig(max_new_tokens=max_new, greedy=True, stop=[stop], batch_size=4),
+                SamplingConfig(max_new_tokens=max_new, temperature=0.0, batch_size=8)):
+        new = generate(model, tok, PROMPTS, cfg, progress=False)
+        old = generate(model, tok, PROMPTS, SamplingConfig(**{**cfg.__dict__, "prune_finished": False}), progress=False)
+        assert new == old
+
+
+def _sharp_lm(tokenizer):
+    """The tiny LM with its (tied) embeddings scaled up: a peaked next-token distribution."""
+    model = build_tiny_lm(tokenizer)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(2.0)
+    return model
+
+
+@torch.no_grad()
+def test_first_two_tokens_follow_the_model_distribution(tiny_tokenizer):
+    """Empirical frequencies of the first two sampled tokens (2,000 samples of one prompt)
+    match the exact temperature / top-k probabilities from forward passes, for the pruned
+    loop and for model.generate alike."""
+    tok = tiny_tokenizer
+    model = _sharp_lm(tok)
+    prompt, n, temperature, top_k = "def add(a, b):\n", 2000, 0.6, 5
+    prompt_ids = encode_prompt(tok, prompt)
+
+    def warped(logits):  # temperature, then top-k, renormalised
+        logits = logits.float() / temperature
+        keep = logits.topk(top_k).indices
+        probs = torch.zeros_like(logits)
+        probs[keep] = torch.softmax(logits[keep], -1)
+        return probs
+
+    p1 = warped(model(input_ids=torch.tensor([prompt_ids])).logits[0, -1])
+    firsts = p1.nonzero().squeeze(1).tolist()
+    second = model(input_ids=torch.tensor([prompt_ids + [a] for a in firsts])).logits[:, -1]
+    exact = {(a, b): float(p1[a] * q) for a, row in zip(firsts, second) for b, q in enumerate(warped(row).tolist()) if q > 0}
+    assert max(exact.values()) < 0.6 and len(exact) == top_k * top_k  # not trivial
+
+    for prune in (True, False):
+        cfg = SamplingConfig(max_new_tokens=2, temperature=temperature, top_k=top_k, top_p=1.0, batch_size=n, seed=7,
+                             prune_finished=prune)
+        samples = generate(model, tok, [prompt] * n, cfg, progress=False)
+        counts: dict[tuple[int, int], int] = {}
+        for s in samples:
+            assert len(s.generated_ids) == 2 or (len(s.generated_ids) < 2 and s.finished)
+            key = tuple(s.generated_ids[:2])
+            counts[key] = counts.get(key, 0) + 1
+        assert set(counts) <= set(exact)
+        # Pearson's chi-square over the 25 pairs (24 degrees of freedom): its 99.99% quantile
+        # is ~59; a missing temperature or top-k filter gives hundreds.
+        chi2 = sum((counts.get(k, 0) - n * p) ** 2 / (n * p) for k, p in exact.items())
+        assert chi2 < 60, (prune, chi2)
+
+
+@torch.no_grad()
+def test_each_step_sees_each_rows_own_context(tiny_tokenizer):
+    """At every step, every running row's logits equal a plain forward pass of that row's
+    unpadded prompt and generated tokens: the cache, the attention mask and the position
+    ids follow the rows through pruning and the dropping of padding columns."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Record(LogitsProcessor):
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, input_ids, scores):
+            self.calls.append((input_ids.clone(), scores.clone()))
+            return scores
+
+    tok = tiny_tokenizer
+    model = _sharp_lm(tok)
+    prompts = PROMPTS * 3
+    ids, mask = _left_pad(tok, prompts)
+    width, pad = ids.shape[1], tok.pad_token_id
+    record = Record()
+    torch.manual_seed(0)
+    out = _sample_pruned(model, ids, mask, LogitsProcessorList([record]), [_StopOnStrings(tok, ["e", "\n"], width)],
+                         False, tok.eos_token_id, 12)
+    lengths = sorted(map(len, out))
+    assert len(set(lengths)) >= 3 and lengths[-1] == 12  # rows left at several steps
+    assert [c[0].shape[0] for c in record.calls] == [sum(n > t for n in lengths) for t in range(12)]
+    worst = 0.0
+    for step_ids, scores in record.calls:
+        for row, row_scores in zip(step_ids, scores):
+            prompt = row[:width]
+            real = torch.cat([prompt[(prompt != pad).nonzero()[0, 0] :], row[width:]])
+            alone = model(input_ids=real[None]).logits[0, -1]
+            worst = max(worst, float((alone - row_scores).abs().max()))
+    assert worst < 1e-4, worst
+
+
+@torch.no_grad()
+def test_samples_respect_limits_and_stops_and_have_finite_logprobs(tiny_tokenizer):
+    tok = tiny_tokenizer
+    model = build_tiny_lm(tok)
+    prompts = PROMPTS * 4
+    base = generate(model, tok, prompts, SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=1.0, seed=0), progress=False)
+    # stop strings that some samples contain: a one-character string from their text
+    chars = [c for s in base for c in s.completion if c.isalpha()]
+    stops = [max(set(chars), key=chars.count)]
+    cfg = SamplingConfig(max_new_tokens=12, temperature=1.0, top_k=0, top_p=0.95, stop=stops, seed=5, batch_size=16)
+    samples = generate(model, tok, prompts, cfg, progress=False)
+    assert samples == generate(model, tok, prompts, cfg, progress=False)  # seeded
+    assert [s.generated_ids for s in samples] != [
+        s.generated_ids for s in generate(model, tok, prompts, SamplingConfig(**{**cfg.__dict__, "seed": 6}), progress=False)]
+    assert any(s.finished for s in samples) and any(not s.finished for s in samples)
+    for s, p in zip(samples, prompts):
+        assert s.prompt == p and s.prompt_ids == encode_prompt(tok, p)
+        assert len(s.completion_ids) <= len(s.generated_ids) <= 12
+        assert s.generated_ids[: len(s.completion_ids)] == s.completion_ids
+        assert s.completion == tok.decode(s.completion_ids) and not any(x in s.completion for x in stops)
+        if s.finished:
+            assert s.generated_ids[-1] == tok.eos_token_id or any(x in tok.decode(s.generated_ids) for x in stops)
+        else:
+            assert len(s.generated_ids) == 12
+    batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], tok.pad_token_id)
+    lp = token_logprobs(model, batch)["logprobs"]
+    assert torch.isfinite(lp[batch.response_mask]).all()
+    assert (lp[batch.response_mask] <= 0).all()
+
+
+@torch.no_grad()
+def test_conditioned_greedy_sampling_equals_model_generate(tiny_tokenizer):
+    from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+    from tokenalign.policy.phf import add_control_tokens
+
+    tok = copy.deepcopy(tiny_tokenizer)  # the session fixture must keep its vocabulary
+    model = build_tiny_lm(tok)
+    good, bad = add_control_tokens(model, tok, (GOOD_TOKEN, BAD_TOKEN))
+    cond = Conditioning.from_tokenizer(tok)
+    prompts = ["x = 1\n", "", "def f():\n    return 1\n"] * 2
+    for cfg in (SamplingConfig(max_new_tokens=10, greedy=True, batch_size=8),
+                SamplingConfig(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=3)):
+        new = generate(model, tok, prompts, cfg, progress=False, conditioning=cond)
+        for s in new:
+            assert len(s.completion_ids) <= 10 and good not in s.generated_ids and bad not in s.generated_ids
+            assert cond.strip(s.conditioned_ids[1]) == s.generated_ids
+        if cfg.greedy:
+            old = generate(model, tok, prompts, SamplingConfig(**{**cfg.__dict__, "prune_finished": False}),
+                           progress=False, conditioning=cond)
+            assert new == old
+
+
+def test_models_generate_cannot_prune_fall_back(tiny_tokenizer):
+    model = build_tiny_lm(tiny_tokenizer)
+    model.generation_config.repetition_penalty = 1.3  # a processor the pruned loop does not add
+    assert not _can_prune(model)
+    cfg = SamplingConfig(max_new_tokens=6, greedy=True)
+    assert generate(model, tiny_tokenizer, PROMPTS, cfg, progress=False) == generate(
+        model, tiny_tokenizer, PROMPTS, SamplingConfig(max_new_tokens=6, greedy=True, prune_finished=False), progress=False)
+
+
+@pytest.mark.parametrize("max_new", [1, 3])
+def test_short_limits(tiny_tokenizer, max_new):
+    model = build_tiny_lm(tiny_tokenizer)
+    cfg = SamplingConfig(max_new_tokens=max_new, temperature=1.0, top_p=1.0, seed=0)
+    for s in generate(model, tiny_tokenizer, PROMPTS, cfg, progress=False):
+        assert len(s.generated_ids) <= max_new and (s.finished or len(s.generated_ids) == max_new)
