@@ -12,6 +12,7 @@ unconditional samples, with KL(π || base) from samples at temperature 1. A cond
 trained model is sampled from ``<|good|>`` with ``<|bad|>`` blocked.
 
     python benchmarks/bench_phf_pep8.py --out runs/bench-phf          # ~40 min on 2 CPU cores
+    python benchmarks/bench_phf_pep8.py --out runs/bench-phf --eval-samples 4 --unconditional 256   # re-evaluate, 4x the samples
     python benchmarks/bench_phf_pep8.py --out runs/bench-phf-smoke --smoke
 
 Writes OUT/results.json, OUT/pareto.png (misalignment vs KL, PHF's Figure) and prints a
@@ -109,7 +110,7 @@ def evaluate_model(model_dir: str, args: argparse.Namespace) -> dict:
     def ref_logprobs(batch):
         return token_logprobs(base, batch)["logprobs"]
 
-    settings = PolicyEvalSettings(max_new_tokens=128, seed=args.seed + 4242)
+    settings = PolicyEvalSettings(samples_per_prompt=args.eval_samples, max_new_tokens=128, seed=args.seed + 4242)
     prompted = evaluate_policy(model, tokenizer, task.prompts("test", args.eval_prompts), task.scorer, settings,
                                list(task.stop), task.text_fn, ref_logprobs, conditioning=conditioning)
     uncond = evaluate_policy(model, tokenizer, [""] * args.unconditional, task.scorer,
@@ -165,6 +166,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16, help="documents per step")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--eval-prompts", type=int, default=128)
+    p.add_argument("--eval-samples", type=int, default=1, help="samples per held-out prompt (4: half the standard error)")
     p.add_argument("--unconditional", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default="", help="also write the results here (e.g. benchmarks/results/phf_pep8.json)")
@@ -172,7 +174,7 @@ def main() -> None:
     args = p.parse_args()
     if args.smoke:
         args.methods_docs, args.sample_docs, args.iterations, args.batch = 12, 4, 2, 4
-        args.eval_prompts, args.unconditional, args.max_tokens = 4, 2, 64
+        args.eval_prompts, args.unconditional, args.max_tokens, args.eval_samples = 4, 2, 64, 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
