@@ -118,9 +118,10 @@ def _phf_documents(cfg: TrainConfig, task, tokenizer, conditioning, policy) -> l
     import dataclasses
 
     from tokenalign.policy.phf_data import build_phf_documents, load_documents, segment_scorer_for, task_documents
+    from tokenalign.utils.models import context_length
 
     h = cfg.phf
-    context = next((getattr(policy.config, k) for k in ("n_positions", "max_position_embeddings") if hasattr(policy.config, k)), None)
+    context = context_length(policy.config)
     if context is not None and h.max_tokens > context - 1:
         h = dataclasses.replace(h, max_tokens=context - 1)
     texts = load_documents(h.corpus, h.documents, cfg.seed) if h.corpus else task_documents(task.name, h.documents, cfg.seed)

@@ -87,11 +87,9 @@ class TokenRewardModel(nn.Module):
         """The longest input the backbone can read (None when it has no fixed limit)."""
         if self.is_encoder_decoder:
             return None  # relative positions (T5) or per-model limits handled by truncation
-        for name in ("n_positions", "max_position_embeddings"):
-            value = getattr(self.backbone.config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        from tokenalign.utils.models import context_length
+
+        return context_length(self.backbone.config)
 
     def fit_length(self, max_length: int | None) -> int | None:
         """``max_length`` capped at what the backbone can read (a warning says so)."""

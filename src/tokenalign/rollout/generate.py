@@ -314,10 +314,12 @@ def generate(
             criteria: list = [_StopOnStrings(tokenizer, cfg.stop, width)] if cfg.stop else []
             extra_processors: list = []
             if conditioning is not None:
-                # Forced control tokens do not count: the budget is of plain tokens (the raw
-                # limit leaves room for one control token per plain token at most).
+                # Control tokens do not count: the budget is of plain tokens (the raw limit
+                # leaves room for one control token per plain token at most).
+                from tokenalign.utils.models import context_length
+
                 criteria.append(conditioning.stopping_criterion(cfg.max_new_tokens, width))
-                context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+                context = context_length(model.config)
                 raw_limit = 2 * cfg.max_new_tokens if context is None else min(2 * cfg.max_new_tokens, context - width)
                 extra_processors.append(conditioning.logits_processor())
                 max_new = max(raw_limit, 1)

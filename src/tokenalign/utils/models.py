@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tokenalign.errors import TokenalignError
 
-__all__ = ["load_causal_lm"]
+__all__ = ["load_causal_lm", "context_length"]
 
 
 def load_causal_lm(path: str):
@@ -20,3 +20,12 @@ def load_causal_lm(path: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
+
+
+def context_length(config) -> int | None:
+    """The most positions a model with this config can read (None when it has no fixed limit)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
