@@ -2,7 +2,8 @@
 
 Same base model (the shipped 4.3M GPT-2), same training prompts, same sample budget
 (steps x prompts_per_step x generations completions of <= max_new_tokens at temperature
-1), same learning rate and KL coefficient, same machine, in one run. Each contender runs
+1), same learning rate, KL coefficient and precision (``--precision``: fp32, or bf16
+autocast for all), same machine, in one run. Each contender runs
 in its own process (so peak RSS is its own) and its final policy is evaluated by the same
 code (``tokenalign.evaluate.policy_eval``) on the same held-out prompts and seeds.
 
@@ -87,7 +88,7 @@ def _run_trl(kind: str, args, out: Path) -> dict:
         output_dir=str(out / kind), per_device_train_batch_size=args.prompts_per_step * args.generations,
         num_generations=args.generations, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
         learning_rate=args.lr, beta=args.kl_coef, max_steps=args.steps, steps_per_generation=1, num_iterations=1,
-        gradient_accumulation_steps=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+        gradient_accumulation_steps=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=args.precision == "bf16",
         seed=args.seed, lr_scheduler_type="constant", warmup_steps=0, shuffle_dataset=False,
     )
     trainer = Trainer(model=model, reward_funcs=_pep8_reward(), args=config, train_dataset=Dataset.from_dict({"prompt": prompts}),
@@ -113,7 +114,8 @@ def _run_tokenalign(kind: str, args, out: Path) -> dict:
     objective = {"tokenalign-rloo": "rloo", "tokenalign-reinforce": "reinforce"}[kind]
     cfg = from_dict(TrainConfig, {
         "out_dir": str(out / kind), "objective": objective, "iterations": args.steps, "prompts_per_iteration": args.prompts_per_step,
-        "samples_per_prompt": args.generations, "lr": args.lr, "kl_coef": args.kl_coef, "mixed_precision": "no",
+        "samples_per_prompt": args.generations, "lr": args.lr, "kl_coef": args.kl_coef,
+        "mixed_precision": "bf16" if args.precision == "bf16" else "no",
         "sampling": {"max_new_tokens": args.max_new_tokens}, "eval": {"every": 0}, "seed": args.seed, "save_every": 0,
         "reinforce_baseline": "mean",
     })
@@ -147,6 +149,8 @@ def main() -> None:
     p.add_argument("--eval-prompts", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training precision of every contender: fp32, or bf16 autocast (TRL's bf16=True)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:

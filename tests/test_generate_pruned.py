@@ -73,7 +73,7 @@ def test_greedy_equals_model_generate_token_for_token(tiny_tokenizer):
     criteria = [_StopOnStrings(tok, [stop], ids.shape[1])]
 
     hf = _hf_greedy(model, ids, mask, max_new, eos, pad, criteria)
-    ours = _sample_pruned(model, ids, mask, _processors(SamplingConfig(greedy=True), True, []), criteria, True, eos, max_new)
+    ours, _ = _sample_pruned(model, ids, mask, _processors(SamplingConfig(greedy=True), True, []), criteria, True, eos, max_new)
     for h, o in zip(hf, ours):
         assert h[: len(o)] == o and all(t == pad for t in h[len(o) :])
     ended = [("eos" if o[-1] == eos else "stop" if stop in tok.decode(o[-10:]) else "limit") for o in ours]
@@ -158,7 +158,7 @@ def test_each_step_sees_each_rows_own_context(tiny_tokenizer):
     width, pad = ids.shape[1], tok.pad_token_id
     record = Record()
     torch.manual_seed(0)
-    out = _sample_pruned(model, ids, mask, LogitsProcessorList([record]), [_StopOnStrings(tok, ["e", "\n"], width)],
+    out, _ = _sample_pruned(model, ids, mask, LogitsProcessorList([record]), [_StopOnStrings(tok, ["e", "\n"], width)],
                          False, tok.eos_token_id, 12)
     lengths = sorted(map(len, out))
     assert len(set(lengths)) >= 3 and lengths[-1] == 12  # rows left at several steps
@@ -240,3 +240,25 @@ def test_short_limits(tiny_tokenizer, max_new):
     cfg = SamplingConfig(max_new_tokens=max_new, temperature=1.0, top_p=1.0, seed=0)
     for s in generate(model, tiny_tokenizer, PROMPTS, cfg, progress=False):
         assert len(s.generated_ids) <= max_new and (s.finished or len(s.generated_ids) == max_new)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_recorded_logprobs_equal_a_forward_pass(tiny_tokenizer, temperature, top_p):
+    """The log-probs the sampler records (what a rollout uses instead of a second forward
+    pass of the policy) are ``token_logprobs`` at the sampling temperature, without top-p,
+    for every generated id: through left padding, pruning, stop strings and EOS."""
+    tok = tiny_tokenizer
+    model = _sharp_lm(tok)
+    prompts = PROMPTS * 3
+    cfg = SamplingConfig(max_new_tokens=14, temperature=temperature, top_p=top_p, stop=["e"], seed=1, batch_size=9)
+    samples = generate(model, tok, prompts, cfg, progress=False)
+    assert any(s.finished for s in samples) and len({len(s.generated_ids) for s in samples}) > 2
+    batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], tok.pad_token_id)
+    forward = token_logprobs(model, batch, temperature=temperature)["logprobs"]
+    for i, s in enumerate(samples):
+        assert s.logprobs is not None and len(s.logprobs) == len(s.generated_ids)
+        assert torch.allclose(torch.tensor(s.logprobs), forward[i, : len(s.generated_ids)], atol=1e-4)
+    # Not recorded where the sampler cannot: model.generate.
+    old = generate(model, tok, prompts, SamplingConfig(**{**cfg.__dict__, "prune_finished": False}), progress=False)
+    assert all(s.logprobs is None for s in old)

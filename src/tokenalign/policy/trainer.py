@@ -3,9 +3,9 @@
 One iteration:
 
 1. **rollout**: sample ``samples_per_prompt`` responses for this iteration's prompts with
-   the KV cache; one no-grad forward pass each for the policy's log-probs (the behaviour
-   policy), the reference's log-probs and, for PPO, the values — all computed once per
-   rollout;
+   the KV cache; the policy's log-probs (the behaviour policy) come from the sampler's own
+   logits, and one no-grad forward pass each gives the reference's log-probs and, for PPO,
+   the values — all computed once per rollout;
 2. **rewards**: the reward source scores the samples (a sequence score, and per-token
    rewards when it has them) and :func:`place_rewards` puts them on the tokens;
 3. **advantages** by the objective's estimator (GAE, r_t / reward-to-go, leave-one-out);
@@ -210,21 +210,39 @@ class PolicyTrainer:
 
     # ---- the four steps ---------------------------------------------------------------
     @torch.no_grad()
-    def make_rollout(self, samples: Sequence[Sample]) -> Rollout:
-        """Tensors, log-probs, values and placed rewards of sampled (or dataset) responses."""
+    def make_rollout(self, samples: Sequence[Sample], sampled_by: str | None = None) -> Rollout:
+        """Tensors, log-probs, values and placed rewards of sampled (or dataset) responses.
+
+        ``sampled_by`` ("policy" or "proposal") says whose log-probs the samples carry
+        (``Sample.logprobs``, recorded by the sampler at the sampling temperature): those are
+        used instead of a second forward pass of that model. The reference's log-probs are
+        then computed at the sampler's precision (no autocast), so the KL between the policy
+        and an identical reference is zero rather than bf16 noise.
+        """
+        import contextlib
+
         cfg = self.cfg
         pad = self.tokenizer.pad_token_id
         batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], pad).to(self.device)
+        width = batch.response_mask.shape[1]
         t = cfg.sampling.temperature
-        with self.accelerator.autocast():
-            logprobs = self._chunked(lambda b: token_logprobs(self.policy, b, temperature=t)["logprobs"], batch)
+        recorded = None
+        if sampled_by is not None and samples and all(s.logprobs is not None for s in samples):
+            recorded = self._tensor_rows([s.logprobs for s in samples], width)
+        policy_recorded = recorded if sampled_by == "policy" else None
+        with contextlib.nullcontext() if policy_recorded is not None else self.accelerator.autocast():
             ref = self._chunked(self._ref_logprobs, batch)
+        with self.accelerator.autocast():
+            if policy_recorded is not None:
+                logprobs = policy_recorded
+            else:
+                logprobs = self._chunked(lambda b: token_logprobs(self.policy, b, temperature=t)["logprobs"], batch)
             values = self._chunked(self.value_model, batch) if self.value_model is not None else None
             extra = {}
             if self.dm is not None and self.dm.proposal is not None:  # offline DPG: q sampled them
-                extra["proposal_logprobs"] = self._chunked(lambda b: token_logprobs(self.dm.proposal, b)["logprobs"], batch)
+                extra["proposal_logprobs"] = (recorded if sampled_by == "proposal" and recorded is not None else
+                                              self._chunked(lambda b: token_logprobs(self.dm.proposal, b)["logprobs"], batch))
         out = self.reward_source(samples)
-        width = batch.response_mask.shape[1]
         scores = torch.tensor(out.scores, dtype=torch.float32, device=self.device)
         token_rewards = self._tensor_rows(out.token_rewards, width) if out.token_rewards is not None else None
         seg = None
@@ -238,10 +256,8 @@ class PolicyTrainer:
         k = self.cfg.samples_per_prompt
         inputs = [p for p in prompts for _ in range(k)]
         if self.dm is not None and self.dm.proposal is not None:
-            samples = self.sample(inputs, seed, model=self.dm.proposal)
-        else:
-            samples = self.sample(inputs, seed)
-        return self.make_rollout(samples)
+            return self.make_rollout(self.sample(inputs, seed, model=self.dm.proposal), sampled_by="proposal")
+        return self.make_rollout(self.sample(inputs, seed), sampled_by="policy")
 
     def phf_rollout(self, iteration: int) -> Rollout:
         """A batch of the scored corpus as a rollout: documents sampled from nothing (the BOS

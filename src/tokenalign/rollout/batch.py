@@ -95,15 +95,19 @@ def token_logprobs(
     Runs with whatever grad mode and autocast the caller set. Only the response columns'
     logits are normalised, in fp32, so memory is B x R x V rather than B x (P + R) x V.
     """
+    p = batch.prompt_width
+    # Only the response columns' logits are needed: models that can skip the LM head
+    # elsewhere (``logits_to_keep``) compute the last R + 1 positions only.
+    keep = {"logits_to_keep": batch.input_ids.shape[1] - p + 1} if _takes_logits_to_keep(model) else {}
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=position_ids(batch.attention_mask),
         use_cache=False,
         output_hidden_states=with_hidden,
+        **keep,
     )
-    p = batch.prompt_width
-    logits = out.logits[:, p - 1 : -1].float()
+    logits = out.logits[:, -(batch.input_ids.shape[1] - p + 1) : -1].float()
     if temperature != 1.0:
         logits = logits / temperature
     if len(exclude_ids):
@@ -115,6 +119,22 @@ def token_logprobs(
     if with_hidden:
         result["hidden"] = out.hidden_states[-1][:, p - 1 : -1]
     return result
+
+
+def _takes_logits_to_keep(model) -> bool:
+    """Whether ``model``'s forward (through DDP / PEFT wrappers) takes ``logits_to_keep``."""
+    import inspect
+
+    inner = getattr(model, "module", model)  # DDP
+    forward = getattr(inner, "forward", None)
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    if "logits_to_keep" in params:
+        return True
+    base = getattr(inner, "get_base_model", None)  # PEFT passes **kwargs on to the base model
+    return base is not None and _takes_logits_to_keep(base())
 
 
 def response_char_spans(tokenizer, ids: Sequence[int], text_length: int | None = None) -> list[tuple[int, int]]:
