@@ -56,6 +56,11 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
                                 "reward": {"source": "token_model", "token_model": str(rm_dir), "placement": "token", "plus_scorer": 1.0}},
         "ppo-sequence": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
                          "reward": {"source": "scorer", "placement": "sequence"}},
+        # Fine-grained PPO with gold dense rewards: the same sequence reward as ppo-sequence,
+        # spread over the tokens pycodestyle blames (each violation on its token), so the
+        # two runs differ only in where the reward lands.
+        "ppo-token-blame": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
+                            "reward": {"source": "blame", "placement": "token"}},
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
                           "reward": {"source": "scorer", "placement": "sequence"}},
         # Distribution matching toward π0 x b, b = 1 iff no PEP8 violation (SPEC 3.3): no KL

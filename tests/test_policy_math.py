@@ -163,3 +163,32 @@ def test_dense_plus_sequence_reward_adds_the_score_on_the_last_token():
     out = DensePlusSequenceReward(Dense(), Seq(), weight=0.5)([None, None])
     assert out.token_rewards == [[0.1, 0.4 - 0.5], []]
     assert out.scores == [0.5 - 0.5, -1.0] and out.details == ["a", "b"]
+
+
+def test_blame_reward_puts_each_violation_on_its_token_and_sums_to_the_score():
+    """Gold dense rewards from pycodestyle's blame, by hand: ``y=1`` misses the spaces
+    around ``=`` (E225, blamed on ``=``), ``z = 2  # ok`` is clean; m = 1 / n_chars goes
+    on the ``=`` token. A syntax failure puts the whole failure score on the last token."""
+    from tokenalign.policy.rewards import BlameReward
+    from tokenalign.rollout.generate import Sample
+    from tokenalign.scorers.pep8 import Pep8Scorer
+    from tokenalign.tasks.pep8 import complete_lines, load_tokenizer
+
+    tok = load_tokenizer()
+    prompt = "def f(x):\n"
+
+    def sample(completion: str) -> Sample:
+        ids = tok(completion, add_special_tokens=False)["input_ids"]
+        return Sample(prompt, completion, ids, True, ids, tok(prompt, add_special_tokens=False)["input_ids"])
+
+    good, bad = sample("    y=1\n    z = 2  # ok\n    return y + z\n"), sample("    return (x\n")
+    out = BlameReward(Pep8Scorer(), 1.0, complete_lines, tok)([good, bad])
+    m = 1 / len(good.completion)
+    assert out.scores[0] == pytest.approx(-m) and out.scores[1] == pytest.approx(-1.0)
+    row = out.token_rewards[0]
+    pieces = [tok.decode([i]) for i in good.generated_ids]
+    blamed = [i for i, r in enumerate(row) if r != 0.0]
+    assert len(blamed) == 1 and "=" in pieces[blamed[0]] and row[blamed[0]] == pytest.approx(-m)
+    assert sum(row) == pytest.approx(out.scores[0])
+    assert out.token_rewards[1][:-1] == [0.0] * (len(bad.generated_ids) - 1)
+    assert out.token_rewards[1][-1] == pytest.approx(-1.0)

@@ -80,6 +80,28 @@ def test_kl_penalty_enters_the_rewards(tiny_tokenizer):
     assert (ro.logprobs - ro.ref_logprobs).abs().max() > 1e-3  # policy and reference differ (other init)
 
 
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_rollout_uses_the_samplers_logprobs_and_an_unchanged_policy_has_zero_kl(tiny_tokenizer, precision, monkeypatch):
+    """The behaviour log-probs come from the sampler (no second policy forward) and equal a
+    fresh forward pass (within 1e-4 in fp32; under bf16 autocast, which the policy samples
+    with as it trains, within bf16 rounding), and a policy equal to its reference has KL 0."""
+    import tokenalign.policy.trainer as trainer_module
+    from tokenalign.rollout.batch import token_logprobs
+
+    cfg = _config("rloo", "sequence", iterations=1, kl_coef=0.1, mixed_precision=precision)
+    trainer = _trainer(cfg, tiny_tokenizer, policy=build_tiny_lm(tiny_tokenizer))  # same init as the reference
+    scored = []
+    monkeypatch.setattr(trainer_module, "token_logprobs", lambda model, *a, **k: scored.append(model) or token_logprobs(model, *a, **k))
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+    assert scored and all(m is trainer.ref_policy for m in scored)  # no forward pass of the policy after sampling
+    mask = ro.batch.response_mask
+    with torch.no_grad():
+        fresh = token_logprobs(trainer.policy, ro.batch)["logprobs"]
+    tol = 1e-4 if precision == "no" else 1e-2
+    assert torch.allclose(ro.logprobs[mask], fresh[mask], atol=tol)
+    assert (ro.logprobs - ro.ref_logprobs)[mask].abs().max() < tol
+
+
 class _Killed(Exception):
     pass
 

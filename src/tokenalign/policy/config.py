@@ -35,7 +35,9 @@ PHF_OBJECTIVES = ("phf-mle", "phf-filter", "phf-cond", "phf-ul", "phf-rwr", "phf
 class RewardSettings:
     """Where rewards come from and where they land on the tokens."""
 
-    source: Literal["scorer", "token_model"] = "scorer"
+    # scorer: the task's sequence score; blame: the same score spread over the tokens the
+    # scorer blames (gold dense rewards); token_model: a trained token reward model.
+    source: Literal["scorer", "blame", "token_model"] = "scorer"
     token_model: str = ""  # a folder written by `tokenalign reward` (source: token_model)
     placement: Literal["token", "segment", "sequence"] = "sequence"
     segment: Literal["line", "sentence"] = "line"
@@ -222,8 +224,9 @@ class TrainConfig:
                               "reward.source must be scorer")
         if self.objective == "wmle" and not self.data:
             raise ConfigError("objective wmle trains on a supervised dataset: set data=FILE (prompt, completion)")
-        if self.reward.placement in ("token", "segment") and self.reward.source != "token_model":
-            raise ConfigError(f"reward.placement {self.reward.placement} needs per-token rewards: reward.source=token_model")
+        if self.reward.placement in ("token", "segment") and self.reward.source == "scorer":
+            raise ConfigError(f"reward.placement {self.reward.placement} needs per-token rewards: "
+                              "reward.source=blame or token_model")
         if self.objective == "wmle" and self.reward.source != "token_model":
             raise ConfigError("objective wmle weights tokens by a token reward model: reward.source=token_model")
         if self.reward.source == "token_model" and not self.reward.token_model:

@@ -5,6 +5,8 @@ better) and, when it can, a reward per generated token:
 
 - :class:`ScorerReward` wraps any sequence scorer (e.g. pycodestyle's misalignment; the
   reward is ``-scale * misalignment``);
+- :class:`BlameReward` spreads that score over the tokens the scorer blames (gold
+  fine-grained credit: pycodestyle's violations, each on the token it points at);
 - :class:`TokenModelReward` runs a trained :class:`~tokenalign.rewards.TokenRewardModel`
   (preference-grounded or edit-supervised) and maps its per-token rewards onto the
   policy's tokens through character spans, so the two tokenizers may differ.
@@ -34,6 +36,7 @@ __all__ = [
     "RewardOutput",
     "RewardSource",
     "ScorerReward",
+    "BlameReward",
     "TokenModelReward",
     "DensePlusSequenceReward",
     "spans_to_tokens",
@@ -76,6 +79,39 @@ class ScorerReward:
         if bad:
             raise ValueError(f"scorer returned a non-finite score for samples {bad[:5]}")
         return RewardOutput(scores, None, list(results))
+
+
+class BlameReward:
+    """The scorer's sequence reward, spread over the tokens it blames: gold dense rewards.
+
+    For a sample with misalignment m and blamed spans b_1..b_n (``ScoreResult.blame``,
+    e.g. pycodestyle violations as character spans), each span's token — the one holding
+    its last character — gets ``-scale * m / n``; a failure (syntax error, crash) or a score
+    with no blamed span puts all of ``-scale * m`` on the last generated token. The token
+    rewards of a sample always sum to its sequence reward (``ScorerReward``'s), so dense
+    and holistic training see the same total and differ only in where it lands.
+    """
+
+    def __init__(self, scorer, scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None,
+                 tokenizer=None) -> None:
+        self.sequence = ScorerReward(scorer, scale, text_fn)
+        self.scale, self.text_fn, self.tokenizer = scale, text_fn, tokenizer
+
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        out = self.sequence(samples)
+        token_rewards = []
+        for s, score, result in zip(samples, out.scores, out.details):
+            n = len(s.generated_ids)
+            row = [0.0] * n
+            if n:
+                blame = [] if result.failed else list(result.blame)
+                if blame:
+                    text = self.text_fn(s.completion, s.finished) if self.text_fn else s.completion
+                    spans = response_char_spans(self.tokenizer, s.generated_ids, text_length=len(text))
+                    row = spans_to_tokens([(b.start, b.end) for b in blame], [score / len(blame)] * len(blame), spans)
+                row[-1] += score - sum(row)  # what no token took (failures, spans past the text)
+            token_rewards.append(row)
+        return RewardOutput(out.scores, token_rewards, out.details)
 
 
 def spans_to_tokens(

@@ -41,7 +41,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     from transformers import AutoModelForCausalLM
 
     from tokenalign.evaluate.policy_eval import evaluate_policy
-    from tokenalign.policy.rewards import DensePlusSequenceReward, ScorerReward, TokenModelReward
+    from tokenalign.policy.rewards import BlameReward, DensePlusSequenceReward, ScorerReward, TokenModelReward
     from tokenalign.policy.trainer import PolicyTrainer
     from tokenalign.policy.value import ValueModel
 
@@ -73,6 +73,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
 
     if cfg.reward.source == "scorer":
         reward = ScorerReward(task.scorer, cfg.reward.scale, task.text_fn)
+    elif cfg.reward.source == "blame":
+        reward = BlameReward(task.scorer, cfg.reward.scale, task.text_fn, tokenizer)
     else:
         from transformers import AutoTokenizer
 

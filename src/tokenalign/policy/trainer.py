@@ -215,12 +215,10 @@ class PolicyTrainer:
 
         ``sampled_by`` ("policy" or "proposal") says whose log-probs the samples carry
         (``Sample.logprobs``, recorded by the sampler at the sampling temperature): those are
-        used instead of a second forward pass of that model. The reference's log-probs are
-        then computed at the sampler's precision (no autocast), so the KL between the policy
-        and an identical reference is zero rather than bf16 noise.
+        used instead of a second forward pass of that model. They are the probabilities the
+        samples were actually drawn with (under mixed precision the policy samples with
+        autocast, as it trains; the reference is scored under the same autocast).
         """
-        import contextlib
-
         cfg = self.cfg
         pad = self.tokenizer.pad_token_id
         batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], pad).to(self.device)
@@ -230,9 +228,8 @@ class PolicyTrainer:
         if sampled_by is not None and samples and all(s.logprobs is not None for s in samples):
             recorded = self._tensor_rows([s.logprobs for s in samples], width)
         policy_recorded = recorded if sampled_by == "policy" else None
-        with contextlib.nullcontext() if policy_recorded is not None else self.accelerator.autocast():
-            ref = self._chunked(self._ref_logprobs, batch)
         with self.accelerator.autocast():
+            ref = self._chunked(self._ref_logprobs, batch)
             if policy_recorded is not None:
                 logprobs = policy_recorded
             else:
