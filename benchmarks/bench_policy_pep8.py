@@ -61,6 +61,11 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
         # two runs differ only in where the reward lands.
         "ppo-token-blame": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
                             "reward": {"source": "blame", "placement": "token"}},
+        # Token REINFORCE on the same gold dense rewards: reward-to-go per token, whitened over
+        # the batch, one update per rollout (as RLOO).
+        "reinforce-token-blame": {"kind": "train", **common, "objective": "reinforce", "lr": args.lr, "kl_coef": args.kl_coef,
+                                  "reward_to_go": True, "reinforce_baseline": "whiten",
+                                  "reward": {"source": "blame", "placement": "token"}},
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
                           "reward": {"source": "scorer", "placement": "sequence"}},
         # Distribution matching toward π0 x b, b = 1 iff no PEP8 violation (SPEC 3.3): no KL

@@ -126,10 +126,13 @@ def test_bench_reward_throughput_smoke(tmp_path):
 def test_bench_trl_pep8_smoke(tmp_path):
     pytest.importorskip("trl")
     out = tmp_path / "out"
-    run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(out)], tmp_path)
+    kinds = {"tokenalign-rloo", "tokenalign-ppo-blame", "trl-rloo", "trl-grpo"}
+    run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(out), "--contenders", ",".join(sorted(kinds)),
+                                    "--repeats", "2"], tmp_path)
     report = json.loads((out / "results.json").read_text())
-    assert set(report["results"]) == {"tokenalign-rloo", "trl-rloo", "trl-grpo"}
+    assert set(report["results"]) == kinds
     for kind, r in report["results"].items():
         assert positive(r["seconds"]) and positive(r["sampled_tokens"]) and positive(r["peak_rss_mib"]), kind
+        assert len(r["runs"]) == 2 and r["seconds"] in [x["seconds"] for x in r["runs"]], kind
         assert nonneg(r["eval"]["mean_misalignment"]) and nonneg(r["eval"]["syntax_failure_rate"]), kind
     assert "| tokenalign-rloo |" in report["table"]

@@ -11,6 +11,7 @@ its token ids are cut to match, so text and ids always agree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -228,6 +229,7 @@ def _drop_padding_columns(cache, mask: torch.Tensor) -> torch.Tensor:
     return mask[:, lead:]
 
 
+@functools.cache
 def _cache_layer_class():
     """A ``DynamicLayer`` whose keys and values live in buffers allocated once for the whole
     sample: appending a token writes in place, where ``DynamicLayer`` copies the whole cache
@@ -254,10 +256,8 @@ def _cache_layer_class():
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             end = self.length + key_states.shape[-2]
-            if end > self._keys.shape[-2]:  # past the planned size: grow (never expected)
-                extra = end - self._keys.shape[-2] + self.capacity
-                self._keys = torch.cat([self._keys, self._keys.new_empty((*self._keys.shape[:2], extra, self._keys.shape[-1]))], -2)
-                self._values = torch.cat([self._values, self._values.new_empty((*self._values.shape[:2], extra, self._values.shape[-1]))], -2)
+            if end > self._keys.shape[-2]:  # the loop feeds at most prompt width + max_new_tokens
+                raise RuntimeError(f"KV cache buffer of {self._keys.shape[-2]} positions cannot take {end}")
             self._keys[:, :, self.length : end] = key_states
             self._values[:, :, self.length : end] = value_states
             self.length = end
