@@ -66,6 +66,10 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
         "reinforce-token-blame": {"kind": "train", **common, "objective": "reinforce", "lr": args.lr, "kl_coef": args.kl_coef,
                                   "reward_to_go": True, "reinforce_baseline": "whiten",
                                   "reward": {"source": "blame", "placement": "token"}},
+        # Its holistic control: the same objective with the same total reward on the last token.
+        "reinforce-sequence": {"kind": "train", **common, "objective": "reinforce", "lr": args.lr, "kl_coef": args.kl_coef,
+                               "reward_to_go": True, "reinforce_baseline": "whiten",
+                               "reward": {"source": "scorer", "placement": "sequence"}},
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
                           "reward": {"source": "scorer", "placement": "sequence"}},
         # Distribution matching toward π0 x b, b = 1 iff no PEP8 violation (SPEC 3.3): no KL

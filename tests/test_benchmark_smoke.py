@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py", "bench_reward_throughput.py",
-          "bench_trl_pep8.py"}
+          "bench_sampler.py", "bench_trl_pep8.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -66,6 +66,17 @@ def test_bench_flops_smoke(tmp_path):
     # The counter saw forward and backward: close to the analytic 6 x params x positions.
     assert 0.7 < tr["update"]["counted_over_analytic_6NT_positions"] < 1.5
     assert "| update" in report["table"]
+
+
+@pytest.mark.slow
+def test_bench_sampler_smoke(tmp_path):
+    out = tmp_path / "sampler.json"
+    run_bench("bench_sampler.py", ["--smoke", "--threads", "1", "--out", str(out)], tmp_path)
+    report = json.loads(out.read_text())
+    assert positive(report["draw"]["multinomial_ms"]) and positive(report["draw"]["inverse_cdf_ms"])
+    gen = report["generate"]
+    assert gen["completions"] == 4 and positive(gen["best_tokens_per_s"])
+    assert all(r["logprobs_recorded"] and positive(r["tokens"]) for r in gen["runs"])
 
 
 @pytest.mark.slow
