@@ -113,16 +113,18 @@ def _run_tokenalign(kind: str, args, out: Path) -> dict:
     torch.set_num_threads(args.threads)
     method = {
         "tokenalign-rloo": {"objective": "rloo"},
-        "tokenalign-reinforce": {"objective": "reinforce"},
-        # token-level: fine-grained PPO on pycodestyle's blame (gold dense rewards)
+        "tokenalign-reinforce": {"objective": "reinforce", "reinforce_baseline": "mean"},
+        # token-level: pycodestyle's blame as dense gold rewards (each violation on its token)
+        "tokenalign-reinforce-blame": {"objective": "reinforce", "reward_to_go": True, "reinforce_baseline": "whiten",
+                                       "reward": {"source": "blame", "placement": "token"}},
         "tokenalign-ppo-blame": {"objective": "ppo", "reward": {"source": "blame", "placement": "token"}},
     }[kind]
     cfg = from_dict(TrainConfig, {
-        **method, "out_dir": str(out / kind), "iterations": args.steps, "prompts_per_iteration": args.prompts_per_step,
+        "out_dir": str(out / kind), "iterations": args.steps, "prompts_per_iteration": args.prompts_per_step,
         "samples_per_prompt": args.generations, "lr": args.lr, "kl_coef": args.kl_coef,
         "mixed_precision": "bf16" if args.precision == "bf16" else "no",
         "sampling": {"max_new_tokens": args.max_new_tokens}, "eval": {"every": 0}, "seed": args.seed, "save_every": 0,
-        "reinforce_baseline": "mean",
+        **method,
     })
     summary = run_train(cfg)
     # Time of the RL iterations themselves (sampling + scoring + training), as TRL's train() is timed.

@@ -137,7 +137,7 @@ def test_bench_reward_throughput_smoke(tmp_path):
 def test_bench_trl_pep8_smoke(tmp_path):
     pytest.importorskip("trl")
     out = tmp_path / "out"
-    kinds = {"tokenalign-rloo", "tokenalign-ppo-blame", "trl-rloo", "trl-grpo"}
+    kinds = {"tokenalign-rloo", "tokenalign-reinforce-blame", "trl-rloo", "trl-grpo"}
     run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(out), "--contenders", ",".join(sorted(kinds)),
                                     "--repeats", "2"], tmp_path)
     report = json.loads((out / "results.json").read_text())

@@ -94,7 +94,7 @@ def test_demo_quick_writes_a_report(tmp_path):
     report = (out / "report.html").read_text()
     assert "Gold blame" in report and "hm-tok" in report
     # the alignment stage: before/after on the same prompts, an aligned model on disk
-    assert "Alignment: a short RLOO run" in report and "Held-out prompts, before vs after" in report
+    assert "Alignment: token-level REINFORCE on pycodestyle" in report and "Held-out prompts, before vs after" in report
     assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8
     assert (out / "align" / "model" / "model.safetensors").is_file()
     for line in (out / "ranked.jsonl").read_text().splitlines():

@@ -1,7 +1,8 @@
-"""The alignment stage of ``tokenalign demo``: a short PG loop and its before/after.
+"""The alignment stage of ``tokenalign demo``: a short alignment run and its before/after.
 
-Runs ``tokenalign align`` (token guidance re-learned from rankings of the policy's own
-samples, token REINFORCE against it) at demo size from the same base model, then samples
+Runs token-level REINFORCE on pycodestyle's blame (default), ``tokenalign align`` (token
+guidance re-learned from rankings of the policy's own samples, token REINFORCE against
+it) or sequence-level RLOO at demo size from the same base model, then samples
 the aligned policy on the demo's held-out prompts with the demo's sampling settings and
 seeds, so that before and after are the same prompts under the same conditions.
 """
@@ -23,9 +24,11 @@ class DemoAlign:
     """The demo's alignment loop (see ``tokenalign align`` for the full set of keys)."""
 
     enabled: bool = True
+    # "token": token-level REINFORCE on dense gold rewards (each pycodestyle violation's share
+    #   of the score on the token it blames; reward-to-go, whitened);
     # "pg": the alternating loop (token guidance re-learned from rankings + token REINFORCE);
     # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
-    method: Literal["pg", "rloo"] = "rloo"
+    method: Literal["token", "pg", "rloo"] = "token"
     iterations: int = 16
     prompts_per_iteration: int = 16
     samples_per_prompt: int = 4
@@ -83,8 +86,13 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     else:
         from tokenalign.policy.run import run_train
 
-        pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="rloo",
-                                   reward=dataclasses.replace(acfg.policy.reward, source="scorer", placement="sequence"))
+        if a.method == "token":
+            pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="reinforce", reward_to_go=True,
+                                       reinforce_baseline="whiten",
+                                       reward=dataclasses.replace(acfg.policy.reward, source="blame", placement="token"))
+        else:
+            pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="rloo",
+                                       reward=dataclasses.replace(acfg.policy.reward, source="scorer", placement="sequence"))
         align_summary = run_train(pcfg)
     aligned = AutoModelForCausalLM.from_pretrained(out / "align" / "model").eval()
     prompted_in = [s.prompt for s in samples[:n_prompted]]
@@ -99,6 +107,13 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
         what = (f"tokenalign align from the same base model: {a.iterations} iterations of token REINFORCE "
                 f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each), the token guidance "
                 f"re-learned every {a.relearn_every} iterations (first half) from rankings of the policy's own samples by pycodestyle.")
+    elif a.method == "token":
+        report.add_heading("Alignment: token-level REINFORCE on pycodestyle's blame")
+        what = (f"tokenalign train --set objective=reinforce --set reward.source=blame --set reward.placement=token from the "
+                f"same base model: {a.iterations} iterations ({a.prompts_per_iteration} training prompts x "
+                f"{a.samples_per_prompt} samples each); every pycodestyle violation's share of the score lands on the token it "
+                "blames (syntax failures on the last token), reward-to-go per token, whitened, with a per-token KL penalty "
+                "to the base model.")
     else:
         report.add_heading("Alignment: a short RLOO run")
         what = (f"tokenalign train --set objective=rloo from the same base model: {a.iterations} iterations "
