@@ -87,15 +87,22 @@ class _Killed(Exception):
     pass
 
 
-def test_checkpoint_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("lora", [False, True])
+def test_checkpoint_resume_is_exact(tmp_path, lora):
+    from tokenalign.utils.lora import LoraSettings
+
+    def model():
+        m = tiny_model(len(tok), "bounded")
+        return m.add_lora(LoraSettings(enabled=True, r=4, alpha=8)) if lora else m
+
     tok = word_tokenizer()
     train = make_lists(48, 3, seed=3)
     cfg = RewardLearnConfig(epochs=2, batch_size=8, lr=1e-3, aggregator="avg", mixed_precision="no", save_every=3)
-    full = RewardLearner(tiny_model(len(tok), "bounded"), tok, cfg, out_dir=tmp_path / "full")
+    full = RewardLearner(model(), tok, cfg, out_dir=tmp_path / "full")
     full.fit(train)
 
     # Kill a second run at step 4 (mid-epoch, one step after its step-3 checkpoint) ...
-    part = RewardLearner(tiny_model(len(tok), "bounded"), tok, cfg, out_dir=tmp_path / "part")
+    part = RewardLearner(model(), tok, cfg, out_dir=tmp_path / "part")
 
     def kill(learner):
         if learner.step == 4:
@@ -107,14 +114,25 @@ def test_checkpoint_resume_is_exact(tmp_path):
     assert '"step": 3' in (ckpt / "state.json").read_text()
     # ... and resume a fresh process-like learner from the checkpoint: same final weights.
     resumed = RewardLearner(TokenRewardModel.from_pretrained(ckpt / "model"), tok, cfg, out_dir=tmp_path / "resumed")
+    assert resumed.model.has_lora == lora
     resumed.fit(train, resume_from=ckpt)
     assert resumed.step == full.step == 12
-    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6)
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert list(full_state) == list(resumed_state)
+    for key in full_state:
+        assert torch.allclose(full_state[key], resumed_state[key], atol=1e-6), key
+    if lora:  # the adapters trained, the base did not
+        fresh = model().state_dict()
+        assert not torch.allclose(fresh["backbone.base_model.model.h.0.attn.c_attn.lora_B.default.weight"],
+                                  full_state["backbone.base_model.model.h.0.attn.c_attn.lora_B.default.weight"])
+        assert torch.equal(fresh["backbone.base_model.model.h.0.attn.c_attn.base_layer.weight"],
+                           full_state["backbone.base_model.model.h.0.attn.c_attn.base_layer.weight"])
 
 
-def test_reward_command_end_to_end_and_show(tmp_path, tiny_tokenizer):
-    """`tokenalign reward` on ranked data with a tiny backbone folder, then `tokenalign show`."""
+@pytest.mark.parametrize("lora", [False, True])
+def test_reward_command_end_to_end_and_show(tmp_path, tiny_tokenizer, lora):
+    """`tokenalign reward` on ranked data with a tiny backbone folder (full finetuning or
+    LoRA adapters), then `tokenalign show`."""
     import json
 
     from transformers import GPT2Config, GPT2Model
@@ -131,9 +149,10 @@ def test_reward_command_end_to_end_and_show(tmp_path, tiny_tokenizer):
     out = tmp_path / "run"
     args = ["reward", "--set", f"backbone={backbone}", "--set", f"data.train={data}", "--set", "data.format=ranked",
             "--set", f"out_dir={out}", "--set", "head.hidden_size=32", "--set", "learn.epochs=2", "--set", "learn.batch_size=4",
-            "--set", "learn.mixed_precision=no"]
+            "--set", "learn.mixed_precision=no", "--set", f"lora.enabled={str(lora).lower()}"]
     assert main(args) == 0
     assert (out / "model" / "head.safetensors").is_file() and (out / "config.yaml").is_file()
+    assert (out / "model" / "backbone-lora" / "adapter_config.json").is_file() == lora
     metrics = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2] and "eval_ranking_accuracy" in metrics[-1]
     html = tmp_path / "show.html"

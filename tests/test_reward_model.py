@@ -105,3 +105,43 @@ def test_inputs_longer_than_the_backbone_are_capped(tiny_tokenizer):
     assert model.max_positions == 128 and model.fit_length(512) == 128 and model.fit_length(64) == 64
     scored = score_tokens(model, tiny_tokenizer, ["x " * 200], ["y " * 100])  # > 128 tokens: no IndexError
     assert 0 < len(scored[0].rewards) <= 128
+
+
+def test_lora_trains_adapters_and_head_only_and_round_trips(tmp_path, tiny_tokenizer):
+    """LoRA on the backbone: the base weights stay frozen and bit-identical through a
+    training step; saved, the backbone folder is the plain base model (adapters in
+    ``backbone-lora/``), and loading gives the same rewards with trainable adapters."""
+    from transformers import GPT2Model
+
+    from tokenalign.utils.lora import LoraSettings
+
+    base = tiny_gpt2(len(tiny_tokenizer))
+    original = {k: v.clone() for k, v in base.state_dict().items()}
+    model = TokenRewardModel(base, TokenRewardHeadConfig(hidden_size=64, init_gain=1.0, bounding="identity")).add_lora(
+        LoraSettings(enabled=True, r=4, alpha=8, target_modules=["c_attn"]))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+    assert any(n.startswith("head.") for n in trainable) and any("lora_B" in n for n in trainable)
+    batch = encode_for_reward(tiny_tokenizer, PROMPTS, RESPONSES)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    sign = torch.tensor([[1.0], [-1.0]])  # raise the first response's rewards, lower the second's
+    for _ in range(3):  # lora_B starts at 0: the adapters change the output from the second step on
+        opt.zero_grad()
+        (-(model(**batch.model_inputs()) * sign)[batch.response_mask].mean()).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        trained = model(**batch.model_inputs())
+        plain = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), model.head_config)
+        plain.head.load_state_dict(model.head.state_dict())
+        assert not torch.allclose(plain(**batch.model_inputs()), trained, atol=1e-6)  # the adapters matter
+
+    model.save_pretrained(tmp_path / "rm", tokenizer=tiny_tokenizer)
+    saved_base = GPT2Model.from_pretrained(tmp_path / "rm" / "backbone")
+    for key, value in saved_base.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    assert (tmp_path / "rm" / "backbone-lora" / "adapter_config.json").is_file()
+    loaded = TokenRewardModel.from_pretrained(tmp_path / "rm")
+    assert loaded.has_lora and any(p.requires_grad for n, p in loaded.named_parameters() if "lora_" in n)
+    with torch.no_grad():
+        assert torch.allclose(loaded(**batch.model_inputs()), trained, atol=1e-6)

@@ -24,6 +24,8 @@ from typing import Literal
 from tokenalign.errors import ConfigError
 from tokenalign.evaluate.policy_eval import PolicyEvalSettings
 
+from tokenalign.utils.lora import LoraSettings  # re-exported: policy LoRA (the reference is the adapter-free base)
+
 __all__ = ["RewardSettings", "SamplingSettings", "PPOSettings", "LoraSettings", "EvalSettings", "DMSettings", "PHFSettings",
            "TrainConfig", "PHF_OBJECTIVES", "DM_OBJECTIVES"]
 
@@ -72,17 +74,6 @@ class PPOSettings:
     value_lr: float = 0.0  # 0: same as lr
     whiten_rewards: bool = True  # after the KL penalty
     whiten_advantages: bool = True
-
-
-@dataclasses.dataclass
-class LoraSettings:
-    """LoRA adapters via peft on the policy (the reference model is the adapter-free base)."""
-
-    enabled: bool = False
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list[str] = dataclasses.field(default_factory=list)  # []: peft's default for the model
 
 
 @dataclasses.dataclass

@@ -14,26 +14,14 @@ from typing import Any
 
 import torch
 
-from tokenalign.errors import TokenalignError
 from tokenalign.policy.config import TrainConfig
 from tokenalign.tasks import get_task
+from tokenalign.utils.lora import wrap_lora
 from tokenalign.utils.models import load_causal_lm
 
 log = logging.getLogger(__name__)
 
 __all__ = ["build_trainer", "run_train", "finish_run"]
-
-
-def _wrap_lora(model, cfg: TrainConfig, adapter_dir: Path | None):
-    try:
-        from peft import LoraConfig, PeftModel, get_peft_model
-    except ImportError as err:
-        raise TokenalignError("lora.enabled needs peft: pip install 'tokenalign[lora]'") from err
-    if adapter_dir is not None:
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
-    lora = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules or None)
-    return get_peft_model(model, lora)
 
 
 def build_trainer(cfg: TrainConfig, out: Path | None = None):
@@ -54,7 +42,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     torch.manual_seed(cfg.seed)
     if cfg.lora.enabled:
         policy, tokenizer = load_causal_lm(init)
-        policy = _wrap_lora(policy, cfg, ckpt / "policy" if resume else None)
+        policy = wrap_lora(policy, cfg.lora, "CAUSAL_LM", ckpt / "policy" if resume else None)
         ref = None  # the adapter-free base
     else:
         policy, tokenizer = load_causal_lm(str(ckpt / "policy") if resume else init)

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "tokenalign_reward.json"
 HEAD_NAME = "head.safetensors"
 BACKBONE_DIR = "backbone"
+LORA_DIR = "backbone-lora"
 
 Bounding = Literal["bounded", "sigmoid", "identity", "centered_sigmoid"]
 
@@ -150,14 +151,44 @@ class TokenRewardModel(nn.Module):
                             position_ids=position_ids)
         return bound(z.float(), self.head_config.bounding)
 
+    # ---- LoRA --------------------------------------------------------------------------
+    def add_lora(self, settings) -> "TokenRewardModel":
+        """Wrap the backbone in fresh LoRA adapters (``tokenalign.utils.lora.LoraSettings``):
+        the backbone's own weights freeze, the adapters and the head train."""
+        from tokenalign.utils.lora import wrap_lora
+
+        self.backbone = wrap_lora(self.backbone, settings, "FEATURE_EXTRACTION")
+        return self
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.backbone, "peft_config")
+
+    def _base_backbone_state(self) -> dict[str, torch.Tensor]:
+        """The adapter-free backbone's weights under their own names (peft keeps a wrapped
+        layer's weight at ``<name>.base_layer.weight``; adapter weights are left out)."""
+        state = {}
+        for key, value in self.backbone.get_base_model().state_dict().items():
+            if "lora_" in key:
+                continue
+            state[key.replace(".base_layer.", ".")] = value.detach().cpu().contiguous()
+        return state
+
     # ---- persistence -------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
-        """Write backbone + head + config (all safetensors/JSON) into ``path``."""
+        """Write backbone + head + config (all safetensors/JSON) into ``path``; with LoRA, the
+        adapter-free backbone and the adapters (``backbone-lora/``) separately, so that a
+        run resumes with trainable adapters on the same frozen base."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True)
+        if self.has_lora:
+            base = self.backbone.get_base_model()
+            base.save_pretrained(path / BACKBONE_DIR, state_dict=self._base_backbone_state(), safe_serialization=True)
+            self.backbone.save_pretrained(path / LORA_DIR)
+        else:
+            self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True)
         head_state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
         save_file(head_state, str(path / HEAD_NAME))
         meta = {"head": dataclasses.asdict(self.head_config), "format_version": 1}
@@ -179,6 +210,10 @@ class TokenRewardModel(nn.Module):
         head_config = TokenRewardHeadConfig(**meta["head"])
         kwargs = {"dtype": dtype} if dtype is not None else {}
         backbone = AutoModel.from_pretrained(path / BACKBONE_DIR, **kwargs)
+        if (path / LORA_DIR).is_dir():  # trainable adapters on the frozen base (resume trains them)
+            from tokenalign.utils.lora import LoraSettings, wrap_lora
+
+            backbone = wrap_lora(backbone, LoraSettings(enabled=True), "FEATURE_EXTRACTION", path / LORA_DIR)
         model = cls(backbone, head_config)
         model.head.load_state_dict(load_file(str(path / HEAD_NAME)))
         return model.eval()

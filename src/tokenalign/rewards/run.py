@@ -17,6 +17,7 @@ from typing import Any, Literal
 from tokenalign.errors import ConfigError, TokenalignError
 from tokenalign.rewards.learn import LabelledExample, RankedExample, RewardLearnConfig, RewardLearner
 from tokenalign.rewards.model import TokenRewardHeadConfig
+from tokenalign.utils.lora import LoraSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class RewardRunConfig:
     learn: RewardLearnConfig = dataclasses.field(default_factory=RewardLearnConfig)
     unchanged: Literal["ignore", "neutral"] = "ignore"  # edits: label policy of unchanged tokens
     trust_remote_code: bool = False
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)  # adapters on the backbone; the head trains fully
 
     def validate(self) -> None:
         if not self.data.train:
@@ -116,9 +118,11 @@ def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
     log.info("reward learning on %d training and %d held-out examples (%s)", len(train), len(held_out), cfg.data.format)
 
     model = TokenRewardModel.from_backbone(backbone, cfg.head, trust_remote_code=cfg.trust_remote_code)
+    if cfg.lora.enabled:
+        model.add_lora(cfg.lora)
     resume = out / "checkpoint" if (out / "checkpoint" / "state.json").is_file() else None
     if resume is not None:
-        model = TokenRewardModel.from_pretrained(resume / "model")
+        model = TokenRewardModel.from_pretrained(resume / "model")  # with its adapters when it has them
 
     def evaluate(m: TokenRewardModel) -> dict[str, float]:
         if not held_out:
