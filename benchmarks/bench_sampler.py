@@ -4,8 +4,8 @@
    ``tokenalign.rollout.generate._draw``) on a batch of next-token distributions.
 2. ``tokenalign.rollout.generate.generate`` on the shipped pep8 model, a training batch's
    shape (16 training prompts x 4 samples, T 1, <=128 tokens, the task's stop strings):
-   generated tokens per second, best of ``--repeats``, with and without the behaviour
-   log-probs the rollout records.
+   generated tokens per second, best of ``--repeats``, in fp32 (evaluation) and under
+   bf16 autocast (training with ``mixed_precision``).
 
     python benchmarks/bench_sampler.py --threads 2 --out runs/bench-sampler.json
     python benchmarks/bench_sampler.py --smoke --out runs/bench-sampler-smoke.json
@@ -44,6 +44,8 @@ def bench_draw(rows: int, vocab: int, repeats: int) -> dict:
 
 
 def bench_generate(prompts: int, samples: int, max_new_tokens: int, repeats: int) -> dict:
+    import torch
+
     from tokenalign.rollout.generate import SamplingConfig, generate
     from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path
     from tokenalign.tasks.pep8.prompts import load_prompts
@@ -52,17 +54,22 @@ def bench_generate(prompts: int, samples: int, max_new_tokens: int, repeats: int
     model, tok = load_causal_lm(str(base_model_path()))
     batch = [p for p in load_prompts("train")[:prompts] for _ in range(samples)]
     cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, batch_size=len(batch), stop=list(STOP_STRINGS))
-    generate(model, tok, batch[: min(8, len(batch))], cfg, progress=False)  # warm-up
-    runs = []
-    for seed in range(repeats):
-        t0 = time.perf_counter()
-        out = generate(model, tok, batch, SamplingConfig(**{**cfg.__dict__, "seed": seed}), progress=False)
-        seconds = time.perf_counter() - t0
-        tokens = sum(len(s.generated_ids) for s in out)
-        runs.append({"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-                     "logprobs_recorded": all(s.logprobs is not None for s in out)})
-    return {"completions": len(batch), "max_new_tokens": max_new_tokens, "runs": runs,
-            "best_tokens_per_s": max(r["tokens_per_s"] for r in runs)}
+    result = {"completions": len(batch), "max_new_tokens": max_new_tokens}
+    # fp32 (what evaluation uses) and bf16 autocast (what training under mixed precision uses)
+    for precision in ("fp32", "bf16"):
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        runs = []
+        with autocast:
+            generate(model, tok, batch[: min(8, len(batch))], cfg, progress=False)  # warm-up
+            for seed in range(repeats):
+                t0 = time.perf_counter()
+                out = generate(model, tok, batch, SamplingConfig(**{**cfg.__dict__, "seed": seed}), progress=False)
+                seconds = time.perf_counter() - t0
+                tokens = sum(len(s.generated_ids) for s in out)
+                runs.append({"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+                             "logprobs_recorded": all(s.logprobs is not None for s in out)})
+        result[precision] = {"runs": runs, "best_tokens_per_s": max(r["tokens_per_s"] for r in runs)}
+    return result
 
 
 def main() -> None:
@@ -86,8 +93,9 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"draw of {draw['rows']} x {draw['vocab']}: multinomial {draw['multinomial_ms']:.2f} ms, "
           f"inverse CDF {draw['inverse_cdf_ms']:.2f} ms ({draw['speedup']:.1f}x)")
-    print(f"generate {gen['completions']} completions of <= {gen['max_new_tokens']} tokens: "
-          f"{gen['best_tokens_per_s']:.0f} tokens/s (best of {len(gen['runs'])})")
+    for precision in ("fp32", "bf16"):
+        print(f"generate {gen['completions']} completions of <= {gen['max_new_tokens']} tokens, {precision}: "
+              f"{gen[precision]['best_tokens_per_s']:.0f} tokens/s (best of {len(gen[precision]['runs'])})")
 
 
 if __name__ == "__main__":

@@ -75,8 +75,10 @@ def test_bench_sampler_smoke(tmp_path):
     report = json.loads(out.read_text())
     assert positive(report["draw"]["multinomial_ms"]) and positive(report["draw"]["inverse_cdf_ms"])
     gen = report["generate"]
-    assert gen["completions"] == 4 and positive(gen["best_tokens_per_s"])
-    assert all(r["logprobs_recorded"] and positive(r["tokens"]) for r in gen["runs"])
+    assert gen["completions"] == 4
+    for precision in ("fp32", "bf16"):
+        assert positive(gen[precision]["best_tokens_per_s"])
+        assert all(r["logprobs_recorded"] and positive(r["tokens"]) for r in gen[precision]["runs"])
 
 
 @pytest.mark.slow

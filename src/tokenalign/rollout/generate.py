@@ -27,8 +27,10 @@ class SamplingConfig:
     """Sampling settings (SPEC 3.4 evaluation defaults: temperature 0.7, top-p 0.9).
 
     ``top_k=0`` and ``top_p=1.0`` switch those filters off; ``greedy`` (or temperature 0)
-    decodes greedily. Sampling runs in the model's own dtype: bf16 autocast was measured
-    slower than fp32 for the pep8 base model on this CPU (543 vs 859 tokens/s).
+    decodes greedily. Sampling runs in the model's own dtype, or under whatever autocast the
+    caller set (the policy trainer samples under its mixed precision; with the preallocated
+    KV cache, bf16 autocast samples faster than fp32 on a CPU with bf16 matmuls, see
+    ``benchmarks/bench_sampler.py``).
     """
 
     max_new_tokens: int = 128
