@@ -19,9 +19,10 @@ Two measurements on one device, in one process:
    CUDA). Achieved FLOP/s = counted FLOPs / median seconds, reported as a share of the
    bf16 and of the fp32 peak, next to the analytic ``6 x params x tokens`` estimate.
    The rollout is measured the same way in its two parts: generation (``trainer.sample``,
-   KV cache, fp32: memory- and latency-bound, so its share of the peak is small by
-   nature) and scoring (``trainer.make_rollout``: no-grad forwards of policy and
-   reference under autocast, plus the pycodestyle scorer on the CPU).
+   KV cache, under the run's precision: memory- and latency-bound, so its share of the
+   peak is small by nature) and scoring (``trainer.make_rollout``: the reference's no-grad
+   forward under autocast — the policy's log-probs come from the sampler — plus the
+   pycodestyle scorer on the CPU).
 
 Run:
 
@@ -202,8 +203,8 @@ def measure_training(args, device: str, out: Path) -> dict:
 
     say(f"generation: {statistics.median(gen_secs):.2f} s, {sampled_tokens} sampled tokens")
     # Scoring: log-probs of policy and reference (no grad, autocast) + the task scorer.
-    score_secs = [timed(lambda: trainer.make_rollout(samples), device) for _ in range(args.rollout_repeats)]
-    score_flops, score_ops, ro = count_flops(lambda: trainer.make_rollout(samples))
+    score_secs = [timed(lambda: trainer.make_rollout(samples, sampled_by="policy"), device) for _ in range(args.rollout_repeats)]
+    score_flops, score_ops, ro = count_flops(lambda: trainer.make_rollout(samples, sampled_by="policy"))
     batch = ro.batch
     positions = int(batch.input_ids.numel())
     real_tokens = int(batch.attention_mask.sum())
@@ -240,12 +241,12 @@ def measure_training(args, device: str, out: Path) -> dict:
         "generation": part(gen_flops, gen_secs, gen_ops,
                            {"2_params_positions": 2 * params * gen_positions,
                             "2_params_real_tokens": 2 * params * (prompt_tokens + sampled_tokens)},
-                           "trainer.sample: KV-cache decoding in the model's dtype (fp32), one token per row per step: "
+                           "trainer.sample: KV-cache decoding under the run's precision, one token per row per step: "
                            "small matmuls, memory- and latency-bound; a low share of the peak is expected"),
         "scoring": part(score_flops, score_secs, score_ops,
-                        {"4_params_positions": 4 * params * positions},
-                        "trainer.make_rollout: no-grad forwards of policy and reference (autocast) plus the "
-                        "pycodestyle scorer (CPU, no FLOPs counted)"),
+                        {"2_params_positions": 2 * params * positions},
+                        "trainer.make_rollout: the reference's no-grad forward (autocast; the policy's log-probs come "
+                        "from the sampler) plus the pycodestyle scorer (CPU, no FLOPs counted)"),
     }
     rollout_med = result["generation"]["seconds_median"] + result["scoring"]["seconds_median"]
     result["rollout"] = {"counted_flops": gen_flops + score_flops, "seconds_median": rollout_med,
@@ -281,7 +282,7 @@ def tables(report: dict) -> str:
               f"({t['batch_real_tokens']:,} real tokens of {t['batch_positions']:,} positions)", "",
               "| step | counted FLOPs | analytic FLOPs | median s | achieved | % of bf16 peak | % of fp32 peak |",
               "|---|---|---|---|---|---|---|"]
-    for key, label in (("update", "update (fwd + bwd + AdamW)"), ("generation", "rollout: generation (KV cache, fp32)"),
+    for key, label in (("update", "update (fwd + bwd + AdamW)"), ("generation", "rollout: generation (KV cache)"),
                        ("scoring", "rollout: scoring forwards + scorer"), ("rollout", "rollout (total)"),
                        ("iteration", "RL iteration (rollout + update)")):
         r = tr[key]
