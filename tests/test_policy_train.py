@@ -159,7 +159,9 @@ def test_two_process_cpu_run(tmp_path):
     """Two CPU processes (torchrun; accelerate reads its environment): DDP keeps the replicas equal.
 
     Launched as a fresh interpreter: forking a pytest process whose torch threads are
-    already running can deadlock gloo."""
+    already running can deadlock gloo. The job takes ~10 s; gloo on a loaded CPU has hung a
+    rank about once in a dozen CI runs (never reproduced alone), so a run that hangs is
+    retried once in a fresh folder; a job that fails, or hangs twice, fails the test."""
     import os
     import subprocess
     import sys
@@ -167,10 +169,17 @@ def test_two_process_cpu_run(tmp_path):
 
     job = Path(__file__).parent / "two_process_job.py"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(job), str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):
+        out = tmp_path / f"attempt{attempt}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(job), str(out)]
+        try:
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == 1:
+                raise
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "rank0.ok").is_file() and (tmp_path / "rank1.ok").is_file()
+    assert (out / "rank0.ok").is_file() and (out / "rank1.ok").is_file()
 
 
 def test_reinforce_mean_baseline_centres_the_signal(tiny_tokenizer):
