@@ -153,6 +153,16 @@ def test_lora_trains_adapters_only_and_reference_is_the_base(tiny_tokenizer):
     assert checked >= len(before) - 1  # (a tied LM head may appear once)
     ro = trainer.rollout(trainer.iteration_prompts(0), seed=1)
     assert (ro.logprobs - ro.ref_logprobs).abs().max() > 0  # reference = adapters off
+    # The PEFT-wrapped policy is sampled by the pruned loop too, which records its log-probs:
+    # they equal a fresh forward pass with the adapters on.
+    from tokenalign.rollout.batch import token_logprobs
+    from tokenalign.rollout.generate import _can_prune
+
+    assert _can_prune(trainer.unwrapped_policy) and all(s.logprobs is not None for s in ro.samples)
+    with torch.no_grad():
+        fresh = token_logprobs(trainer.unwrapped_policy, ro.batch)["logprobs"]
+    mask = ro.batch.response_mask
+    assert torch.allclose(ro.logprobs[mask], fresh[mask], atol=1e-4)
 
 
 def test_two_process_cpu_run(tmp_path):

@@ -95,7 +95,7 @@ class BlameReward:
     def __init__(self, scorer, scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None,
                  tokenizer=None) -> None:
         self.sequence = ScorerReward(scorer, scale, text_fn)
-        self.scale, self.text_fn, self.tokenizer = scale, text_fn, tokenizer
+        self.text_fn, self.tokenizer = text_fn, tokenizer
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
         out = self.sequence(samples)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
+from tokenalign.utils.models import forward_parameters
+
 __all__ = ["TokenBatch", "build_token_batch", "position_ids", "token_logprobs", "response_char_spans"]
 
 
@@ -98,7 +100,7 @@ def token_logprobs(
     p = batch.prompt_width
     # Only the response columns' logits are needed: models that can skip the LM head
     # elsewhere (``logits_to_keep``) compute the last R + 1 positions only.
-    keep = {"logits_to_keep": batch.input_ids.shape[1] - p + 1} if _takes_logits_to_keep(model) else {}
+    keep = {"logits_to_keep": batch.input_ids.shape[1] - p + 1} if "logits_to_keep" in forward_parameters(model) else {}
     out = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
@@ -119,22 +121,6 @@ def token_logprobs(
     if with_hidden:
         result["hidden"] = out.hidden_states[-1][:, p - 1 : -1]
     return result
-
-
-def _takes_logits_to_keep(model) -> bool:
-    """Whether ``model``'s forward (through DDP / PEFT wrappers) takes ``logits_to_keep``."""
-    import inspect
-
-    inner = getattr(model, "module", model)  # DDP
-    forward = getattr(inner, "forward", None)
-    try:
-        params = inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return False
-    if "logits_to_keep" in params:
-        return True
-    base = getattr(inner, "get_base_model", None)  # PEFT passes **kwargs on to the base model
-    return base is not None and _takes_logits_to_keep(base())
 
 
 def response_char_spans(tokenizer, ids: Sequence[int], text_length: int | None = None) -> list[tuple[int, int]]:

@@ -172,18 +172,15 @@ def _can_prune(model) -> bool:
     """Whether ``_sample_pruned`` can sample ``model``: a decoder-only LM that takes position
     ids and a ``DynamicCache`` of plain full-attention layers (rows can be selected), with a
     generation_config that adds no logits processors of its own."""
-    import inspect
-
     from transformers import DynamicCache, GenerationConfig
     from transformers.cache_utils import DynamicLayer
+
+    from tokenalign.utils.models import forward_parameters
 
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
+    params = forward_parameters(model)
     if "position_ids" not in params or _cache_kwarg(params) is None:
         return False
     try:
@@ -304,13 +301,13 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
     otherwise). Positions follow the attention mask: a row's next position is its number of
     real tokens so far.
     """
-    import inspect
-
     from transformers import DynamicCache
+
+    from tokenalign.utils.models import forward_parameters
 
     n, width = input_ids.shape
     device = input_ids.device
-    params = inspect.signature(model.forward).parameters
+    params = forward_parameters(model)
     cache = DynamicCache(config=model.config)
     cache.layers = [_cache_layer_class()(width + max_new_tokens) for _ in cache.layers]
     cache_kw = {_cache_kwarg(params): cache, "use_cache": True}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tokenalign.errors import TokenalignError
 
-__all__ = ["load_causal_lm", "context_length"]
+__all__ = ["load_causal_lm", "context_length", "forward_parameters"]
 
 
 def load_causal_lm(path: str):
@@ -29,3 +29,20 @@ def context_length(config) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def forward_parameters(model) -> set[str]:
+    """The keyword arguments ``model``'s forward takes, seen through the wrappers that pass
+    them on: DDP (``.module``) and PEFT (whose ``**kwargs`` reach the base model). Used to
+    ask whether a model takes ``position_ids``, a KV cache or ``logits_to_keep``."""
+    import inspect
+
+    inner = getattr(model, "module", model)
+    try:
+        names = set(inspect.signature(inner.forward).parameters)
+    except (TypeError, ValueError, AttributeError):
+        return set()
+    base = getattr(inner, "get_base_model", None)
+    if callable(base):
+        names |= forward_parameters(base())
+    return names
