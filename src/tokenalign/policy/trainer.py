@@ -48,6 +48,7 @@ from tokenalign.policy.dm_state import DMState as _DMState
 from tokenalign.policy.phf_objectives import phf_objective_loss
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
+from tokenalign.utils.models import fuse_activations, fused_optimizer_kwargs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.io import append_jsonl, atomic_path
 
@@ -121,10 +122,13 @@ class PolicyTrainer:
         if config.prompts_per_iteration % n:
             raise ValueError(f"prompts_per_iteration {config.prompts_per_iteration} must divide over {n} processes")
 
+        for model in (policy, ref_policy, value_model):
+            if model is not None:
+                fuse_activations(model)
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.lr}]
         if value_model is not None:
             groups.append({"params": list(value_model.parameters()), "lr": config.ppo.value_lr or config.lr})
-        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, **fused_optimizer_kwargs(self.accelerator.device))
         # Sampling and scoring run without dropout (SPEC section 5); so does training, so the
         # first PPO epoch sees ratio 1 exactly.
         policy.eval()

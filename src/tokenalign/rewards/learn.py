@@ -37,6 +37,7 @@ from tokenalign.rewards.batching import collate_for_reward, pack_shared_prompt, 
 from tokenalign.rewards.losses import plackett_luce_loss, preference_order, token_label_loss
 from tokenalign.rewards.model import TokenRewardModel
 from tokenalign.utils.io import append_jsonl
+from tokenalign.utils.models import fuse_activations, fused_optimizer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class RewardLearner:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.model = model
+        fuse_activations(model)
         self.max_length = model.fit_length(config.max_length)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -280,7 +282,8 @@ class RewardLearner:
         torch.manual_seed(cfg.seed)
         n_batches = math.ceil(len(train) / cfg.batch_size)
         total_steps = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     **fused_optimizer_kwargs(self.accelerator.device))
         scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, max(total_steps, 1)) if cfg.warmup_steps else None
         start_epoch, start_batch = 0, 0
         if resume_from is not None:
