@@ -88,3 +88,22 @@ def test_response_char_spans(tiny_tokenizer):
     assert all(a <= b for a, b in spans) and all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
     capped = response_char_spans(tiny_tokenizer, ids, text_length=5)
     assert max(e for _, e in capped) == 5
+
+
+def test_trimmed_drops_columns_that_are_padding_in_every_row(tiny_tokenizer):
+    b = build_token_batch([[1, 2, 3, 4], [5, 6], [7]], [[8, 9], [10], []], pad_id=0)
+    sub, width = b.rows([1, 2]).trimmed()  # the long prompt (and its long response) are not in the chunk
+    assert width == 1 and sub.prompt_width == 2
+    assert sub.input_ids.tolist() == [[5, 6, 10], [0, 7, 0]]
+    assert sub.attention_mask.tolist() == [[1, 1, 1], [0, 1, 0]]
+    assert sub.response_mask.tolist() == [[True], [False]]
+    # The log-probs of the kept rows do not change.
+    model = build_tiny_lm(tiny_tokenizer)
+    full = build_token_batch([[11, 12, 13, 14, 15, 16], [17, 18], [19, 20, 21]], [[22, 23, 24], [25, 26], [27]], 0)
+    with torch.no_grad():
+        lp_full = token_logprobs(model, full)["logprobs"]
+        chunk, w = full.rows([1, 2]).trimmed()
+        lp_chunk = token_logprobs(model, chunk)["logprobs"]
+    assert chunk.prompt_width == 3 and w == 2
+    mask = chunk.response_mask
+    torch.testing.assert_close(lp_chunk[mask], lp_full[[1, 2], :w][mask], atol=1e-5, rtol=0)

@@ -46,11 +46,18 @@ class TokenBatch:
         return TokenBatch(self.input_ids[idx], self.attention_mask[idx], self.response_mask[idx], self.prompt_width)
 
     def trimmed(self) -> tuple["TokenBatch", int]:
-        """The batch without its trailing all-padding response columns, and the response
-        width kept (no real token's log-prob changes: positions follow the attention mask)."""
+        """The batch without the columns that are padding in every row (the leading prompt
+        columns that only longer prompts of the full batch needed, the trailing response
+        columns), and the response width kept. No real token's log-prob changes: positions
+        follow the attention mask. On a minibatch of similar prompts this drops a large
+        share of the compute (the pep8 rollouts' prompts are 18-27 tokens on average, the
+        longest up to 93)."""
         width = max(int(self.response_mask.sum(dim=1).max()), 1) if self.response_mask.numel() else 1
         cut = self.prompt_width + width
-        return TokenBatch(self.input_ids[:, :cut], self.attention_mask[:, :cut], self.response_mask[:, :width], self.prompt_width), width
+        # A row's prompt mask is 0...0 1...1 (at least one real token): argmax is its first real column.
+        lead = int(self.attention_mask[:, : self.prompt_width].argmax(dim=1).min()) if self.input_ids.shape[0] else 0
+        return TokenBatch(self.input_ids[:, lead:cut], self.attention_mask[:, lead:cut], self.response_mask[:, :width],
+                          self.prompt_width - lead), width
 
 
 def build_token_batch(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int) -> TokenBatch:
