@@ -135,7 +135,7 @@ def test_greedy_top_k_and_temperature(tiny_tokenizer, kind):
     for s in greedy:
         alone = model.generate(input_ids=torch.tensor([s.prompt_ids]), max_new_tokens=8, do_sample=False,
                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, 1:].tolist()
-        assert s.generated_ids == [i for i in alone if i != tok.pad_token_id]
+        assert s.generated_ids == alone  # one row: no padding
     top1 = generate(model, tok, PROMPTS, SamplingConfig(max_new_tokens=8, temperature=1.0, top_k=1, top_p=1.0, seed=5),
                     progress=False)
     assert [s.generated_ids for s in top1] == [s.generated_ids for s in greedy]
@@ -273,9 +273,10 @@ def test_train_resume_and_eval_commands_on_a_t5(tmp_path, t5_dir):
     """``tokenalign train`` (PPO with a T5 value model; REINFORCE with LoRA) on a T5 folder:
     stops, resumes, saves a model that ``tokenalign eval`` loads and judges."""
     pytest.importorskip("pycodestyle")
-    from transformers import T5ForConditionalGeneration
+    from transformers import AutoModelForSeq2SeqLM, T5ForConditionalGeneration
 
     from tokenalign.cli import main
+    from tokenalign.utils.models import lm_auto_class
 
     out = tmp_path / "ppo"
     assert main(_train_args(out, t5_dir, "objective=ppo", "stop_after_iterations=1")) == 0
@@ -289,6 +290,7 @@ def test_train_resume_and_eval_commands_on_a_t5(tmp_path, t5_dir):
     lora = tmp_path / "lora"
     assert main(_train_args(lora, t5_dir, "objective=reinforce", "lora.enabled=true", "iterations=1", "eval.every=0")) == 0
     assert (lora / "model" / "adapter_config.json").is_file()
+    assert lm_auto_class(lora / "model") is AutoModelForSeq2SeqLM  # judged by the adapter's base model
 
     ev = tmp_path / "eval"
     assert main(["eval", "--model", str(out / "model"), "--out", str(ev), "--set", "n_prompts=2", "--set", "samples_per_prompt=2",
