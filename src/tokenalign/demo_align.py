@@ -65,7 +65,6 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     """Align, resample the demo prompts with the aligned policy, and add the before/after
     sections to ``report``; returns the summary entries."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from tokenalign.policy.align import run_align
     from tokenalign.report import HeatmapExample
@@ -75,6 +74,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     from tokenalign.scorers import summarize_scores
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import complete_lines
+    from tokenalign.utils.models import lm_auto_class
 
     from tokenalign.scorers.blame import blame_heatmap_example
 
@@ -94,7 +94,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
             pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="rloo",
                                        reward=dataclasses.replace(acfg.policy.reward, source="scorer", placement="sequence"))
         align_summary = run_train(pcfg)
-    aligned = AutoModelForCausalLM.from_pretrained(out / "align" / "model").eval()
+    aligned = lm_auto_class(out / "align" / "model").from_pretrained(out / "align" / "model").eval()
     prompted_in = [s.prompt for s in samples[:n_prompted]]
     after = generate(aligned, tokenizer, prompted_in, sampling)
     after = [dataclasses.replace(s, completion=complete_lines(s.completion, s.finished)) for s in after]

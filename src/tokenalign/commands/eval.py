@@ -8,8 +8,9 @@ from typing import Any
 from tokenalign.commands import HELP_FORMATTER, add_config_arguments
 
 DESCRIPTION = """\
-Evaluate a causal LM (a folder written by tokenalign, any from_pretrained folder, or a hub
-id) on a task: samples_per_prompt samples of each held-out prompt at T 0.7 / top-p 0.9,
+Evaluate a causal or encoder-decoder LM (a folder written by tokenalign, any
+from_pretrained folder, or a hub id) on a task: samples_per_prompt samples of each held-out
+prompt at T 0.7 / top-p 0.9,
 scored by the task's gold scorer (pep8: pycodestyle violations per character, syntax
 failures at the failure score). Reports mean misalignment, syntax-failure rate,
 violation-free share, expected max misalignment over k samples, the share above a

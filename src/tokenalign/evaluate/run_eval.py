@@ -1,4 +1,5 @@
-"""``tokenalign eval``: judge any causal LM on a task, beside what could fake the result.
+"""``tokenalign eval``: judge any causal or encoder-decoder LM on a task, beside what could
+fake the result.
 
 For a model (a folder written by tokenalign, any ``from_pretrained`` folder or hub id) on
 a task's held-out prompts or a prompt file, with ``samples_per_prompt`` samples each at

@@ -17,7 +17,7 @@ import torch
 from tokenalign.policy.config import TrainConfig
 from tokenalign.tasks import get_task
 from tokenalign.utils.lora import wrap_lora
-from tokenalign.utils.models import load_causal_lm
+from tokenalign.utils.models import is_encoder_decoder, lm_auto_class, load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,8 @@ __all__ = ["build_trainer", "run_train", "finish_run"]
 
 
 def build_trainer(cfg: TrainConfig, out: Path | None = None):
-    """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one."""
-    from transformers import AutoModelForCausalLM
-
+    """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one. The
+    policy may be a causal LM or an encoder-decoder (``lm_auto_class`` reads its config)."""
     from tokenalign.evaluate.policy_eval import evaluate_policy
     from tokenalign.policy.rewards import BlameReward, DensePlusSequenceReward, ScorerReward, TokenModelReward
     from tokenalign.policy.trainer import PolicyTrainer
@@ -42,11 +41,13 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     torch.manual_seed(cfg.seed)
     if cfg.lora.enabled:
         policy, tokenizer = load_causal_lm(init)
-        policy = wrap_lora(policy, cfg.lora, "CAUSAL_LM", ckpt / "policy" if resume else None)
+        task_type = "SEQ_2_SEQ_LM" if is_encoder_decoder(policy) else "CAUSAL_LM"
+        policy = wrap_lora(policy, cfg.lora, task_type, ckpt / "policy" if resume else None)
         ref = None  # the adapter-free base
     else:
         policy, tokenizer = load_causal_lm(str(ckpt / "policy") if resume else init)
-        ref = AutoModelForCausalLM.from_pretrained(cfg.ref_model or init)
+        ref_path = cfg.ref_model or init
+        ref = lm_auto_class(ref_path).from_pretrained(ref_path)
     conditioning = None
     if cfg.objective == "phf-cond":
         from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning

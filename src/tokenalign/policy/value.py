@@ -1,7 +1,9 @@
 """The PPO value model: a separate backbone with a scalar head (SPEC 2.3, as FineGrainedRLHF).
 
 V(s_t) is read at the column before each response token (the state the token is chosen
-in), with position ids following the attention mask as for the policy.
+in), with position ids following the attention mask as for the policy. An encoder-decoder
+backbone (``AutoModel`` of T5 / BART: encoder and decoder, no LM head) reads the batch as the
+policy does (``encoder_decoder_inputs``): V(s_t) is its decoder's state at position t.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tokenalign.rollout.batch import TokenBatch, position_ids
+from tokenalign.rollout.batch import TokenBatch, encoder_decoder_inputs, position_ids
+from tokenalign.utils.models import decoder_start_token_id, is_encoder_decoder
 
 __all__ = ["ValueModel"]
 
@@ -35,13 +38,17 @@ class ValueModel(nn.Module):
 
     def forward(self, batch: TokenBatch) -> torch.Tensor:
         """Values ``[B, R]`` of the states before each response token."""
-        out = self.backbone(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids(batch.attention_mask),
-            use_cache=False,
-        )
-        hidden = out.last_hidden_state[:, batch.prompt_width - 1 : -1]
+        if is_encoder_decoder(self.backbone):
+            out = self.backbone(**encoder_decoder_inputs(batch, decoder_start_token_id(self.backbone)), use_cache=False)
+            hidden = out.last_hidden_state  # the decoder's: position t is the state before response token t
+        else:
+            out = self.backbone(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=position_ids(batch.attention_mask),
+                use_cache=False,
+            )
+            hidden = out.last_hidden_state[:, batch.prompt_width - 1 : -1]
         return self.head(hidden).squeeze(-1).float()
 
     @classmethod

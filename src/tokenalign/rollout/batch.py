@@ -1,4 +1,4 @@
-"""Sampled responses as padded tensors, and the per-token log-probs of a causal LM on them.
+"""Sampled responses as padded tensors, and the per-token log-probs of an LM on them.
 
 Layout of a batch (one row per sample)::
 
@@ -10,6 +10,11 @@ token ``t`` sits at column ``prompt_width + t`` and its log-prob comes from the 
 the column before. Position ids follow the attention mask (a left-padded row starts at
 position 0 at its first real token), which is what the model saw while sampling with
 the KV cache; getting this wrong costs GPT-2 about 0.2 nats per token (SPEC section 5).
+
+An encoder-decoder (T5, BART) reads the same batch differently
+(:func:`encoder_decoder_inputs`): its encoder reads the prompt columns, its decoder the
+decoder start token followed by the response, so decoder position ``t`` predicts response
+token ``t``.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from collections.abc import Sequence
 
 import torch
 
-from tokenalign.utils.models import forward_parameters
+from tokenalign.utils.models import decoder_start_token_id, forward_parameters, is_encoder_decoder
 
-__all__ = ["TokenBatch", "build_token_batch", "position_ids", "token_logprobs", "response_char_spans"]
+__all__ = ["TokenBatch", "build_token_batch", "position_ids", "left_aligned", "encoder_decoder_inputs", "token_logprobs",
+           "response_char_spans"]
 
 
 @dataclasses.dataclass
@@ -86,6 +92,33 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def left_aligned(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded rows with their padding moved to the end (each row rotated by its number
+    of padding columns): an encoder reads its input this way, so that models with absolute
+    positions (BART) see each prompt from position 0, as a lone prompt."""
+    width = ids.shape[1]
+    lead = width - mask.long().sum(dim=1, keepdim=True)
+    index = (torch.arange(width, device=ids.device) + lead) % width
+    return ids.gather(1, index), mask.gather(1, index)
+
+
+def encoder_decoder_inputs(batch: TokenBatch, start_id: int) -> dict[str, torch.Tensor]:
+    """An encoder-decoder's forward arguments for ``batch``: the encoder reads the prompt
+    (padding at the end, as the sampler fed it), the decoder ``start_id`` and then the
+    response without its last token, so that decoder position ``t`` predicts response token
+    ``t`` (what ``labels=response`` makes the model do itself)."""
+    p = batch.prompt_width
+    enc_ids, enc_mask = left_aligned(batch.input_ids[:, :p], batch.attention_mask[:, :p])
+    response = batch.response_ids
+    start = response.new_full((response.shape[0], 1), start_id)
+    return {
+        "input_ids": enc_ids,
+        "attention_mask": enc_mask,
+        "decoder_input_ids": torch.cat([start, response[:, :-1]], dim=1),
+        "decoder_attention_mask": torch.cat([torch.ones_like(start), batch.response_mask[:, :-1].long()], dim=1),
+    }
+
+
 def token_logprobs(
     model,
     batch: TokenBatch,
@@ -103,20 +136,28 @@ def token_logprobs(
     ``exclude_ids`` get no probability mass (the distribution of a sampler that blocks them).
     Runs with whatever grad mode and autocast the caller set. Only the response columns'
     logits are normalised, in fp32, so memory is B x R x V rather than B x (P + R) x V.
+    An encoder-decoder model reads the batch as :func:`encoder_decoder_inputs` says.
     """
     p = batch.prompt_width
-    # Only the response columns' logits are needed: models that can skip the LM head
-    # elsewhere (``logits_to_keep``) compute the last R + 1 positions only.
-    keep = {"logits_to_keep": batch.input_ids.shape[1] - p + 1} if "logits_to_keep" in forward_parameters(model) else {}
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=position_ids(batch.attention_mask),
-        use_cache=False,
-        output_hidden_states=with_hidden,
-        **keep,
-    )
-    logits = out.logits[:, -(batch.input_ids.shape[1] - p + 1) : -1].float()
+    if is_encoder_decoder(model):
+        out = model(**encoder_decoder_inputs(batch, decoder_start_token_id(model)), use_cache=False,
+                    output_hidden_states=with_hidden)
+        logits = out.logits.float()  # decoder position t: response token t
+        hidden = out.decoder_hidden_states[-1] if with_hidden else None
+    else:
+        # Only the response columns' logits are needed: models that can skip the LM head
+        # elsewhere (``logits_to_keep``) compute the last R + 1 positions only.
+        keep = {"logits_to_keep": batch.input_ids.shape[1] - p + 1} if "logits_to_keep" in forward_parameters(model) else {}
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids(batch.attention_mask),
+            use_cache=False,
+            output_hidden_states=with_hidden,
+            **keep,
+        )
+        logits = out.logits[:, -(batch.input_ids.shape[1] - p + 1) : -1].float()
+        hidden = out.hidden_states[-1][:, p - 1 : -1] if with_hidden else None
     if temperature != 1.0:
         logits = logits / temperature
     if len(exclude_ids):
@@ -126,7 +167,7 @@ def token_logprobs(
     if with_entropy:
         result["neg_entropy"] = (logp_all.exp() * logp_all).sum(-1)
     if with_hidden:
-        result["hidden"] = out.hidden_states[-1][:, p - 1 : -1]
+        result["hidden"] = hidden
     return result
 
 

@@ -1,4 +1,4 @@
-"""Batched sampling from any Hugging Face causal LM, with the KV cache.
+"""Batched sampling from any Hugging Face causal LM or encoder-decoder LM, with the KV cache.
 
 Prompts are left-padded (the attention mask drives position ids) and sampled in batches in
 eval mode without gradients, by a loop that drops each row from the batch and the KV cache
@@ -6,6 +6,12 @@ as soon as it finishes (``_sample_pruned``; transformers' ``DynamicCache`` and l
 warpers), or with ``model.generate`` where that loop does not apply (``_can_prune``) or
 ``SamplingConfig.prune_finished`` is off. Each completion is cut at the first stop string;
 its token ids are cut to match, so text and ids always agree.
+
+An encoder-decoder (T5, BART) is sampled with ``model.generate``: the prompt goes to its
+encoder (padding at the end, as ``rollout.batch.encoder_decoder_inputs`` feeds it in
+training), the completion comes from its decoder, and stop strings are matched on the
+decoder's generated text; the behaviour log-probs are recorded from the logits
+``model.generate`` returns (``output_logits``).
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ class Sample:
     # log π(token | context) of each generated id at the sampling temperature, without
     # top-k / top-p (what ``token_logprobs`` computes), taken from the sampler's own logits
     # so a rollout needs no second forward pass of the policy; None where the sampler did
-    # not record them (``model.generate``, conditioned sampling). Not part of equality.
+    # not record them (``model.generate`` of a decoder-only model, conditioned sampling).
+    # Not part of equality.
     logprobs: list[float] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
@@ -137,12 +144,20 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 
 
 def _sample_hf(model, input_ids, attention, cfg: SamplingConfig, greedy: bool, extra_processors: list, criteria: list,
-               eos_id, pad_id, max_new_tokens: int) -> list[list[int]]:
-    """``model.generate`` on one left-padded batch: each row's generated ids (finished rows
-    are padded with ``pad_id`` after their last token)."""
+               eos_id, pad_id, max_new_tokens: int,
+               logprob_temperature: float | None = None) -> tuple[list[list[int]], list[list[float]] | None]:
+    """``model.generate`` on one padded batch: each row's generated ids (finished rows are
+    padded with ``pad_id`` after their last token) and, when ``logprob_temperature`` is
+    given, each id's log-prob under ``softmax(logits / logprob_temperature)`` from the raw
+    logits ``model.generate`` returns (None otherwise). A decoder-only model's generated ids
+    follow the prompt; an encoder-decoder's follow its decoder start token."""
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
-    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True)
+    from tokenalign.utils.models import is_encoder_decoder
+
+    record = logprob_temperature is not None
+    kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_id, use_cache=True,
+                  return_dict_in_generate=True, output_logits=record)
     if greedy:
         kwargs.update(do_sample=False)
     else:
@@ -154,7 +169,13 @@ def _sample_hf(model, input_ids, attention, cfg: SamplingConfig, greedy: bool, e
     if extra_processors:
         kwargs.update(logits_processor=LogitsProcessorList(extra_processors))
     out = model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-    return out[:, input_ids.shape[1] :].tolist()
+    generated = out.sequences[:, 1 if is_encoder_decoder(model) else input_ids.shape[1] :]
+    if not record:
+        return generated.tolist(), None
+    # One [rows, vocab] tensor of raw logits per step: normalised a step at a time.
+    logprobs = [torch.log_softmax(step.float() / logprob_temperature, dim=-1).gather(-1, generated[:, k : k + 1])
+                for k, step in enumerate(out.logits)]
+    return generated.tolist(), torch.cat(logprobs, dim=1).tolist() if logprobs else [[] for _ in range(len(generated))]
 
 
 # generation_config fields that make ``model.generate`` add logits processors of its own;
@@ -172,7 +193,7 @@ def _can_prune(model) -> bool:
     """Whether ``_sample_pruned`` can sample ``model``: a decoder-only LM that takes position
     ids and a ``DynamicCache`` of plain full-attention layers (rows can be selected), with a
     generation_config that adds no logits processors of its own."""
-    from transformers import DynamicCache, GenerationConfig
+    from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
     from tokenalign.utils.models import forward_parameters
@@ -189,10 +210,17 @@ def _can_prune(model) -> bool:
         return False
     if not layers or any(type(layer) is not DynamicLayer for layer in layers):
         return False
+    return not _generation_extras(model)
+
+
+def _generation_extras(model) -> list[str]:
+    """The ``_GENERATION_EXTRAS`` fields ``model``'s generation_config sets."""
+    from transformers import GenerationConfig
+
     own, default = getattr(model, "generation_config", None), GenerationConfig()
-    if own is not None and any(getattr(own, k, None) != getattr(default, k, None) for k in _GENERATION_EXTRAS):
-        return False
-    return True
+    if own is None:
+        return []
+    return [k for k in _GENERATION_EXTRAS if getattr(own, k, None) != getattr(default, k, None)]
 
 
 def _cache_kwarg(params) -> str | None:
@@ -364,8 +392,13 @@ def generate(
 
     ``conditioning`` (a :class:`tokenalign.policy.conditioning.Conditioning`) samples a
     conditionally trained model from ``<|good|>``; the samples' text and ids are plain.
+    An encoder-decoder ``model`` reads each prompt with its encoder (``Sample.prompt_ids``
+    are the encoder's ids) and writes the completion with its decoder.
     """
     from rich.progress import Progress
+
+    from tokenalign.rollout.batch import left_aligned
+    from tokenalign.utils.models import is_encoder_decoder
 
     cfg = config or SamplingConfig()
     was_training = model.training
@@ -375,6 +408,11 @@ def generate(
     eos_id = tokenizer.eos_token_id
     samples: list[Sample] = []
     can_prune = cfg.prune_finished and _can_prune(model)
+    encoder_decoder = is_encoder_decoder(model)
+    if encoder_decoder and _generation_extras(model):
+        # model.generate applies them (beam search, too): the recorded log-probs do not.
+        log.warning("the model's generation_config sets %s: sampling applies them, its recorded log-probs do not",
+                    ", ".join(_generation_extras(model)))
     torch.manual_seed(cfg.seed)
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("sampling", total=len(prompts))
@@ -390,31 +428,38 @@ def generate(
             for i, e in enumerate(encoded):
                 input_ids[i, width - len(e) :] = torch.tensor(e)
                 attention[i, width - len(e) :] = 1
+            # The ids before the generated ones in the rows stopping criteria see: the prompt,
+            # or an encoder-decoder's decoder start token (its prompt is the encoder's).
+            prefix = width
+            if encoder_decoder:
+                input_ids, attention = left_aligned(input_ids, attention)
+                prefix = 1
             greedy = cfg.greedy or cfg.temperature == 0
             max_new = cfg.max_new_tokens
-            criteria: list = [_StopOnStrings(tokenizer, cfg.stop, width)] if cfg.stop else []
+            criteria: list = [_StopOnStrings(tokenizer, cfg.stop, prefix)] if cfg.stop else []
             extra_processors: list = []
             if conditioning is not None:
                 # Control tokens do not count: the budget is of plain tokens (the raw limit
                 # leaves room for one control token per plain token at most).
                 from tokenalign.utils.models import context_length
 
-                criteria.append(conditioning.stopping_criterion(cfg.max_new_tokens, width))
+                criteria.append(conditioning.stopping_criterion(cfg.max_new_tokens, prefix))
                 context = context_length(model.config)
-                raw_limit = 2 * cfg.max_new_tokens if context is None else min(2 * cfg.max_new_tokens, context - width)
+                raw_limit = 2 * cfg.max_new_tokens if context is None else min(2 * cfg.max_new_tokens, context - prefix)
                 extra_processors.append(conditioning.logits_processor())
                 max_new = max(raw_limit, 1)
-            row_logprobs = None
+            # The policy's own log-probs of what it sampled (plain sampling only: a conditioned
+            # model's distribution is over other ids), recorded by the pruned loop and, for an
+            # encoder-decoder, from model.generate's logits.
+            lp_temperature = None if conditioning is not None else (cfg.temperature if not greedy else 1.0)
             if can_prune:
-                # The policy's own log-probs of what it sampled (plain sampling only: a
-                # conditioned model's distribution is over other ids).
-                lp_temperature = None if conditioning is not None else (cfg.temperature if not greedy else 1.0)
                 rows, row_logprobs = _sample_pruned(model, input_ids.to(device), attention.to(device),
                                                     _processors(cfg, greedy, extra_processors), criteria, greedy, eos_id,
                                                     max_new, lp_temperature)
             else:
-                rows = _sample_hf(model, input_ids.to(device), attention.to(device), cfg, greedy, extra_processors,
-                                  criteria, eos_id, pad_id, max_new)
+                rows, row_logprobs = _sample_hf(model, input_ids.to(device), attention.to(device), cfg, greedy,
+                                                extra_processors, criteria, eos_id, pad_id, max_new,
+                                                lp_temperature if encoder_decoder else None)
             for i, prompt in enumerate(batch):
                 raw = rows[i]
                 if conditioning is None:

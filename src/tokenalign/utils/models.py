@@ -1,19 +1,43 @@
-"""Loading a causal LM and its tokenizer the same way in every command."""
+"""Loading a language model and its tokenizer the same way in every command: a causal LM,
+or a sequence-to-sequence LM (T5, BART) when its config is encoder-decoder."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from tokenalign.errors import TokenalignError
 
-__all__ = ["load_causal_lm", "context_length", "forward_parameters", "fuse_activations", "fused_optimizer_kwargs"]
+__all__ = ["load_causal_lm", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
+           "decoder_start_token_id", "fuse_activations", "fused_optimizer_kwargs"]
+
+
+def lm_auto_class(path: str | Path):
+    """The Auto class that loads the LM at ``path``: ``AutoModelForSeq2SeqLM`` when its config
+    is encoder-decoder, ``AutoModelForCausalLM`` otherwise. A LoRA adapter folder (peft's
+    ``adapter_config.json``, no ``config.json``) is judged by its base model's config; a
+    config that cannot be read here is left to the causal class (and its error message)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    adapter = Path(path) / "adapter_config.json"
+    if not (Path(path) / "config.json").is_file() and adapter.is_file():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        return lm_auto_class(base) if base else AutoModelForCausalLM
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError):
+        return AutoModelForCausalLM
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
 
 
 def load_causal_lm(path: str):
-    """A causal LM (in eval mode) and its tokenizer; pad = EOS when the tokenizer has no pad
-    token. A missing or unreadable model is a one-line error naming it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A language model (in eval mode) and its tokenizer: a causal LM, or a seq2seq LM when
+    its config is encoder-decoder (:func:`lm_auto_class`); pad = EOS when the tokenizer has
+    no pad token. A missing or unreadable model is a one-line error naming it."""
+    from transformers import AutoTokenizer
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = lm_auto_class(path).from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise TokenalignError(f"cannot load model '{path}': {err}") from None
@@ -73,3 +97,24 @@ def fused_optimizer_kwargs(device) -> dict:
     import torch
 
     return {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
+
+def _inner(model):
+    """The model inside a DDP wrapper (``.module``), or ``model`` itself."""
+    return getattr(model, "module", model)
+
+
+def is_encoder_decoder(model) -> bool:
+    """Whether ``model`` (or the model inside a DDP / PEFT wrapper) is an encoder-decoder:
+    the prompt goes to its encoder, the response to its decoder."""
+    return bool(getattr(getattr(_inner(model), "config", None), "is_encoder_decoder", False))
+
+
+def decoder_start_token_id(model) -> int:
+    """The token an encoder-decoder's decoder starts from, as ``model.generate`` picks it:
+    the generation config's, else the model config's."""
+    inner = _inner(model)
+    for source in (getattr(inner, "generation_config", None), getattr(inner, "config", None)):
+        value = getattr(source, "decoder_start_token_id", None)
+        if value is not None:
+            return int(value)
+    raise TokenalignError("an encoder-decoder model needs decoder_start_token_id in its config")
