@@ -7,7 +7,7 @@ import torch
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from tests.conftest import build_tiny_lm
-from tokenalign.utils.models import fuse_activations, fused_optimizer_kwargs
+from tokenalign.utils.kernels import fuse_activations, fused_optimizer_kwargs, use_fp32_training_attention
 
 
 def test_fused_gelu_swap_keeps_the_function(tiny_tokenizer):
@@ -46,3 +46,38 @@ def test_fused_adamw_takes_the_same_step():
         plain.step(), fused.step()
     for p, q in zip(params, twins):
         torch.testing.assert_close(q, p, atol=1e-6, rtol=1e-6)
+
+
+def test_fp32_training_attention_same_function_and_dtype_where_it_should(tiny_tokenizer, monkeypatch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = build_tiny_lm(tiny_tokenizer).eval()
+    fast = copy.deepcopy(model)
+    assert use_fp32_training_attention(fast) == 1 and fast.config._attn_implementation == "tokenalign_sdpa"
+    ids = torch.randint(3, tiny_tokenizer.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding: the mask goes through
+    # fp32 model, no autocast: exactly SDPA.
+    torch.testing.assert_close(fast(ids, attention_mask=mask).logits, model(ids, attention_mask=mask).logits, atol=0, rtol=0)
+
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fast(ids, attention_mask=mask).logits  # a training pass: fp32 attention
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        with torch.no_grad():
+            ref = model(ids, attention_mask=mask).logits  # plain SDPA in bf16
+            fast(ids, attention_mask=mask)  # scoring without gradients: bf16 as before
+        assert set(seen) == {torch.bfloat16}
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in fast.parameters() if p.requires_grad)
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.1, rtol=0.05)  # bf16 rounding apart
+    fast.save_pretrained(tmp_path)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path).config._attn_implementation == "sdpa"  # not saved

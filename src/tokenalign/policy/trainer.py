@@ -48,7 +48,7 @@ from tokenalign.policy.dm_state import DMState as _DMState
 from tokenalign.policy.phf_objectives import phf_objective_loss
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
-from tokenalign.utils.models import fuse_activations, fused_optimizer_kwargs
+from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.io import append_jsonl, atomic_path
 
@@ -124,7 +124,7 @@ class PolicyTrainer:
 
         for model in (policy, ref_policy, value_model):
             if model is not None:
-                fuse_activations(model)
+                use_fast_kernels(model)
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.lr}]
         if value_model is not None:
             groups.append({"params": list(value_model.parameters()), "lr": config.ppo.value_lr or config.lr})

@@ -37,7 +37,7 @@ from tokenalign.rewards.batching import collate_for_reward, pack_shared_prompt, 
 from tokenalign.rewards.losses import plackett_luce_loss, preference_order, token_label_loss
 from tokenalign.rewards.model import TokenRewardModel
 from tokenalign.utils.io import append_jsonl
-from tokenalign.utils.models import fuse_activations, fused_optimizer_kwargs
+from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class RewardLearner:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.model = model
-        fuse_activations(model)
+        use_fast_kernels(model)
         self.max_length = model.fit_length(config.max_length)
         self.step = 0
         self.history: list[dict[str, Any]] = []

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 from tokenalign.errors import TokenalignError
+from tokenalign.utils.kernels import use_fast_kernels
 
 __all__ = ["load_causal_lm", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
-           "decoder_start_token_id", "fuse_activations", "fused_optimizer_kwargs"]
+           "decoder_start_token_id"]
 
 
 def lm_auto_class(path: str | Path):
@@ -43,7 +44,7 @@ def load_causal_lm(path: str):
         raise TokenalignError(f"cannot load model '{path}': {err}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    fuse_activations(model)
+    use_fast_kernels(model)
     return model.eval(), tokenizer
 
 
@@ -72,31 +73,6 @@ def forward_parameters(model) -> set[str]:
         names |= forward_parameters(base())
     return names
 
-
-def fuse_activations(model) -> int:
-    """Swap tanh-approximate GELUs written as Python arithmetic (GPT-2's ``gelu_new``: seven
-    element-wise kernels forward, more backward, each a pass over the MLP's activations) for
-    the same function as one fused kernel (transformers' ``GELUTanh``, ``F.gelu(approximate=
-    "tanh")``; equal within float rounding, ~5e-7). About 12% off the pep8 model's training
-    step on a CPU. The saved config is untouched. Returns how many modules were swapped."""
-    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
-
-    swapped = 0
-    for module in model.modules():
-        for name, child in list(module.named_children()):
-            if type(child) in (NewGELUActivation, FastGELUActivation):
-                setattr(module, name, GELUTanh())
-                swapped += 1
-    return swapped
-
-
-def fused_optimizer_kwargs(device) -> dict:
-    """``{"fused": True}`` where torch has fused Adam/AdamW kernels for ``device`` (CPU and
-    CUDA): one kernel over all parameters instead of a Python loop of element-wise ops per
-    tensor (the pep8 model's AdamW step: 19 ms instead of 74 on a CPU). The same update."""
-    import torch
-
-    return {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
 
 def _inner(model):
     """The model inside a DDP wrapper (``.module``), or ``model`` itself."""

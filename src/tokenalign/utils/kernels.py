@@ -1,0 +1,102 @@
+"""Faster kernels for the same math: what tokenalign swaps into a model before it samples
+or trains, and the optimizer flags it passes.
+
+Each one computes the same function as what it replaces (within float rounding, tested in
+``tests/test_model_utils.py``); the saved model and its config are untouched. Measured on
+the pep8 model on a CPU (``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["use_fast_kernels", "fuse_activations", "use_fp32_training_attention", "fused_optimizer_kwargs",
+           "ATTENTION_NAME"]
+
+# The attention implementation registered with transformers by ``use_fp32_training_attention``.
+ATTENTION_NAME = "tokenalign_sdpa"
+
+
+def use_fast_kernels(model) -> None:
+    """Apply every swap below that fits ``model`` (a causal LM, a seq2seq LM, a value or reward
+    model around one; wrappers included)."""
+    fuse_activations(model)
+    use_fp32_training_attention(model)
+
+
+def fuse_activations(model) -> int:
+    """Swap tanh-approximate GELUs written as Python arithmetic (GPT-2's ``gelu_new``: seven
+    element-wise kernels forward, more backward, each a pass over the MLP's activations) for
+    the same function as one fused kernel (transformers' ``GELUTanh``, ``F.gelu(approximate=
+    "tanh")``; equal within float rounding, ~5e-7). About 12% off the pep8 model's training
+    step on a CPU. The saved config is untouched. Returns how many modules were swapped."""
+    from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if type(child) in (NewGELUActivation, FastGELUActivation):
+                setattr(module, name, GELUTanh())
+                swapped += 1
+    return swapped
+
+
+def fused_optimizer_kwargs(device) -> dict:
+    """``{"fused": True}`` where torch has fused Adam/AdamW kernels for ``device`` (CPU and
+    CUDA): one kernel over all parameters instead of a Python loop of element-wise ops per
+    tensor (the pep8 model's AdamW step: 19 ms instead of 74 on a CPU). The same update."""
+    import torch
+
+    return {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
+
+
+def _attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers' SDPA attention, except that a bf16 training pass on a CPU (gradients on,
+    more than one query) runs in fp32: torch's CPU flash-attention kernel is about twice as
+    fast in fp32 as in bf16 there (forward + backward; 29 vs 57 ms for 16 x 4 heads x 160
+    positions). Decoding (one query) and no-grad scoring stay in bf16, where bf16 is faster."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.device.type == "cpu" and query.dtype == torch.bfloat16 and query.shape[2] > 1 and torch.is_grad_enabled():
+        if attention_mask is not None and attention_mask.is_floating_point():
+            attention_mask = attention_mask.float()
+        with torch.autocast("cpu", enabled=False):  # autocast would cast SDPA's inputs back to bf16
+            out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
+        return out.to(query.dtype), weights
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+@functools.cache
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, _attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)  # masks are built as for SDPA
+
+
+def use_fp32_training_attention(model) -> int:
+    """Switch every transformers model inside ``model`` that uses SDPA attention to
+    :func:`_attention` (SDPA with fp32 training passes on a CPU under bf16 autocast; the
+    same as SDPA everywhere else). Models that cannot switch keep their attention. Not saved
+    with the model (a saved config still says ``sdpa``). Returns how many were switched."""
+    from transformers import PreTrainedModel
+
+    _register_attention()
+    switched = 0
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if not isinstance(module, PreTrainedModel) or getattr(config, "_attn_implementation", None) != "sdpa":
+            continue
+        try:
+            module.set_attn_implementation(ATTENTION_NAME)
+        except (ValueError, ImportError, AttributeError) as err:  # a model without the attention interface
+            log.debug("keeping SDPA attention for %s: %s", type(module).__name__, err)
+            continue
+        switched += 1
+    return switched
