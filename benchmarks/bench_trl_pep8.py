@@ -74,7 +74,7 @@ def _run_trl(kind: str, args, out: Path) -> dict:
     from tokenalign.tasks.pep8.prompts import load_prompts
 
     torch.set_num_threads(args.threads)
-    if kind == "trl-grpo":
+    if kind.startswith("trl-grpo"):
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
     else:
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
@@ -90,6 +90,9 @@ def _run_trl(kind: str, args, out: Path) -> dict:
         learning_rate=args.lr, beta=args.kl_coef, max_steps=args.steps, steps_per_generation=1, num_iterations=1,
         gradient_accumulation_steps=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=args.precision == "bf16",
         seed=args.seed, lr_scheduler_type="constant", warmup_steps=0, shuffle_dataset=False,
+        # TRL's trainers default to gradient checkpointing (less memory, one more forward in
+        # the backward); the "-nockpt" contenders turn it off, as tokenalign runs.
+        gradient_checkpointing=not kind.endswith("-nockpt"),
     )
     trainer = Trainer(model=model, reward_funcs=_pep8_reward(), args=config, train_dataset=Dataset.from_dict({"prompt": prompts}),
                       processing_class=tok)
@@ -146,7 +149,10 @@ def _contender(kind: str, args, out: Path, queue) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench-trl")
-    p.add_argument("--contenders", default="tokenalign-rloo,trl-rloo,trl-grpo")
+    p.add_argument("--contenders", default="tokenalign-rloo,trl-rloo,trl-grpo",
+                   help="comma-separated: tokenalign-rloo, tokenalign-reinforce, tokenalign-reinforce-blame, "
+                        "tokenalign-ppo-blame, trl-grpo, trl-rloo (TRL defaults: gradient checkpointing on), "
+                        "trl-grpo-nockpt, trl-rloo-nockpt (checkpointing off)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--generations", type=int, default=4)

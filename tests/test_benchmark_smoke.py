@@ -139,7 +139,7 @@ def test_bench_reward_throughput_smoke(tmp_path):
 def test_bench_trl_pep8_smoke(tmp_path):
     pytest.importorskip("trl")
     out = tmp_path / "out"
-    kinds = {"tokenalign-reinforce-blame", "trl-rloo", "trl-grpo"}
+    kinds = {"tokenalign-reinforce-blame", "trl-rloo-nockpt", "trl-grpo"}  # TRL with and without checkpointing
     run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(out), "--contenders", ",".join(sorted(kinds))],
               tmp_path)
     report = json.loads((out / "results.json").read_text())
