@@ -38,6 +38,13 @@ class DemoAlign:
     kl_coef: float = 0.05
     entropy_coef: float = 0.0
     reinforce_baseline: str = "mean"
+    # pg only (the other methods fix their own reward handling):
+    reward_to_go: bool = False  # token REINFORCE on Σ_{t'>=t} r_t' instead of r_t
+    normalize: str = "none"  # r_φ's token rewards per rollout batch: none, center or whiten (before the KL penalty)
+    guidance_reuse_rollouts: bool = False  # r_φ also learns from the policy's rollouts since its last round
+    guidance_epochs: int = 2
+    guidance_lr: float = 1e-4
+    guidance_aggregator: str = "avg"  # sum, avg, softmax or softmin (SPEC 1.2)
 
 
 def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool):
@@ -50,14 +57,17 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
         "relearn_every": cfg.relearn_every,
         "policy": {
             "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr, "kl_coef": cfg.kl_coef,
-            "entropy_coef": cfg.entropy_coef, "reinforce_baseline": cfg.reinforce_baseline,
+            "entropy_coef": cfg.entropy_coef, "reinforce_baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go,
+            "reward": {"source": "token_model", "placement": "token", "token_model": "(learned by the loop)",
+                       "normalize": cfg.normalize},
             "prompts_per_iteration": cfg.prompts_per_iteration, "samples_per_prompt": cfg.samples_per_prompt,
             "sampling": {"max_new_tokens": max_new_tokens}, "seed": seed,
             "eval": {"every": cfg.iterations, "prompts": eval_prompts, "max_new_tokens": max_new_tokens},
         },
-        "guidance": {"prompts": cfg.guidance_prompts,
+        "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts,
                      "head": {"hidden_size": 64 if quick else 2048},
-                     "learn": {"epochs": 2, "lr": 1e-4, "max_length": 256, "batch_size": 8}},
+                     "learn": {"epochs": cfg.guidance_epochs, "lr": cfg.guidance_lr, "max_length": 256, "batch_size": 8,
+                               "aggregator": cfg.guidance_aggregator}},
     })
 
 

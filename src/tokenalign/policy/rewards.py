@@ -140,12 +140,35 @@ class TokenModelReward:
 
     The sequence score is the aggregate of the token rewards (``sum`` or ``avg``), which is
     what ``sequence`` placement uses; ``text_fn`` as in :class:`ScorerReward`.
+
+    ``normalize`` standardises the token rewards over each call's batch (all scored tokens
+    of all samples) before they are scaled and placed: ``center`` subtracts their mean,
+    ``whiten`` also divides by their standard deviation. A preference-learned reward is
+    only defined up to a shift (Plackett-Luce sees differences), and its scale is whatever
+    the learning reached (bounded rewards of a young r_φ vary by ~1e-2 around 0.55): after
+    ``whiten`` the token rewards have unit scale, so a KL coefficient means the same as with
+    any other unit-scale reward. Policy tokens past the scored text (a cut last line) get 0,
+    the batch mean. Sequence scores stay the raw aggregates (what the model says).
     """
 
     def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg"] = "sum",
-                 scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32) -> None:
+                 scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32,
+                 normalize: Literal["none", "center", "whiten"] = "none") -> None:
+        if normalize not in ("none", "center", "whiten"):
+            raise ValueError(f"normalize must be none, center or whiten, not {normalize!r}")
         self.model, self.tokenizer, self.policy_tokenizer = model, tokenizer, policy_tokenizer
         self.aggregate, self.scale, self.text_fn, self.batch_size = aggregate, scale, text_fn, batch_size
+        self.normalize = normalize
+
+    def _normalizer(self, scored) -> tuple[float, float]:
+        """(shift, divisor) of this batch's token rewards."""
+        values = torch.tensor([v for tr in scored for v in tr.rewards], dtype=torch.float64)
+        if self.normalize == "none" or not len(values):
+            return 0.0, 1.0
+        shift = float(values.mean())
+        if self.normalize == "center" or len(values) < 2:
+            return shift, 1.0
+        return shift, max(float(values.std()), 1e-8)
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
         from tokenalign.rewards.scoring import score_tokens
@@ -153,9 +176,11 @@ class TokenModelReward:
         texts = [self.text_fn(s.completion, s.finished) if self.text_fn else s.completion for s in samples]
         scored = score_tokens(self.model, self.tokenizer, [s.prompt for s in samples], texts, batch_size=self.batch_size)
         token_rewards, scores = [], []
+        shift, div = self._normalizer(scored)
         for s, text, tr in zip(samples, texts, scored):
             spans = response_char_spans(self.policy_tokenizer, s.generated_ids, text_length=len(text))
-            values = [self.scale * v for v in spans_to_tokens(tr.spans, tr.rewards, spans)]
+            normed = [(v - shift) / div for v in tr.rewards]
+            values = [self.scale * v for v in spans_to_tokens(tr.spans, normed, spans)]
             token_rewards.append(values)
             total = sum(self.scale * v for v in tr.rewards)
             scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
