@@ -26,8 +26,11 @@ def _fake_scores(monkeypatch, rewards_by_text):
         for r in responses:
             ids = tokenizer(r, add_special_tokens=False)["input_ids"]
             values = rewards_by_text[r]
+            spans = response_char_spans(tokenizer, ids, text_length=len(r))
+            if len(values) == len(ids) + 1:  # an end token: empty span at the end
+                ids, spans = ids + [tokenizer.eos_token_id], spans + [(len(r), len(r))]
             assert len(values) == len(ids)
-            out.append(TokenRewards(r, ids, response_char_spans(tokenizer, ids, text_length=len(r)), list(values)))
+            out.append(TokenRewards(r, ids, spans, list(values)))
         return out
 
     monkeypatch.setattr(scoring, "score_tokens", fake)
@@ -131,3 +134,36 @@ def test_rollout_ranker_records_lists_and_never_feeds_the_preference_to_the_poli
     assert row["scores"][0] > row["scores"][1] == -1.0
     lbar = (3 + n_bad) / 2
     assert row["guidance_scores"] == pytest.approx([lbar * 0.5, lbar * 1.0])
+
+
+def test_end_token_reward_lands_on_the_token_that_ends_the_scored_text(monkeypatch):
+    """r_φ with an end token: the end's reward goes to the policy token holding the scored
+    text's last character (a cut sample: the newline of its last complete line), or, for an
+    empty text, to the last generated token."""
+    from types import SimpleNamespace
+
+    from tokenalign.policy.rewards import TokenModelReward
+    from tokenalign.rollout.generate import Sample
+    from tokenalign.tasks.pep8 import complete_lines, load_tokenizer
+
+    tok = load_tokenizer()
+    prompt_ids = tok("def f(x):\n", add_special_tokens=False)["input_ids"]
+    full = "    pass\n    return x"  # cut mid-line: scored text "    pass\n" (3 tokens)
+    ids = tok(full, add_special_tokens=False)["input_ids"]
+    cut = Sample("def f(x):\n", full, ids, False, ids, prompt_ids)
+    stop_ids = tok("\n\n\n", add_special_tokens=False)["input_ids"]
+    empty = Sample("def f(x):\n", "", stop_ids, True, stop_ids, prompt_ids)
+    _fake_scores(monkeypatch, {"    pass\n": [1.0, 2.0, 3.0, -5.0], "": [-7.0]})
+    model = SimpleNamespace(head_config=SimpleNamespace(end_token=True))
+    out = TokenModelReward(model, tok, tok, "sum", text_fn=complete_lines)([cut, empty])
+    assert out.token_rewards[0][:3] == pytest.approx([1.0, 2.0, 3.0 - 5.0])
+    assert out.token_rewards[0][3:] == [0.0] * (len(ids) - 3)
+    assert out.token_rewards[1] == pytest.approx([0.0] * (len(stop_ids) - 1) + [-7.0])
+    assert out.scores == pytest.approx([1.0, -7.0])
+
+
+def test_group_lists_keeps_empty_responses_when_r_phi_reads_an_end_token():
+    from tokenalign.policy.align import _group_lists
+
+    lists = _group_lists(["p", "p"], ["a", ""], [-0.1, -1.0], 2, keep_empty=True)
+    assert len(lists) == 1 and lists[0][0].responses == ("a", "") and lists[0][1] == [0, 1]

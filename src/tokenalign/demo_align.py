@@ -45,6 +45,7 @@ class DemoAlign:
     guidance_epochs: int = 2
     guidance_lr: float = 1e-4
     guidance_aggregator: str = "avg"  # sum, avg, softmax or softmin (SPEC 1.2)
+    guidance_end_token: bool = False  # r_φ reads an end-of-response token (sees how a response ends)
 
 
 def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool):
@@ -65,7 +66,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
             "eval": {"every": cfg.iterations, "prompts": eval_prompts, "max_new_tokens": max_new_tokens},
         },
         "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts,
-                     "head": {"hidden_size": 64 if quick else 2048},
+                     "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token},
                      "learn": {"epochs": cfg.guidance_epochs, "lr": cfg.guidance_lr, "max_length": 256, "batch_size": 8,
                                "aggregator": cfg.guidance_aggregator}},
     })

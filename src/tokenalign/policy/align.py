@@ -81,27 +81,29 @@ class AlignConfig:
 
 
 def _group_lists(prompts: list[str], texts: list[str], preferences: list[float], k: int,
-                 extra: list | None = None) -> list[tuple[Any, list[int]]]:
+                 keep_empty: bool = False) -> list[tuple[Any, list[int]]]:
     """Ranked lists of K consecutive samples per prompt: ``(RankedExample, kept indices)``.
 
-    Empty responses are left out (no token to carry a reward); a list needs two responses
-    that are not all tied (all tied: no preference signal)."""
+    Empty responses are left out (no token to carry a reward) unless ``keep_empty`` (r_φ
+    reads an end token: every response has one); a list needs two responses that are not
+    all tied (all tied: no preference signal)."""
     from tokenalign.rewards.learn import RankedExample
 
     out = []
     for i in range(len(texts) // k):
-        keep = [i * k + j for j in range(k) if texts[i * k + j].strip()]
+        keep = [i * k + j for j in range(k) if keep_empty or texts[i * k + j].strip()]
         if len(keep) >= 2 and len({preferences[j] for j in keep}) > 1:
             out.append((RankedExample(prompts[i * k], tuple(texts[j] for j in keep),
                                       tuple(preferences[j] for j in keep)), keep))
     return out
 
 
-def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int):
+def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int, keep_empty: bool = False):
     samples = trainer.sample([p for p in prompts for _ in range(k)], seed)
     texts = [text_fn(s.completion, s.finished) for s in samples]
     results = scorer.score(texts, [s.prompt for s in samples])
-    lists = [ex for ex, _ in _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], k)]
+    lists = [ex for ex, _ in _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], k,
+                                          keep_empty)]
     mean = sum(r.misalignment for r in results) / max(len(results), 1)
     return lists, mean
 
@@ -128,7 +130,8 @@ class _RolloutRanker:
         out = self.inner(samples)
         texts = [self.text_fn(s.completion, s.finished) for s in samples]
         results = self.scorer.score(texts, [s.prompt for s in samples])
-        lists = _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], self.k)
+        keep_empty = bool(getattr(getattr(self.inner.model, "head_config", None), "end_token", False))
+        lists = _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], self.k, keep_empty)
         for ex, keep in lists:
             seq = _sequence_scores([out.details[j].rewards for j in keep], self.aggregator, self.beta)
             append_jsonl(self.path, {"iteration": self.trainer.iteration, "prompt": ex.prompt, "responses": list(ex.responses),
@@ -233,7 +236,8 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             prompts = [train_prompts[(start + j) % len(train_prompts)] for j in range(cfg.guidance.prompts)]
             lists, mean = ([], float("nan"))
             if cfg.guidance.prompts:
-                lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it)
+                lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it,
+                                            keep_empty=rm.head_config.end_token)
             # r_φ in use since the previous round, on the rollouts it scored (never trained on)
             since = [row for row in _read_rows(rollout_lists) if it - cfg.relearn_every <= row["iteration"] < it]
             heldout, pairs = pair_accuracy(since)

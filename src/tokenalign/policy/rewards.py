@@ -149,6 +149,10 @@ class TokenModelReward:
     ``whiten`` the token rewards have unit scale, so a KL coefficient means the same as with
     any other unit-scale reward. Policy tokens past the scored text (a cut last line) get 0,
     the batch mean. Sequence scores stay the raw aggregates (what the model says).
+
+    A model that reads an end-of-response token (``head.end_token``) puts that token's
+    reward on the policy token holding the scored text's last character (for an empty
+    text, on the last generated token).
     """
 
     def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg"] = "sum",
@@ -177,10 +181,23 @@ class TokenModelReward:
         scored = score_tokens(self.model, self.tokenizer, [s.prompt for s in samples], texts, batch_size=self.batch_size)
         token_rewards, scores = [], []
         shift, div = self._normalizer(scored)
+        end_token = bool(getattr(getattr(self.model, "head_config", None), "end_token", False))
         for s, text, tr in zip(samples, texts, scored):
             spans = response_char_spans(self.policy_tokenizer, s.generated_ids, text_length=len(text))
             normed = [(v - shift) / div for v in tr.rewards]
-            values = [self.scale * v for v in spans_to_tokens(tr.spans, normed, spans)]
+            if end_token and normed:
+                # the end-of-response token's reward lands on the policy token that ended the
+                # scored text (the one holding its last character; for an empty text, the last
+                # generated token: what stopped the sample)
+                *normed, at_end = normed
+                values = spans_to_tokens(tr.spans[: len(normed)], normed, spans)
+                if values:
+                    last = spans_to_tokens([(len(text) - 1, len(text))], [1.0], spans) if text else [0.0]
+                    j = last.index(1.0) if 1.0 in last else len(values) - 1
+                    values[j] += at_end
+            else:
+                values = spans_to_tokens(tr.spans, normed, spans)
+            values = [self.scale * v for v in values]
             token_rewards.append(values)
             total = sum(self.scale * v for v in tr.rewards)
             scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
