@@ -36,7 +36,7 @@ def _fake_scores(monkeypatch, rewards_by_text):
     monkeypatch.setattr(scoring, "score_tokens", fake)
 
 
-@pytest.mark.parametrize("normalize", ["none", "center", "whiten"])
+@pytest.mark.parametrize("normalize", ["none", "center", "whiten", "sequence"])
 def test_token_model_reward_normalize_by_hand(monkeypatch, normalize):
     from tokenalign.policy.rewards import TokenModelReward
     from tokenalign.tasks.pep8 import load_tokenizer
@@ -48,6 +48,9 @@ def test_token_model_reward_normalize_by_hand(monkeypatch, normalize):
     # the 7 values: mean 0.5; squared deviations sum to 0.16, unbiased variance 0.16 / 6
     shift = 0.0 if normalize == "none" else 0.5
     div = math.sqrt(0.16 / 6) if normalize == "whiten" else 1.0
+    if normalize == "sequence":
+        # centred sums: 1.8 - 1.5 = 0.3 and 1.7 - 2.0 = -0.3; their std (unbiased) is sqrt(0.18)
+        div = math.sqrt(0.18)
     assert out.token_rewards[0] == pytest.approx([(v - shift) / div for v in (0.5, 0.7, 0.6)])
     assert out.token_rewards[1] == pytest.approx([(v - shift) / div for v in (0.2, 0.5, 0.4, 0.6)])
     assert out.scores == pytest.approx([1.8, 1.7])  # sequence scores stay the raw aggregates

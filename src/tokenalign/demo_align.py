@@ -40,7 +40,7 @@ class DemoAlign:
     reinforce_baseline: str = "mean"
     # pg only (the other methods fix their own reward handling):
     reward_to_go: bool = False  # token REINFORCE on Σ_{t'>=t} r_t' instead of r_t
-    normalize: str = "none"  # r_φ's token rewards per rollout batch: none, center or whiten (before the KL penalty)
+    normalize: str = "none"  # r_φ's token rewards per rollout batch: none, center, whiten or sequence (before the KL penalty)
     guidance_reuse_rollouts: bool = False  # r_φ also learns from the policy's rollouts since its last round
     guidance_epochs: int = 2
     guidance_lr: float = 1e-4

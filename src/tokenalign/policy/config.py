@@ -47,8 +47,9 @@ class RewardSettings:
     scale: float = 1.0
     plus_scorer: float = 0.0  # token_model: also add this weight x the task scorer's sequence reward on the last token
     # token_model: standardise the token rewards over each rollout batch before the KL penalty
-    # ("center": minus their mean; "whiten": also divided by their std, so they have unit scale)
-    normalize: Literal["none", "center", "whiten"] = "none"
+    # ("center": minus their mean; "whiten": also divided by their std, so tokens have unit scale;
+    # "sequence": centred, divided by the std of the samples' sums, so a sample's total has unit scale)
+    normalize: Literal["none", "center", "whiten", "sequence"] = "none"
 
 
 @dataclasses.dataclass

@@ -143,12 +143,17 @@ class TokenModelReward:
 
     ``normalize`` standardises the token rewards over each call's batch (all scored tokens
     of all samples) before they are scaled and placed: ``center`` subtracts their mean,
-    ``whiten`` also divides by their standard deviation. A preference-learned reward is
-    only defined up to a shift (Plackett-Luce sees differences), and its scale is whatever
-    the learning reached (bounded rewards of a young r_φ vary by ~1e-2 around 0.55): after
-    ``whiten`` the token rewards have unit scale, so a KL coefficient means the same as with
-    any other unit-scale reward. Policy tokens past the scored text (a cut last line) get 0,
-    the batch mean. Sequence scores stay the raw aggregates (what the model says).
+    ``whiten`` also divides by their standard deviation, ``sequence`` instead divides the
+    centred rewards by the standard deviation of the samples' *sums* of them. A
+    preference-learned reward is only defined up to a shift (Plackett-Luce sees
+    differences), and its scale is whatever the learning reached (bounded rewards of a
+    young r_φ vary by ~1e-2 around 0.55). After ``sequence`` a sample's total reward has
+    unit scale, like a sequence score, so a per-token KL coefficient means what it means
+    with unit-scale sequence rewards; ``whiten`` gives every *token* unit scale, and since
+    r_φ's rewards are strongly correlated within a sample (much of it is a per-sample
+    level), sums of them then reach tens and dwarf such a KL penalty. Policy tokens past the
+    scored text (a cut last line) get 0, the batch mean. Sequence scores stay the raw
+    aggregates (what the model says).
 
     A model that reads an end-of-response token (``head.end_token``) puts that token's
     reward on the policy token holding the scored text's last character (for an empty
@@ -157,9 +162,9 @@ class TokenModelReward:
 
     def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg"] = "sum",
                  scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32,
-                 normalize: Literal["none", "center", "whiten"] = "none") -> None:
-        if normalize not in ("none", "center", "whiten"):
-            raise ValueError(f"normalize must be none, center or whiten, not {normalize!r}")
+                 normalize: Literal["none", "center", "whiten", "sequence"] = "none") -> None:
+        if normalize not in ("none", "center", "whiten", "sequence"):
+            raise ValueError(f"normalize must be none, center, whiten or sequence, not {normalize!r}")
         self.model, self.tokenizer, self.policy_tokenizer = model, tokenizer, policy_tokenizer
         self.aggregate, self.scale, self.text_fn, self.batch_size = aggregate, scale, text_fn, batch_size
         self.normalize = normalize
@@ -172,6 +177,9 @@ class TokenModelReward:
         shift = float(values.mean())
         if self.normalize == "center" or len(values) < 2:
             return shift, 1.0
+        if self.normalize == "sequence":
+            sums = torch.tensor([sum(v - shift for v in tr.rewards) for tr in scored], dtype=torch.float64)
+            return shift, max(float(sums.std()), 1e-8) if len(sums) > 1 else 1.0
         return shift, max(float(values.std()), 1e-8)
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
