@@ -170,3 +170,16 @@ def test_group_lists_keeps_empty_responses_when_r_phi_reads_an_end_token():
 
     lists = _group_lists(["p", "p"], ["a", ""], [-0.1, -1.0], 2, keep_empty=True)
     assert len(lists) == 1 and lists[0][0].responses == ("a", "") and lists[0][1] == [0, 1]
+
+
+def test_normalize_does_not_blow_up_a_constant_reward(monkeypatch):
+    """An untrained r_φ is constant up to rounding: centring leaves ~0, nothing is scaled up."""
+    from tokenalign.policy.rewards import TokenModelReward
+    from tokenalign.tasks.pep8 import load_tokenizer
+
+    tok = load_tokenizer()
+    a, b = "    pass\n", "    return x\n"
+    _fake_scores(monkeypatch, {a: [0.549] * 3, b: [0.549, 0.549, 0.549, 0.549 + 1e-9]})
+    for how in ("whiten", "sequence"):
+        out = TokenModelReward(None, tok, tok, "sum", normalize=how)([_sample(tok, a), _sample(tok, b)])
+        assert max(abs(v) for row in out.token_rewards for v in row) < 1e-8

@@ -26,7 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tokenalign.errors import ConfigError, TokenalignError
+from tokenalign.errors import ConfigError
 from tokenalign.policy.config import RewardSettings, TrainConfig
 from tokenalign.rewards.learn import RewardLearnConfig
 from tokenalign.rewards.model import TokenRewardHeadConfig
@@ -245,14 +245,16 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
                 from tokenalign.rewards.learn import RankedExample
 
                 lists += [RankedExample(row["prompt"], tuple(row["responses"]), tuple(row["scores"])) for row in since]
-            if not lists:
-                raise TokenalignError(f"guidance round at iteration {it}: no ranked list with a preference "
-                                      "(every list was tied or empty); sample more prompts (guidance.prompts)")
-            # One mixed-precision setting per process (accelerate's state is shared): the policy's.
-            learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
-                                            mixed_precision=pcfg.mixed_precision)
-            learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
-            history = learner.fit(lists)
+            history = []
+            if lists:
+                # One mixed-precision setting per process (accelerate's state is shared): the policy's.
+                learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
+                                                mixed_precision=pcfg.mixed_precision)
+                learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
+                history = learner.fit(lists)
+            else:  # a tiny run can draw only ties: keep r_φ as it is rather than fail the run
+                log.warning("guidance round at iteration %d: no ranked list with a preference (all tied or empty); "
+                            "r_φ is kept as it is (sample more prompts: guidance.prompts)", it)
             rm.eval().requires_grad_(False)
             with atomic_path(round_dir) as tmp:
                 rm.save_pretrained(tmp, tokenizer=trainer.tokenizer)

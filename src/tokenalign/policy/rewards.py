@@ -179,8 +179,11 @@ class TokenModelReward:
             return shift, 1.0
         if self.normalize == "sequence":
             sums = torch.tensor([sum(v - shift for v in tr.rewards) for tr in scored], dtype=torch.float64)
-            return shift, max(float(sums.std()), 1e-8) if len(sums) > 1 else 1.0
-        return shift, max(float(values.std()), 1e-8)
+            spread = float(sums.std()) if len(sums) > 1 else 0.0
+        else:
+            spread = float(values.std())
+        # no spread (an untrained r_φ is constant up to rounding): nothing to scale up
+        return shift, spread if spread > 1e-6 else 1.0
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
         from tokenalign.rewards.scoring import score_tokens
