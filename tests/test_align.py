@@ -33,3 +33,8 @@ def test_align_loop_smoke(tmp_path):
     assert (out / "model" / "model.safetensors").is_file() and (out / "report.html").is_file()
     guidance = [json.loads(x) for x in (out / "guidance.jsonl").read_text().splitlines()]
     assert [g["iteration"] for g in guidance] == [0, 2]
+    # r_φ's ranking accuracy on rollouts it never trained on (nan when no strict pair)
+    lists = [json.loads(x) for x in (out / "rollout_lists.jsonl").read_text().splitlines()]
+    assert all(0 <= r["iteration"] < 4 and len(r["guidance_scores"]) == len(r["responses"]) for r in lists)
+    assert summary["guidance_heldout_pairs"] >= (1 if lists else 0)
+    assert "previous_heldout_accuracy" in guidance[1]

@@ -116,3 +116,30 @@ def test_yaml_no_is_still_a_literal_choice():
         mixed_precision: Literal["auto", "no", "bf16"] = "auto"
 
     assert load_config(Precision, None, ["mixed_precision=no"]).mixed_precision == "no"
+
+
+@dataclasses.dataclass
+class OuterWithOwnDefault:
+    # the field's default differs from Inner's own defaults
+    inner: Inner = dataclasses.field(default_factory=lambda: Inner(lr=3e-4, mode="sum"))
+
+
+def test_a_section_given_in_part_keeps_the_fields_own_default():
+    # Regression: a partial section used to start from Inner() (lr 1e-5, mode avg), dropping
+    # the field's default_factory values; `tokenalign align --set policy.iterations=N` (and the
+    # demo's PG loop) thereby ran sequence-placed rewards instead of PG's token guidance.
+    cfg = from_dict(OuterWithOwnDefault, {"inner": {"steps": 3}})
+    assert cfg.inner == Inner(lr=3e-4, steps=3, mode="sum")
+    assert from_dict(OuterWithOwnDefault, {}).inner == Inner(lr=3e-4, mode="sum")
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        from_dict(OuterWithOwnDefault, {"inner": {"lr": -1}})
+
+
+def test_align_config_in_part_keeps_pg_policy_defaults():
+    from tokenalign.policy.align import AlignConfig
+
+    cfg = from_dict(AlignConfig, {"policy": {"iterations": 7}, "guidance": {"learn": {"epochs": 3}}})
+    assert cfg.policy.iterations == 7 and cfg.policy.objective == "reinforce"
+    assert cfg.policy.reward.source == "token_model" and cfg.policy.reward.placement == "token"
+    assert cfg.policy.entropy_coef == 0.125 and cfg.policy.kl_coef == 0.0
+    assert cfg.guidance.learn.epochs == 3 and cfg.guidance.learn.lr == 1e-4

@@ -100,3 +100,30 @@ def test_demo_quick_writes_a_report(tmp_path):
     for line in (out / "ranked.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert len(row["responses"]) == len(row["scores"]) >= 2
+
+
+def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
+    """The demo's PG loop: r_φ's rewards on the tokens (not sequence-placed, as a config bug
+    once made them), its settings and held-out ranking accuracy in the report."""
+    from tokenalign.cli import main
+    from tokenalign.config import from_dict
+    from tokenalign.demo_align import DemoAlign, align_config
+    from tokenalign.policy.align import AlignConfig
+
+    acfg = align_config(DemoAlign(method="pg"), tmp_path / "x", "", 4, 48, 0, True)
+    assert acfg.policy.reward.source == "token_model" and acfg.policy.reward.placement == "token"
+    assert acfg.policy.kl_coef == DemoAlign().pg_kl_coef and acfg.policy.reward.normalize == "sequence"
+    assert acfg.guidance.reuse_rollouts and acfg.guidance.head.end_token and acfg.policy.reward_to_go
+    assert align_config(DemoAlign(method="rloo"), tmp_path / "x", "", 4, 48, 0, True).policy.kl_coef == DemoAlign().kl_coef
+    saved = from_dict(AlignConfig, {"policy": {"iterations": 2}})  # a section in part keeps PG's defaults
+    assert saved.policy.reward.placement == "token"
+
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--set", "align.method=pg"]) == 0
+    out = tmp_path / "demo"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8
+    assert "align_guidance_heldout_accuracy" in summary
+    report = (out / "report.html").read_text()
+    assert "Alignment: a short PG loop" in report and "What the learned guidance" in report
+    assert "scores never reach the policy" in report
+    assert (out / "align" / "rollout_lists.jsonl").is_file() and (out / "align" / "model" / "model.safetensors").is_file()

@@ -177,3 +177,33 @@ def test_gradient_checkpointing_on_a_backbone_without_it_is_a_config_error(tiny_
     learner = RewardLearner(model, tiny_tokenizer, RewardLearnConfig(mixed_precision="no", gradient_checkpointing=True))
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         learner.fit(ranked_examples())
+
+
+def test_end_token_is_read_in_learning_and_in_use_alike(tiny_tokenizer):
+    """head.end_token: the EOS follows every response — in the learner's cached ids, in
+    encode_for_reward and so in score_tokens — with an empty span at the text's end; the
+    learner's packed rewards equal score_tokens', the end token's included; an empty
+    response has exactly one token (the end) and a defined score."""
+    from tokenalign.rewards.scoring import score_tokens
+
+    model = tiny_model(len(tiny_tokenizer)).eval()
+    model.head_config.end_token = True
+    eos = tiny_tokenizer.eos_token_id
+    assert model.end_token_id(tiny_tokenizer) == eos
+    p_ids, r_ids, offsets = tokenize_for_reward(tiny_tokenizer, ["x = ", "y = "], ["1 + 2\n", ""], end_token_id=eos)
+    assert r_ids[0][-1] == eos and r_ids[0][:-1] == tiny_tokenizer("1 + 2\n", add_special_tokens=False)["input_ids"]
+    assert r_ids[1] == [eos] and offsets[1] == [(0, 0)] and offsets[0][-1] == (6, 6)
+    learner = RewardLearner(model, tiny_tokenizer, RewardLearnConfig(mixed_precision="no", max_length=40))
+    examples = [RankedExample("x = ", ("1 + 2\n", "", "3\n"), (1.0, 0.0, 0.5))]
+    tokens = learner.tokenize(examples)
+    assert [list(r) for r in tokens[0].responses] == [
+        tiny_tokenizer(r, add_special_tokens=False)["input_ids"] + [eos] for r in examples[0].responses]
+    scored = score_tokens(model, tiny_tokenizer, ["x = "] * 3, list(examples[0].responses), max_length=40)
+    assert [len(t.rewards) for t in scored] == [len(r) for r in tokens[0].responses]
+    packed = pack_shared_prompt([(t.prompt, t.responses) for t in tokens], pad_id=tiny_tokenizer.pad_token_id,
+                                max_length=40, mask_format="bool")
+    with torch.no_grad():
+        dense = model(**packed.model_inputs()).reshape(-1)[packed.token_index]
+    for j, t in enumerate(scored):
+        torch.testing.assert_close(dense[0, j][packed.token_mask[0, j]], torch.tensor(t.rewards), atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(learner.ranked_loss(examples, tokens=tokens))

@@ -119,8 +119,20 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: cannot use {value!r} as {_type_name(tp)}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "", base: T | None = None) -> T:
     """Build the dataclass ``cls`` from ``data``; missing keys keep their defaults.
+
+    A missing key keeps the *field's* default, also inside a nested section given in part:
+    ``{"policy": {"iterations": 10}}`` changes only ``iterations`` of the ``policy`` field's
+    own default (its ``default_factory``, which may differ from the nested class's
+    defaults), not of a fresh ``TrainConfig()``. ``base``: the instance whose values the
+    missing keys keep (default: the class's defaults).
 
     Raises :class:`ConfigError` on unknown keys (with the close matches) and wrong types.
     Each dataclass may define ``validate(self)`` to check values; it is called here.
@@ -141,8 +153,15 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _convert(value, hints[name], key)
-    obj = cls(**kwargs)
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            # a section given in part: the other keys keep this field's own default
+            nested_base = getattr(base, name) if base is not None else _field_default(fields[name])
+            if isinstance(nested_base, tp):
+                kwargs[name] = from_dict(tp, value, prefix=key, base=nested_base)
+                continue
+        kwargs[name] = _convert(value, tp, key)
+    obj = dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         try:

@@ -10,7 +10,11 @@
    re-learns during the first half of training only).
 
 The run folder holds the policy trainer's files (metrics.jsonl, checkpoint/, model/,
-report.html) plus guidance/round-NNN/ (each r_φ) and guidance.jsonl (its fit metrics).
+report.html) plus guidance/round-NNN/ (each r_φ), guidance.jsonl (its fit metrics, and the
+previous r_φ's ranking accuracy on the rollouts it scored since its round) and
+rollout_lists.jsonl (every rollout's prompts ranked by the preference source, with r_φ's
+sequence scores of them: r_φ's held-out ranking accuracy, and its next round's data with
+``guidance.reuse_rollouts``).
 A killed run resumes from the policy checkpoint and the latest guidance model.
 """
 
@@ -44,6 +48,10 @@ class GuidanceSettings:
     head: TokenRewardHeadConfig = dataclasses.field(default_factory=TokenRewardHeadConfig)
     learn: RewardLearnConfig = dataclasses.field(default_factory=lambda: RewardLearnConfig(epochs=2, lr=1e-4, aggregator="avg"))
     prompts: int = 64  # prompts sampled (K each, K = policy.samples_per_prompt) per re-learning
+    # Also learn from the policy's own rollouts since the previous round: each rollout prompt's
+    # K samples, ranked by the same preference source (they are K samples of the policy per
+    # prompt, as step 1 asks, already drawn; ranking them costs only the scorer)
+    reuse_rollouts: bool = False
     backbone: str = ""  # r_φ's initial backbone; "" = the policy's initialisation
 
 
@@ -72,20 +80,104 @@ class AlignConfig:
         return self.relearn_until or self.policy.iterations // 2
 
 
-def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int):
+def _group_lists(prompts: list[str], texts: list[str], preferences: list[float], k: int,
+                 keep_empty: bool = False) -> list[tuple[Any, list[int]]]:
+    """Ranked lists of K consecutive samples per prompt: ``(RankedExample, kept indices)``.
+
+    Empty responses are left out (no token to carry a reward) unless ``keep_empty`` (r_φ
+    reads an end token: every response has one); a list needs two responses that are not
+    all tied (all tied: no preference signal)."""
     from tokenalign.rewards.learn import RankedExample
 
+    out = []
+    for i in range(len(texts) // k):
+        keep = [i * k + j for j in range(k) if keep_empty or texts[i * k + j].strip()]
+        if len(keep) >= 2 and len({preferences[j] for j in keep}) > 1:
+            out.append((RankedExample(prompts[i * k], tuple(texts[j] for j in keep),
+                                      tuple(preferences[j] for j in keep)), keep))
+    return out
+
+
+def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int, keep_empty: bool = False):
     samples = trainer.sample([p for p in prompts for _ in range(k)], seed)
     texts = [text_fn(s.completion, s.finished) for s in samples]
     results = scorer.score(texts, [s.prompt for s in samples])
-    lists = []
-    for i, prompt in enumerate(prompts):
-        group = [(texts[i * k + j], -results[i * k + j].misalignment) for j in range(k)]
-        group = [(t, s) for t, s in group if t.strip()]  # an empty response has no token to blame
-        if len(group) >= 2 and len({s for _, s in group}) > 1:  # all tied: no preference signal
-            lists.append(RankedExample(prompt, tuple(t for t, _ in group), tuple(s for _, s in group)))
+    lists = [ex for ex, _ in _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], k,
+                                          keep_empty)]
     mean = sum(r.misalignment for r in results) / max(len(results), 1)
     return lists, mean
+
+
+class _RolloutRanker:
+    """The policy's reward source (r_φ), which also ranks each rollout with the preference
+    source, for r_φ's next round and to measure r_φ on samples it never saw.
+
+    The preference scores never reach the policy: the rewards returned are r_φ's alone
+    (the scorer's results only ride along as ``details``, for the logged
+    ``train_misalignment``). Each rollout's lists are appended to ``path`` with the
+    iteration and r_φ's own sequence scores of them (aggregated as in learning), so a
+    resumed run has them and held-out ranking accuracy can be computed afterwards.
+    """
+
+    def __init__(self, inner, scorer, text_fn, k: int, path: Path, trainer, aggregator: str, beta: float) -> None:
+        self.inner, self.scorer, self.text_fn, self.k, self.path = inner, scorer, text_fn, k, path
+        self.trainer, self.aggregator, self.beta = trainer, aggregator, beta
+
+    def __call__(self, samples):
+        from tokenalign.policy.rewards import RewardOutput
+        from tokenalign.utils.io import append_jsonl
+
+        out = self.inner(samples)
+        texts = [self.text_fn(s.completion, s.finished) for s in samples]
+        results = self.scorer.score(texts, [s.prompt for s in samples])
+        keep_empty = bool(getattr(getattr(self.inner.model, "head_config", None), "end_token", False))
+        lists = _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], self.k, keep_empty)
+        for ex, keep in lists:
+            seq = _sequence_scores([out.details[j].rewards for j in keep], self.aggregator, self.beta)
+            append_jsonl(self.path, {"iteration": self.trainer.iteration, "prompt": ex.prompt, "responses": list(ex.responses),
+                                     "scores": list(ex.scores), "guidance_scores": seq})
+        return RewardOutput(out.scores, out.token_rewards, list(results))
+
+
+def _sequence_scores(token_rewards: list[list[float]], aggregator: str, beta: float) -> list[float]:
+    """One list's sequence scores e_φ from its samples' token rewards (SPEC 1.2)."""
+    import torch
+
+    from tokenalign.rewards.aggregate import aggregate
+
+    t = max(len(r) for r in token_rewards)
+    rewards = torch.zeros(1, len(token_rewards), max(t, 1))
+    mask = torch.zeros_like(rewards, dtype=torch.bool)
+    for j, r in enumerate(token_rewards):
+        rewards[0, j, : len(r)] = torch.tensor(r, dtype=torch.float32)
+        mask[0, j, : len(r)] = True
+    if not bool(mask.any(-1).all()):  # a response with no token (cannot happen for kept responses)
+        return [float("nan")] * len(token_rewards)
+    return aggregate(rewards, mask, aggregator, beta)[0].tolist()
+
+
+def pair_accuracy(rows: list[dict]) -> tuple[float, int]:
+    """Share of strictly preferred pairs within each list that r_φ's sequence scores
+    (``guidance_scores``) order the same way (a tie in score counts half), and the number
+    of such pairs. Pairs tied in preference are skipped."""
+    from itertools import combinations
+
+    right, total = 0.0, 0
+    for row in rows:
+        pref, seq = row["scores"], row["guidance_scores"]
+        for a, b in combinations(range(len(pref)), 2):
+            if pref[a] == pref[b]:
+                continue
+            hi, lo = (a, b) if pref[a] > pref[b] else (b, a)
+            total += 1
+            right += 1.0 if seq[hi] > seq[lo] else 0.5 if seq[hi] == seq[lo] else 0.0
+    return (right / total if total else float("nan")), total
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run_align(cfg: AlignConfig) -> dict[str, Any]:
@@ -96,7 +188,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.tasks import get_task
-    from tokenalign.utils.io import append_jsonl, atomic_path
+    from tokenalign.utils.io import append_jsonl, atomic_path, atomic_write_json
 
     cfg.validate()
     out = Path(cfg.out_dir)
@@ -118,12 +210,21 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     trainer.cfg = pcfg  # the real reward settings (token model, placement)
     if resume_from is not None:
         trainer.load_state(resume_from)
-    source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn)
-    trainer.reward_source = source
+    source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
+                              normalize=pcfg.reward.normalize)
+    k = pcfg.samples_per_prompt
+    rollout_lists = out / "rollout_lists.jsonl"
+    if trainer.accelerator.is_main_process and rollout_lists.is_file():
+        # rows of iterations after the checkpoint (written before a kill) are redone
+        from tokenalign.utils.io import atomic_write_text
+
+        keep = [row for row in _read_rows(rollout_lists) if row["iteration"] < trainer.iteration]
+        atomic_write_text(rollout_lists, "".join(json.dumps(row) + "\n" for row in keep))
+    trainer.reward_source = _RolloutRanker(source, task.scorer, task.text_fn, k, rollout_lists, trainer,
+                                           cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
     if trainer.evaluate_fn is not None and trainer.iteration == 0 and not (out / "metrics.jsonl").exists():
         append_jsonl(out / "metrics.jsonl", {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
 
-    k = pcfg.samples_per_prompt
     end = pcfg.iterations
     if pcfg.stop_after_iterations:
         end = min(end, trainer.iteration + pcfg.stop_after_iterations)
@@ -133,21 +234,42 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         if it % cfg.relearn_every == 0 and it <= cfg.last_relearn and not round_dir.exists():
             start = (it // cfg.relearn_every) * cfg.guidance.prompts
             prompts = [train_prompts[(start + j) % len(train_prompts)] for j in range(cfg.guidance.prompts)]
-            lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it)
-            # One mixed-precision setting per process (accelerate's state is shared): the policy's.
-            learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
-                                            mixed_precision=pcfg.mixed_precision)
-            learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
-            history = learner.fit(lists)
+            lists, mean = ([], float("nan"))
+            if cfg.guidance.prompts:
+                lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it,
+                                            keep_empty=rm.head_config.end_token)
+            # r_φ in use since the previous round, on the rollouts it scored (never trained on)
+            since = [row for row in _read_rows(rollout_lists) if it - cfg.relearn_every <= row["iteration"] < it]
+            heldout, pairs = pair_accuracy(since)
+            if cfg.guidance.reuse_rollouts:
+                from tokenalign.rewards.learn import RankedExample
+
+                lists += [RankedExample(row["prompt"], tuple(row["responses"]), tuple(row["scores"])) for row in since]
+            history = []
+            if lists:
+                # One mixed-precision setting per process (accelerate's state is shared): the policy's.
+                learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
+                                                mixed_precision=pcfg.mixed_precision)
+                learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
+                history = learner.fit(lists)
+            else:  # a tiny run can draw only ties: keep r_φ as it is rather than fail the run
+                log.warning("guidance round at iteration %d: no ranked list with a preference (all tied or empty); "
+                            "r_φ is kept as it is (sample more prompts: guidance.prompts)", it)
             rm.eval().requires_grad_(False)
             with atomic_path(round_dir) as tmp:
                 rm.save_pretrained(tmp, tokenizer=trainer.tokenizer)
             rm.requires_grad_(True)
-            row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean, **(history[-1] if history else {})}
+            row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean,
+                   "previous_heldout_accuracy": heldout, "previous_heldout_pairs": pairs, **(history[-1] if history else {})}
             append_jsonl(out / "guidance.jsonl", row)
             log.info("guidance round at iteration %d: %s", it, json.dumps(row))
         rm.eval()
         trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))
     summary = finish_run(trainer, pcfg, out)
+    # r_φ's ranking accuracy on every rollout it scored: samples drawn after it was learned
+    accuracy, pairs = pair_accuracy(_read_rows(rollout_lists))
+    summary.update(guidance_heldout_accuracy=accuracy, guidance_heldout_pairs=pairs)
+    if summary.get("finished") and trainer.accelerator.is_main_process:
+        atomic_write_json(out / "summary.json", summary)
     trainer.close()
     return summary

@@ -46,6 +46,10 @@ class RewardSettings:
     aggregate: Literal["sum", "avg"] = "sum"  # token model -> sequence score (sequence placement)
     scale: float = 1.0
     plus_scorer: float = 0.0  # token_model: also add this weight x the task scorer's sequence reward on the last token
+    # token_model: standardise the token rewards over each rollout batch before the KL penalty
+    # ("center": minus their mean; "whiten": also divided by their std, so tokens have unit scale;
+    # "sequence": centred, divided by the std of the samples' sums, so a sample's total has unit scale)
+    normalize: Literal["none", "center", "whiten", "sequence"] = "none"
 
 
 @dataclasses.dataclass
@@ -182,6 +186,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.sampling.temperature <= 0:
             raise ConfigError("sampling.temperature must be > 0 for training (log-probs are of the sampled distribution)")
+        if self.objective == "wmle" and self.reward.normalize != "none":
+            raise ConfigError("objective wmle normalises positive token rewards into weights: reward.normalize must be none")
         if self.ppo.minibatch_size < 1 or self.ppo.epochs < 1:
             raise ConfigError("ppo.minibatch_size and ppo.epochs must be >= 1")
         if self.objective in DM_OBJECTIVES:

@@ -140,12 +140,50 @@ class TokenModelReward:
 
     The sequence score is the aggregate of the token rewards (``sum`` or ``avg``), which is
     what ``sequence`` placement uses; ``text_fn`` as in :class:`ScorerReward`.
+
+    ``normalize`` standardises the token rewards over each call's batch (all scored tokens
+    of all samples) before they are scaled and placed: ``center`` subtracts their mean,
+    ``whiten`` also divides by their standard deviation, ``sequence`` instead divides the
+    centred rewards by the standard deviation of the samples' *sums* of them. A
+    preference-learned reward is only defined up to a shift (Plackett-Luce sees
+    differences), and its scale is whatever the learning reached (bounded rewards of a
+    young r_φ vary by ~1e-2 around 0.55). After ``sequence`` a sample's total reward has
+    unit scale, like a sequence score, so a per-token KL coefficient means what it means
+    with unit-scale sequence rewards; ``whiten`` gives every *token* unit scale, and since
+    r_φ's rewards are strongly correlated within a sample (much of it is a per-sample
+    level), sums of them then reach tens and dwarf such a KL penalty. Policy tokens past the
+    scored text (a cut last line) get 0, the batch mean. Sequence scores stay the raw
+    aggregates (what the model says).
+
+    A model that reads an end-of-response token (``head.end_token``) puts that token's
+    reward on the policy token holding the scored text's last character (for an empty
+    text, on the last generated token).
     """
 
     def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg"] = "sum",
-                 scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32) -> None:
+                 scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32,
+                 normalize: Literal["none", "center", "whiten", "sequence"] = "none") -> None:
+        if normalize not in ("none", "center", "whiten", "sequence"):
+            raise ValueError(f"normalize must be none, center, whiten or sequence, not {normalize!r}")
         self.model, self.tokenizer, self.policy_tokenizer = model, tokenizer, policy_tokenizer
         self.aggregate, self.scale, self.text_fn, self.batch_size = aggregate, scale, text_fn, batch_size
+        self.normalize = normalize
+
+    def _normalizer(self, scored) -> tuple[float, float]:
+        """(shift, divisor) of this batch's token rewards."""
+        values = torch.tensor([v for tr in scored for v in tr.rewards], dtype=torch.float64)
+        if self.normalize == "none" or not len(values):
+            return 0.0, 1.0
+        shift = float(values.mean())
+        if self.normalize == "center" or len(values) < 2:
+            return shift, 1.0
+        if self.normalize == "sequence":
+            sums = torch.tensor([sum(v - shift for v in tr.rewards) for tr in scored], dtype=torch.float64)
+            spread = float(sums.std()) if len(sums) > 1 else 0.0
+        else:
+            spread = float(values.std())
+        # no spread (an untrained r_φ is constant up to rounding): nothing to scale up
+        return shift, spread if spread > 1e-6 else 1.0
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
         from tokenalign.rewards.scoring import score_tokens
@@ -153,9 +191,24 @@ class TokenModelReward:
         texts = [self.text_fn(s.completion, s.finished) if self.text_fn else s.completion for s in samples]
         scored = score_tokens(self.model, self.tokenizer, [s.prompt for s in samples], texts, batch_size=self.batch_size)
         token_rewards, scores = [], []
+        shift, div = self._normalizer(scored)
+        end_token = bool(getattr(getattr(self.model, "head_config", None), "end_token", False))
         for s, text, tr in zip(samples, texts, scored):
             spans = response_char_spans(self.policy_tokenizer, s.generated_ids, text_length=len(text))
-            values = [self.scale * v for v in spans_to_tokens(tr.spans, tr.rewards, spans)]
+            normed = [(v - shift) / div for v in tr.rewards]
+            if end_token and normed:
+                # the end-of-response token's reward lands on the policy token that ended the
+                # scored text (the one holding its last character; for an empty text, the last
+                # generated token: what stopped the sample)
+                *normed, at_end = normed
+                values = spans_to_tokens(tr.spans[: len(normed)], normed, spans)
+                if values:
+                    last = spans_to_tokens([(len(text) - 1, len(text))], [1.0], spans) if text else [0.0]
+                    j = last.index(1.0) if 1.0 in last else len(values) - 1
+                    values[j] += at_end
+            else:
+                values = spans_to_tokens(tr.spans, normed, spans)
+            values = [self.scale * v for v in values]
             token_rewards.append(values)
             total = sum(self.scale * v for v in tr.rewards)
             scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)

@@ -74,7 +74,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         rm_tok = AutoTokenizer.from_pretrained(rm_path if (rm_path / "tokenizer.json").is_file() else init)
         if rm_tok.pad_token is None:
             rm_tok.pad_token = rm_tok.eos_token
-        reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task.text_fn)
+        reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task.text_fn,
+                                  normalize=cfg.reward.normalize)
         if cfg.reward.plus_scorer:
             reward = DensePlusSequenceReward(reward, ScorerReward(task.scorer, 1.0, task.text_fn), cfg.reward.plus_scorer)
 

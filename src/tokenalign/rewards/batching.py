@@ -79,15 +79,23 @@ def tokenize_for_reward(
     responses: Sequence[str],
     *,
     with_offsets: bool = True,
+    end_token_id: int | None = None,
 ) -> tuple[list[list[int]], list[list[int]], list[list[tuple[int, int]]] | None]:
     """Token ids of prompts (with the tokenizer's special tokens) and of responses (without),
-    and, with ``with_offsets``, each response token's character span."""
+    and, with ``with_offsets``, each response token's character span. ``end_token_id``: an
+    end-of-response token appended to every response (its span: empty, at the text's end)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     p_enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     r_enc = tokenizer(list(responses), add_special_tokens=False, return_offsets_mapping=with_offsets)
+    r_ids = [list(row) for row in r_enc["input_ids"]]
     offsets = [[tuple(o) for o in row] for row in r_enc["offset_mapping"]] if with_offsets else None
-    return list(p_enc), list(r_enc["input_ids"]), offsets
+    if end_token_id is not None:
+        for i, text in enumerate(responses):
+            r_ids[i].append(end_token_id)
+            if offsets is not None:
+                offsets[i].append((len(text), len(text)))
+    return list(p_enc), r_ids, offsets
 
 
 def pad_token_id(tokenizer) -> int:
@@ -107,13 +115,14 @@ def encode_for_reward(
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     decoder_start_token_id: int | None = None,
+    end_token_id: int | None = None,
 ) -> RewardBatch:
     """Tokenize and right-pad a batch. Over-long inputs keep the prompt's tail and cut the
     response's end (counted in ``n_truncated``, never dropped)."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     pad_id = pad_token_id(tokenizer)
-    p_enc, r_ids, r_off = tokenize_for_reward(tokenizer, prompts, responses)
+    p_enc, r_ids, r_off = tokenize_for_reward(tokenizer, prompts, responses, end_token_id=end_token_id)
     return collate_for_reward(
         p_enc, r_ids, r_off, pad_id=pad_id, is_encoder_decoder=is_encoder_decoder, max_length=max_length,
         max_prompt_length=max_prompt_length, decoder_start_token_id=decoder_start_token_id,

@@ -147,9 +147,11 @@ class RewardLearner:
             # exactly the calls of batching.tokenize_for_reward (which encode_for_reward uses)
             p_ids = self.tokenizer([ex.prompt for ex in part], add_special_tokens=True)["input_ids"]
             r_ids = self.tokenizer(flat, add_special_tokens=False)["input_ids"]
+            end = self.model.end_token_id(self.tokenizer)
+            tail = [end] if end is not None else []
             at = 0
             for ex_p, group in zip(p_ids, texts):
-                responses = tuple(array("i", r_ids[at + j]) for j in range(len(group)))
+                responses = tuple(array("i", list(r_ids[at + j]) + tail) for j in range(len(group)))
                 at += len(group)
                 out.append(_Tokens(array("i", ex_p), responses))
         return out

@@ -47,6 +47,10 @@ class TokenRewardHeadConfig:
     init_gain: float = 1e-4
     init_bias: float = -1e-4
     bounding: Bounding = "bounded"
+    # Read an end-of-response token (the tokenizer's EOS) after every response, in learning and
+    # in use, as seq2seq targets end in EOS: its reward sees the whole response *and* that it
+    # ends there (an unclosed bracket or string at the end; an empty response has a token to score)
+    end_token: bool = False
 
 
 def bound(z: torch.Tensor, how: Bounding) -> torch.Tensor:
@@ -82,6 +86,14 @@ class TokenRewardModel(nn.Module):
     @property
     def config(self):  # the backbone's config, as HF code expects ``model.config``
         return self.backbone.config
+
+    def end_token_id(self, tokenizer) -> int | None:
+        """The id appended to every response (``head_config.end_token``), else None."""
+        if not self.head_config.end_token:
+            return None
+        if tokenizer.eos_token_id is None:
+            raise TokenalignError("head.end_token needs a tokenizer with an EOS token")
+        return int(tokenizer.eos_token_id)
 
     @property
     def max_positions(self) -> int | None:

@@ -47,6 +47,7 @@ def score_tokens(
             is_encoder_decoder=model.is_encoder_decoder,
             max_length=max_length,
             decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
+            end_token_id=model.end_token_id(tokenizer),
         ).to(device)
         rewards = model(**batch.model_inputs()).float().cpu()
         mask = batch.response_mask.cpu()
