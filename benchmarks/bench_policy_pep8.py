@@ -46,10 +46,18 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
         "seed": args.seed,
     }
     return {
+        # The demo's PG settings (measured at demo size, README): r_φ's token rewards normalised
+        # per batch to a unit-spread sample total, reward-to-go, whitened, per-token KL
+        # --pg-kl-coef; r_φ reads an end token and also learns from the rollouts since its
+        # last round.
         "pg-loop": {"kind": "align", "relearn_every": max(1, args.iterations // 4),
                     "policy": {**common, "lr": args.lr, "objective": "reinforce", "entropy_coef": args.entropy_coef,
-                               "kl_coef": args.kl_coef, "reinforce_baseline": "mean"},
-                    "guidance": {"prompts": args.guidance_prompts, "learn": {"epochs": 4, "lr": 1e-4, "max_length": 256}}},
+                               "kl_coef": args.pg_kl_coef, "reinforce_baseline": "whiten", "reward_to_go": True,
+                               "reward": {"source": "token_model", "placement": "token",
+                                          "token_model": "(learned by the loop)", "normalize": "sequence"}},
+                    "guidance": {"prompts": args.guidance_prompts, "reuse_rollouts": True, "head": {"end_token": True},
+                                 "learn": {"epochs": 2, "lr": 1e-4, "max_length": 256, "batch_size": 8,
+                                           "aggregator": "avg"}}},
         "ppo-token-edits": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
                             "reward": {"source": "token_model", "token_model": str(rm_dir), "placement": "token"}},
         "ppo-token-edits+seq": {"kind": "train", **common, "objective": "ppo", "lr": args.lr, "kl_coef": args.kl_coef,
@@ -167,7 +175,8 @@ def main() -> None:
     p.add_argument("--entropy-coef", type=float, default=0.0)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-prompts", type=int, default=128)
-    p.add_argument("--guidance-prompts", type=int, default=96)
+    p.add_argument("--guidance-prompts", type=int, default=64, help="fresh prompts (x K samples) ranked per PG round")
+    p.add_argument("--pg-kl-coef", type=float, default=0.2, help="pg-loop's per-token KL coefficient")
     p.add_argument("--edit-prompts", type=int, default=300)
     p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

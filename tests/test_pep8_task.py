@@ -87,7 +87,7 @@ def test_pretrain_resumes_exactly(tmp_path):
 def test_demo_quick_writes_a_report(tmp_path):
     from tokenalign.cli import main
 
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--set", "align.method=token"]) == 0
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 10 and "prompted_mean_misalignment" in summary
@@ -118,7 +118,8 @@ def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     saved = from_dict(AlignConfig, {"policy": {"iterations": 2}})  # a section in part keeps PG's defaults
     assert saved.policy.reward.placement == "token"
 
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--set", "align.method=pg"]) == 0
+    assert DemoAlign().method == "pg"  # the demo's default
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8

@@ -1,8 +1,8 @@
 """The alignment stage of ``tokenalign demo``: a short alignment run and its before/after.
 
-Runs token-level REINFORCE on pycodestyle's blame (default), ``tokenalign align`` (token
-guidance re-learned from rankings of the policy's own samples, token REINFORCE against
-it) or sequence-level RLOO at demo size from the same base model, then samples
+Runs ``tokenalign align`` (default: token guidance re-learned from rankings of the
+policy's own samples, token REINFORCE against it), token-level REINFORCE on pycodestyle's
+blame, or sequence-level RLOO at demo size from the same base model, then samples
 the aligned policy on the demo's held-out prompts with the demo's sampling settings and
 seeds, so that before and after are the same prompts under the same conditions.
 """
@@ -24,11 +24,11 @@ class DemoAlign:
     """The demo's alignment loop (see ``tokenalign align`` for the full set of keys)."""
 
     enabled: bool = True
+    # "pg": the alternating loop (token guidance re-learned from rankings + token REINFORCE);
     # "token": token-level REINFORCE on dense gold rewards (each pycodestyle violation's share
     #   of the score on the token it blames; reward-to-go, whitened);
-    # "pg": the alternating loop (token guidance re-learned from rankings + token REINFORCE);
     # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
-    method: Literal["token", "pg", "rloo"] = "token"
+    method: Literal["token", "pg", "rloo"] = "pg"
     iterations: int = 16
     prompts_per_iteration: int = 16
     samples_per_prompt: int = 4
