@@ -68,3 +68,20 @@ def build_tiny_lm(tokenizer, seed: int = 0, n_positions: int = 128):
     cfg = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=n_positions,
                      eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return GPT2LMHeadModel(cfg).eval()
+
+
+class Killed(Exception):
+    """Raised by :func:`fit_until_killed` to stop a run the way a kill would."""
+
+
+def fit_until_killed(fit, at: int, counter: str = "iteration") -> None:
+    """Call ``fit(callback)`` (the callback a trainer calls after each iteration, or a reward
+    learner after each step with ``counter="step"``) and stop the run with :class:`Killed`
+    once its ``counter`` reaches ``at``: what is on disk is then what a killed run leaves."""
+
+    def kill(run) -> None:
+        if getattr(run, counter) == at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(kill)

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from conftest import build_tiny_lm
+from conftest import build_tiny_lm, fit_until_killed
 from tokenalign.policy.config import DMSettings, PHFSettings, SamplingSettings, TrainConfig
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
@@ -76,22 +76,13 @@ def test_moment_target_fits_lambda(tiny_tokenizer):
     assert lam > 0.5  # the base satisfies the constraint far less than half of the time
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_killed_offline_dpg_run_resumes_exactly(tmp_path, tiny_tokenizer):
     cfg = _dm_config("dpg", iterations=4, save_every=1, dm=DMSettings(offline=True, check_every=1))
     full = _dm_trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "full")
     full.fit()
     part = _dm_trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part")
 
-    def kill(trainer):
-        if trainer.iteration == 2:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        part.fit(on_iteration=kill)
+    fit_until_killed(lambda kill: part.fit(on_iteration=kill), at=2)
     from transformers import GPT2LMHeadModel
 
     ckpt = tmp_path / "part" / "checkpoint"

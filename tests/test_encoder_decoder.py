@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from conftest import fit_until_killed
 from tokenalign.policy.config import PPOSettings, SamplingSettings, TrainConfig
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
@@ -209,10 +210,6 @@ def test_trainer_raises_the_toy_reward_of_a_t5_policy(tiny_tokenizer):
     assert last > first + 0.2, (first, last)
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_killed_t5_ppo_run_resumes_exactly(tmp_path, tiny_tokenizer):
     from transformers import T5ForConditionalGeneration
 
@@ -221,12 +218,7 @@ def test_killed_t5_ppo_run_resumes_exactly(tmp_path, tiny_tokenizer):
     full.fit()
     part = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part")
 
-    def kill(trainer):
-        if trainer.iteration == 2:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        part.fit(on_iteration=kill)
+    fit_until_killed(lambda kill: part.fit(on_iteration=kill), at=2)
     ckpt = tmp_path / "part" / "checkpoint"
     resumed = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part", policy=T5ForConditionalGeneration.from_pretrained(ckpt / "policy").eval(),
                        value=ValueModel.from_pretrained(ckpt / "value"))

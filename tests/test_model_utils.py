@@ -6,7 +6,7 @@ import copy
 import torch
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from tests.conftest import build_tiny_lm
+from conftest import build_tiny_lm
 from tokenalign.utils.kernels import fuse_activations, fused_optimizer_kwargs, use_fp32_training_attention
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import build_tiny_lm
+from conftest import build_tiny_lm, fit_until_killed
 from tokenalign.policy.config import PPOSettings, SamplingSettings, TrainConfig
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
@@ -102,10 +102,6 @@ def test_rollout_uses_the_samplers_logprobs_and_an_unchanged_policy_has_zero_kl(
     assert (ro.logprobs - ro.ref_logprobs)[mask].abs().max() < tol
 
 
-class _Killed(Exception):
-    pass
-
-
 def test_killed_run_resumes_exactly(tmp_path, tiny_tokenizer):
     cfg = _config("ppo", "token", iterations=4, save_every=1)
     full = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "full")
@@ -113,12 +109,7 @@ def test_killed_run_resumes_exactly(tmp_path, tiny_tokenizer):
 
     part = _trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part")
 
-    def kill(trainer):
-        if trainer.iteration == 2:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        part.fit(on_iteration=kill)
+    fit_until_killed(lambda kill: part.fit(on_iteration=kill), at=2)
     ckpt = tmp_path / "part" / "checkpoint"
     from transformers import GPT2LMHeadModel
 

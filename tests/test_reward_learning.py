@@ -9,6 +9,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
 
+from conftest import fit_until_killed
+
 from tokenalign.evaluate.localization import localization_auc
 from tokenalign.rewards.learn import LabelledExample, RankedExample, RewardLearnConfig, RewardLearner
 from tokenalign.rewards.model import TokenRewardHeadConfig, TokenRewardModel
@@ -83,10 +85,6 @@ def test_edit_labels_train_a_token_classifier():
     assert all(-1.0 <= r <= 1.0 for s in scored for r in s.rewards)
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("lora", [False, True])
 def test_checkpoint_resume_is_exact(tmp_path, lora):
     from tokenalign.utils.lora import LoraSettings
@@ -104,12 +102,7 @@ def test_checkpoint_resume_is_exact(tmp_path, lora):
     # Kill a second run at step 4 (mid-epoch, one step after its step-3 checkpoint) ...
     part = RewardLearner(model(), tok, cfg, out_dir=tmp_path / "part")
 
-    def kill(learner):
-        if learner.step == 4:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        part.fit(train, on_step=kill)
+    fit_until_killed(lambda kill: part.fit(train, on_step=kill), at=4, counter="step")
     ckpt = tmp_path / "part" / "checkpoint"
     assert '"step": 3' in (ckpt / "state.json").read_text()
     # ... and resume a fresh process-like learner from the checkpoint: same final weights.
