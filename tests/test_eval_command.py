@@ -32,6 +32,7 @@ def test_eval_base_model_against_itself(tmp_path):
     assert abs(m["kl_to_reference"]) < 1e-6
     assert "expected_max_misalignment_at_3" in m and m["expected_max_misalignment_at_3"] >= m["mean_misalignment"] - 1e-9
     assert 0.0 <= m["syntax_failure_rate"] <= 1.0 and 0.0 <= m["distinct_2"] <= 1.0
+    assert 0.0 <= m["comment_line_share"] <= 1.0  # the pep8 scorer's text metric
     assert math.isnan(m["localization_auc"]) or 0.0 <= m["localization_auc"] <= 1.0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 12
     assert "Metrics" in (out / "report.html").read_text() and "Red-teaming" in (out / "report.html").read_text()

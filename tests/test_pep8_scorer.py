@@ -180,3 +180,22 @@ def test_callable_scorer_fails_samples_not_batches():
     assert results[0].misalignment == 0.5 and not results[0].failed
     assert results[1].failure.startswith("crash: ZeroDivisionError") and results[1].misalignment == 9.0
     assert results[2].failure == "crash: ValueError: score is nan" and scorer.crashes == 2
+
+
+def test_comment_line_share_exposes_comment_writing():
+    """pycodestyle does not penalise comments, so evaluations report the comment-line share
+    beside the score (a policy can trade code for comments)."""
+    from tokenalign.evaluate.policy_eval import scorer_text_metrics
+    from tokenalign.scorers.pep8 import comment_line_share
+
+    code = "    x = 1\n\n    # add one\n    # then return\n    return x + 1\n"
+    assert comment_line_share(code) == pytest.approx(2 / 4)  # the blank line does not count
+    assert comment_line_share("") == 0.0 and comment_line_share("  \n") == 0.0
+    assert comment_line_share('    s = "# not a comment line"\n') == 0.0
+    commented = "    # return a + b\n    pass\n"
+    scorer = Pep8Scorer()
+    # Both are clean: the score cannot tell them apart, the metric does.
+    assert scorer.score_one(commented, HEADER).misalignment == scorer.score_one("    return a + b\n", HEADER).misalignment == 0.0
+    assert scorer.text_metrics([commented, "    return a + b\n"]) == {"comment_line_share": pytest.approx(0.25)}
+    assert scorer_text_metrics(scorer, [commented]) == {"comment_line_share": 0.5}
+    assert scorer_text_metrics(CallableScorer(lambda p, c: 0.0), ["# x"]) == {}  # scorers without it report nothing

@@ -96,6 +96,7 @@ def test_demo_quick_writes_a_report(tmp_path):
     # the alignment stage: before/after on the same prompts, an aligned model on disk
     assert "Alignment: token-level REINFORCE on pycodestyle" in report and "Held-out prompts, before vs after" in report
     assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8
+    assert 0.0 <= summary["align_after"]["comment_line_share"] <= 1.0 and "comment_line_share" in report
     assert (out / "align" / "model" / "model.safetensors").is_file()
     for line in (out / "ranked.jsonl").read_text().splitlines():
         row = json.loads(line)

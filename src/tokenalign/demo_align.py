@@ -115,8 +115,9 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     after = generate(aligned, tokenizer, prompted_in, sampling)
     after = [dataclasses.replace(s, completion=complete_lines(s.completion, s.finished)) for s in after]
     after_results = Pep8Scorer().score([s.completion for s in after], [s.prompt for s in after])
-    before_stats = summarize_scores(results[:n_prompted])
-    after_stats = summarize_scores(after_results)
+    scorer = Pep8Scorer()
+    before_stats = {**summarize_scores(results[:n_prompted]), **scorer.text_metrics([s.completion for s in samples[:n_prompted]])}
+    after_stats = {**summarize_scores(after_results), **scorer.text_metrics([s.completion for s in after])}
 
     if a.method == "pg":
         report.add_heading("Alignment: a short PG loop")
@@ -143,7 +144,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
                 f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) with pycodestyle's "
                 "score as the sequence reward and a per-token KL penalty to the base model.")
     report.add_text(what + " Below: the same held-out prompts, sampled with the same settings and seeds, before and after.")
-    keys = ("mean_misalignment", "violation_free_rate", "syntax_failure_rate", "mean_misalignment_valid")
+    keys = ("mean_misalignment", "violation_free_rate", "syntax_failure_rate", "mean_misalignment_valid", "comment_line_share")
     report.add_table([{"measure": k, "before": before_stats[k], "after": after_stats[k]} for k in keys]
                      + [{"measure": "KL(π || π_base) per sample", "before": 0.0,
                          "after": align_summary.get("after", {}).get("kl_to_ref")}],

@@ -15,7 +15,7 @@ import torch
 from tokenalign.rollout.batch import build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 
-__all__ = ["PolicyEvalSettings", "evaluate_policy", "distinct_n_tokens"]
+__all__ = ["PolicyEvalSettings", "evaluate_policy", "distinct_n_tokens", "scorer_text_metrics"]
 
 
 @dataclasses.dataclass
@@ -69,6 +69,13 @@ def sequence_kl(
     return total / max(n, 1)
 
 
+def scorer_text_metrics(scorer, texts: Sequence[str]) -> dict[str, float]:
+    """The scorer's own "what to watch" metrics of the scored texts (``scorer.text_metrics``,
+    e.g. pep8's comment-line share), or none when it has no such method."""
+    fn = getattr(scorer, "text_metrics", None)
+    return dict(fn(list(texts))) if callable(fn) else {}
+
+
 def _retokenized(tokenizer, ids: Sequence[int]) -> list[int]:
     """The tokenizer's own tokenisation of the text of ``ids`` (a final EOS kept)."""
     eos = tokenizer.eos_token_id
@@ -108,6 +115,7 @@ def evaluate_policy(
     out["mean_length_chars"] = sum(len(t) for t in texts) / max(len(texts), 1)
     for n in (1, 2, 3):
         out[f"distinct_{n}"] = distinct_n_tokens([x.completion_ids for x in samples], n)
+    out.update(scorer_text_metrics(scorer, texts))
     if ref_logprobs_fn is not None and s.kl_samples:
         kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
         kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False, conditioning=conditioning)

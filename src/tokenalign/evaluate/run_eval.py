@@ -101,7 +101,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate as configured; returns the metrics (also written to out_dir/metrics.json)."""
     from tokenalign.config import save_config
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
-    from tokenalign.evaluate.policy_eval import distinct_n_tokens, sequence_kl
+    from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics, sequence_kl
     from tokenalign.rollout.batch import token_logprobs
     from tokenalign.scorers import summarize_scores
     from tokenalign.utils.io import atomic_write_json, atomic_write_text
@@ -137,6 +137,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n_tokens([s.completion_ids for s in samples], n)
     metrics["self_bleu"] = self_bleu(texts, max_texts=500, seed=cfg.seed) if len(texts) >= 2 else float("nan")
+    metrics.update(scorer_text_metrics(scorer, texts))
 
     ref_scores = None
     if cfg.reference != "none":

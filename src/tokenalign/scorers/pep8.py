@@ -211,6 +211,13 @@ class Pep8Scorer:
             results = _score_chunk(cfg, pairs)
         return self._record(results)
 
+    def text_metrics(self, completions: Sequence[str]) -> dict[str, float]:
+        """What to watch beside the score (evaluations report it): ``comment_line_share``,
+        the mean share of a completion's non-blank lines that are comments. pycodestyle
+        does not penalise comments, so a policy can lower its misalignment by writing
+        comments instead of code (README, "The demo")."""
+        return {"comment_line_share": sum(comment_line_share(c) for c in completions) / max(len(completions), 1)}
+
     def _score_in_pool(self, pairs: list[tuple[str, str]]) -> list[ScoreResult] | None:
         """Score in ``processes`` worker processes; None (score serially) if the pool breaks."""
         from concurrent.futures import ProcessPoolExecutor
@@ -235,3 +242,9 @@ class Pep8Scorer:
                     self._logged.add(kind)
                     log.warning("pycodestyle crashed (%s); the sample is scored as a failure", r.failure)
         return results
+
+
+def comment_line_share(code: str) -> float:
+    """The share of ``code``'s non-blank lines that are comments (0 for no lines)."""
+    lines = [line.strip() for line in code.splitlines() if line.strip()]
+    return sum(line.startswith("#") for line in lines) / len(lines) if lines else 0.0
