@@ -114,8 +114,8 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     prompted_in = [s.prompt for s in samples[:n_prompted]]
     after = generate(aligned, tokenizer, prompted_in, sampling)
     after = [dataclasses.replace(s, completion=complete_lines(s.completion, s.finished)) for s in after]
-    after_results = Pep8Scorer().score([s.completion for s in after], [s.prompt for s in after])
     scorer = Pep8Scorer()
+    after_results = scorer.score([s.completion for s in after], [s.prompt for s in after])
     before_stats = {**summarize_scores(results[:n_prompted]), **scorer.text_metrics([s.completion for s in samples[:n_prompted]])}
     after_stats = {**summarize_scores(after_results), **scorer.text_metrics([s.completion for s in after])}
 

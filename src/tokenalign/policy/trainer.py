@@ -48,9 +48,9 @@ from tokenalign.policy.dm_state import DMState as _DMState
 from tokenalign.policy.phf_objectives import phf_objective_loss
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
-from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.io import append_jsonl, atomic_path
+from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 
 log = logging.getLogger(__name__)
 
