@@ -22,8 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
-TESTED = {"bench_flops.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py", "bench_reward_throughput.py",
-          "bench_sampler.py", "bench_trl_pep8.py"}
+TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
+          "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -66,6 +66,17 @@ def test_bench_flops_smoke(tmp_path):
     # The counter saw forward and backward: close to the analytic 6 x params x positions.
     assert 0.7 < tr["update"]["counted_over_analytic_6NT_positions"] < 1.5
     assert "| update" in report["table"]
+
+
+@pytest.mark.slow
+def test_bench_kernels_smoke(tmp_path):
+    out = tmp_path / "kernels.json"
+    run_bench("bench_kernels.py", ["--smoke", "--threads", "1", "--out", str(out)], tmp_path)
+    report = json.loads(out.read_text())
+    for name, keys in (("attention", ("bf16_ms", "fp32_ms")), ("gelu", ("gelu_new_ms", "fused_ms")),
+                       ("adamw", ("loop_ms", "fused_ms"))):
+        assert all(positive(report[name][k]) for k in keys) and positive(report[name]["speedup"]), name
+    assert report["adamw"]["parameters"] == 4_273_664  # the shipped pep8 model
 
 
 @pytest.mark.slow

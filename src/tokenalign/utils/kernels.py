@@ -33,8 +33,9 @@ def fuse_activations(model) -> int:
     """Swap tanh-approximate GELUs written as Python arithmetic (GPT-2's ``gelu_new``: seven
     element-wise kernels forward, more backward, each a pass over the MLP's activations) for
     the same function as one fused kernel (transformers' ``GELUTanh``, ``F.gelu(approximate=
-    "tanh")``; equal within float rounding, ~5e-7). About 12% off the pep8 model's training
-    step on a CPU. The saved config is untouched. Returns how many modules were swapped."""
+    "tanh")``; equal within float rounding, ~5e-7): 2.8x faster forward + backward on the
+    pep8 model's MLP on a CPU (``benchmarks/bench_kernels.py``). The saved config is
+    untouched. Returns how many modules were swapped."""
     from transformers.activations import FastGELUActivation, GELUTanh, NewGELUActivation
 
     swapped = 0
@@ -49,7 +50,8 @@ def fuse_activations(model) -> int:
 def fused_optimizer_kwargs(device) -> dict:
     """``{"fused": True}`` where torch has fused Adam/AdamW kernels for ``device`` (CPU and
     CUDA): one kernel over all parameters instead of a Python loop of element-wise ops per
-    tensor (the pep8 model's AdamW step: 19 ms instead of 74 on a CPU). The same update."""
+    tensor (the pep8 model's AdamW step 4.3x faster on a CPU: ``benchmarks/bench_kernels.py``).
+    The same update."""
     import torch
 
     return {"fused": True} if torch.device(device).type in ("cpu", "cuda") else {}
@@ -57,9 +59,10 @@ def fused_optimizer_kwargs(device) -> dict:
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
     """transformers' SDPA attention, except that a bf16 training pass on a CPU (gradients on,
-    more than one query) runs in fp32: torch's CPU flash-attention kernel is about twice as
-    fast in fp32 as in bf16 there (forward + backward; 29 vs 57 ms for 16 x 4 heads x 160
-    positions). Decoding (one query) and no-grad scoring stay in bf16, where bf16 is faster."""
+    more than one query) runs in fp32: torch's CPU flash-attention kernel is faster in fp32
+    than in bf16 there (forward + backward of 16 x 4 heads x 160 positions: 1.5x,
+    ``benchmarks/bench_kernels.py``). Decoding (one query) and no-grad scoring stay in bf16,
+    where bf16 is faster."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if query.device.type == "cpu" and query.dtype == torch.bfloat16 and query.shape[2] > 1 and torch.is_grad_enabled():
