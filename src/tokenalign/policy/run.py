@@ -96,7 +96,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         cond = conditioning if trainer.iteration > 0 else None
         with trainer.accelerator.autocast():
             return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, task.scorer, cfg.eval,
-                                   list(task.stop), task.text_fn, trainer._ref_logprobs, conditioning=cond)
+                                   list(task.stop), task.text_fn, trainer.ref_logprobs, conditioning=cond)
 
     trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task.prompts("train"), ref_policy=ref, value_model=value,
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,

@@ -152,7 +152,7 @@ class PolicyTrainer:
     def unwrapped_policy(self):
         return self.accelerator.unwrap_model(self.policy)
 
-    def _ref_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+    def ref_logprobs(self, batch: TokenBatch) -> torch.Tensor:
         """Reference log-probs: a frozen copy, or the policy with its LoRA adapters off."""
         t = self.cfg.sampling.temperature
         if self.ref_policy is not None:
@@ -236,7 +236,7 @@ class PolicyTrainer:
             recorded = self._tensor_rows([s.logprobs for s in samples], width)
         policy_recorded = recorded if sampled_by == "policy" else None
         with self.accelerator.autocast():
-            ref = self._chunked(self._ref_logprobs, batch)
+            ref = self._chunked(self.ref_logprobs, batch)
             if policy_recorded is not None:
                 logprobs = policy_recorded
             else:

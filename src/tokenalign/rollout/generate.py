@@ -20,36 +20,53 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SamplingConfig", "Sample", "encode_prompt", "first_stop", "generate"]
+__all__ = ["SamplingSettings", "SamplingConfig", "Sample", "encode_prompt", "first_stop", "generate"]
 
 
 @dataclasses.dataclass
-class SamplingConfig:
-    """Sampling settings (SPEC 3.4 evaluation defaults: temperature 0.7, top-p 0.9).
+class SamplingSettings:
+    """How responses are sampled: the one sampling section of every config (train, align,
+    eval, demo, red-teaming). Defaults are the evaluation settings of the PHF paper
+    (temperature 0.7, top-p 0.9); training sections default to temperature 1 with no
+    truncation, so that the sampled distribution is exactly the policy.
 
-    ``top_k=0`` and ``top_p=1.0`` switch those filters off; ``greedy`` (or temperature 0)
-    decodes greedily. Sampling runs in the model's own dtype, or under whatever autocast the
-    caller set (the policy trainer samples under its mixed precision; with the preallocated
-    KV cache, bf16 autocast samples faster than fp32 on a CPU with bf16 matmuls, see
+    ``top_k=0`` and ``top_p=1.0`` switch those filters off; temperature 0 decodes greedily.
+    Sampling runs in the model's own dtype, or under whatever autocast the caller set (the
+    policy trainer samples under its mixed precision; with the preallocated KV cache, bf16
+    autocast samples faster than fp32 on a CPU with bf16 matmuls, see
     ``benchmarks/bench_sampler.py``).
     """
 
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_k: int = 0
-    top_p: float = 0.9
-    batch_size: int = 32
+    max_new_tokens: int = 128  # response length limit, in tokens
+    temperature: float = 0.7  # softmax temperature; log-probs for training use the same
+    top_k: int = 0  # keep the k most likely tokens (0: off)
+    top_p: float = 0.9  # nucleus sampling mass (1.0: off)
+    batch_size: int = 32  # prompts per sampling batch
+
+
+@dataclasses.dataclass
+class SamplingConfig(SamplingSettings):
+    """What one call of :func:`generate` needs: the settings plus the call's own stop
+    strings and seed (set by whoever samples, never by a user's config)."""
+
     stop: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     greedy: bool = False
     # Drop rows from the batch (and the KV cache) as they finish, so the cost follows the
     # tokens actually generated (``_sample_pruned``); False samples with ``model.generate``.
     prune_finished: bool = True
+
+    @classmethod
+    def of(cls, settings: SamplingSettings, **call: Any) -> "SamplingConfig":
+        """The settings of a config section plus this call's ``stop``, ``seed``, ... ."""
+        base = {f.name: getattr(settings, f.name) for f in dataclasses.fields(SamplingSettings)}
+        return cls(**{**base, **call})
 
 
 @dataclasses.dataclass
