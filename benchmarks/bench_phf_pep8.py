@@ -35,7 +35,7 @@ OBJECTIVES = ("phf-mle", "phf-filter", "phf-cond", "phf-ul", "phf-rwr", "phf-awr
 
 def build_corpus(out: Path, args: argparse.Namespace) -> Path:
     """OUT/corpus.jsonl: stdlib methods + base-model samples (prompt + completion)."""
-    from tokenalign.policy.phf_data import task_documents
+    from tokenalign.objectives.phf_data import task_documents
     from tokenalign.rollout.generate import SamplingConfig, generate
     from tokenalign.tasks import get_task
     from tokenalign.utils.io import atomic_write_text
@@ -97,7 +97,7 @@ def evaluate_model(model_dir: str, args: argparse.Namespace) -> dict:
     import dataclasses
 
     from tokenalign.evaluate.policy_eval import PolicyEvalSettings, evaluate_policy
-    from tokenalign.policy.conditioning import Conditioning
+    from tokenalign.objectives.conditioning import Conditioning
     from tokenalign.rollout.batch import token_logprobs
     from tokenalign.tasks import get_task
     from tokenalign.utils.models import load_causal_lm

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from tokenalign.policy.dm import (
+from tokenalign.objectives.dm_math import (
     ZEstimator,
     cdpg_advantages,
     cdpg_log_z,

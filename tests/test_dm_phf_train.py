@@ -101,7 +101,7 @@ GOOD, BAD = "x = 1\n", "x=1\n"
 
 def _phf_trainer(objective: str, tok, **phf):
     from tokenalign.data.segments import Pep8SegmentScorer
-    from tokenalign.policy.phf_data import build_phf_documents
+    from tokenalign.objectives.phf_data import build_phf_documents
     from tokenalign.policy.value import ValueModel
 
     pytest.importorskip("pycodestyle")
@@ -147,8 +147,8 @@ def test_filtering_drops_the_violating_documents(tiny_tokenizer):
 
 
 def test_conditional_documents_and_sampling(tiny_tokenizer):
-    from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
-    from tokenalign.policy.phf import add_control_tokens
+    from tokenalign.objectives.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+    from tokenalign.objectives.phf_math import add_control_tokens
     from tokenalign.rollout.generate import SamplingConfig, generate
 
     import copy
@@ -158,7 +158,7 @@ def test_conditional_documents_and_sampling(tiny_tokenizer):
     good, bad = add_control_tokens(policy, tok, (GOOD_TOKEN, BAD_TOKEN))
     cond = Conditioning.from_tokenizer(tok)
     from tokenalign.data.segments import Pep8SegmentScorer
-    from tokenalign.policy.phf_data import build_phf_documents
+    from tokenalign.objectives.phf_data import build_phf_documents
 
     docs = build_phf_documents([GOOD + BAD], tok, Pep8SegmentScorer(), PHFSettings(drop_prob=0.0), "phf-cond", 0, (good, bad))
     assert docs[0].ids[0] == good and bad in docs[0].ids  # line 1 good, line 2 bad
@@ -246,8 +246,8 @@ def test_conditioned_kl_uses_the_sampled_distribution(tiny_tokenizer):
     import copy
 
     from tokenalign.evaluate.policy_eval import sequence_kl
-    from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
-    from tokenalign.policy.phf import add_control_tokens
+    from tokenalign.objectives.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+    from tokenalign.objectives.phf_math import add_control_tokens
     from tokenalign.rollout.batch import build_token_batch, token_logprobs
     from tokenalign.rollout.generate import SamplingConfig, generate
 

@@ -205,8 +205,8 @@ def test_samples_respect_limits_and_stops_and_have_finite_logprobs(tiny_tokenize
 
 @torch.no_grad()
 def test_conditioned_greedy_sampling_equals_model_generate(tiny_tokenizer):
-    from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
-    from tokenalign.policy.phf import add_control_tokens
+    from tokenalign.objectives.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+    from tokenalign.objectives.phf_math import add_control_tokens
 
     tok = copy.deepcopy(tiny_tokenizer)  # the session fixture must keep its vocabulary
     model = build_tiny_lm(tok)

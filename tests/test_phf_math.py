@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from tokenalign.policy.phf import (
+from tokenalign.objectives.phf_math import (
     add_control_tokens,
     aligned_tokens,
     awr_loss,

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from tokenalign.policy.advantages import discounted_cumsum, gae, kl_penalty, reward_to_go, rloo_baseline, whiten
-from tokenalign.policy.losses import (
+from tokenalign.objectives.advantages import discounted_cumsum, gae, kl_penalty, reward_to_go, rloo_baseline, whiten
+from tokenalign.objectives.losses import (
     guidance_weights,
     ppo_policy_loss,
     ppo_value_loss,

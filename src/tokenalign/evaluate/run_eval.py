@@ -114,7 +114,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     model, tokenizer = load_causal_lm(cfg.model or task.base_model)
     # A conditionally trained model (PHF, its tokenizer has <|good|> / <|bad|>) is sampled from <|good|>.
-    from tokenalign.policy.conditioning import Conditioning
+    from tokenalign.objectives.conditioning import Conditioning
 
     conditioning = Conditioning.for_model(model, tokenizer)
     prompts = _load_prompts(cfg, task)

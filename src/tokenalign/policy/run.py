@@ -50,8 +50,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         ref = lm_auto_class(ref_path).from_pretrained(ref_path)
     conditioning = None
     if cfg.objective == "phf-cond":
-        from tokenalign.policy.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
-        from tokenalign.policy.phf import add_control_tokens
+        from tokenalign.objectives.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
+        from tokenalign.objectives.phf_math import add_control_tokens
 
         add_control_tokens(policy, tokenizer, (GOOD_TOKEN, BAD_TOKEN), seed=cfg.seed)  # no-op when resumed
         conditioning = Conditioning.from_tokenizer(tokenizer, cfg.phf.segment)
@@ -109,7 +109,7 @@ def _phf_documents(cfg: TrainConfig, task, tokenizer, conditioning, policy) -> l
     cut to the model's context (one position is the BOS token they follow)."""
     import dataclasses
 
-    from tokenalign.policy.phf_data import build_phf_documents, load_documents, segment_scorer_for, task_documents
+    from tokenalign.objectives.phf_data import build_phf_documents, load_documents, segment_scorer_for, task_documents
     from tokenalign.utils.models import context_length
 
     h = cfg.phf

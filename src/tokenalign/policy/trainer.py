@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 
-from tokenalign.policy.advantages import gae, kl_penalty, reward_to_go, rloo_baseline, whiten
+from tokenalign.objectives.advantages import gae, kl_penalty, reward_to_go, rloo_baseline, whiten
 from tokenalign.policy.config import DM_OBJECTIVES, PHF_OBJECTIVES, TrainConfig
-from tokenalign.policy.losses import (
+from tokenalign.objectives.losses import (
     guidance_weights,
     masked_mean,
     ppo_policy_loss,
@@ -44,8 +44,8 @@ from tokenalign.policy.losses import (
     sequence_pg_loss,
     weighted_mle_loss,
 )
-from tokenalign.policy.dm_state import DMState as _DMState
-from tokenalign.policy.phf_objectives import phf_objective_loss
+from tokenalign.objectives.dm import DMState as _DMState
+from tokenalign.objectives.phf import phf_objective_loss
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate

@@ -82,7 +82,7 @@ class Sample:
     # to stop is learned too. ``completion_ids`` is always a prefix of it.
     generated_ids: list[int] = dataclasses.field(default_factory=list)
     prompt_ids: list[int] = dataclasses.field(default_factory=list)
-    # A conditionally trained model's view (``tokenalign.policy.conditioning``): its prompt
+    # A conditionally trained model's view (``tokenalign.objectives.conditioning``): its prompt
     # ids and generated ids with the control tokens; None for plain sampling.
     conditioned_ids: tuple[list[int], list[int]] | None = None
     # log π(token | context) of each generated id at the sampling temperature, without
@@ -407,7 +407,7 @@ def generate(
 ) -> list[Sample]:
     """Sample one completion per prompt (repeat prompts for several samples each).
 
-    ``conditioning`` (a :class:`tokenalign.policy.conditioning.Conditioning`) samples a
+    ``conditioning`` (a :class:`tokenalign.objectives.conditioning.Conditioning`) samples a
     conditionally trained model from ``<|good|>``; the samples' text and ids are plain.
     An encoder-decoder ``model`` reads each prompt with its encoder (``Sample.prompt_ids``
     are the encoder's ids) and writes the completion with its decoder.

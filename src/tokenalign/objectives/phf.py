@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from tokenalign.policy.config import TrainConfig
-from tokenalign.policy.phf import aligned_tokens, awr_loss, mle_loss, rwr_loss, unlikelihood_loss
+from tokenalign.objectives.phf_math import aligned_tokens, awr_loss, mle_loss, rwr_loss, unlikelihood_loss
 
 __all__ = ["phf_objective_loss"]
 

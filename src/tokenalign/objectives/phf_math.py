@@ -10,7 +10,7 @@ reference code read a threshold of 0 as "no threshold" through a truthiness test
 
 Conditional training puts ``<|good|>`` (s <= t) or ``<|bad|>`` before each segment,
 except for a segment left unmarked with probability ``drop_prob``; sampling from
-``<|good|>`` is :mod:`tokenalign.policy.conditioning`.
+``<|good|>`` is :mod:`tokenalign.objectives.conditioning`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from tokenalign.policy.losses import masked_mean
+from tokenalign.objectives.losses import masked_mean
 
 __all__ = [
     "aligned_tokens",

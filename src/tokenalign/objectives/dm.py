@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tokenalign.policy.config import TrainConfig
-from tokenalign.policy.dm import (
+from tokenalign.objectives.dm_math import (
     ZEstimator,
     cdpg_advantages,
     dm_estimates,

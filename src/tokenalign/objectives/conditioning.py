@@ -66,7 +66,7 @@ class Conditioning:
     def encode_prompt(self, tokenizer, prompt: str) -> list[int]:
         """The prompt as in training, every segment marked good (the model's own tokens)."""
         from tokenalign.data.segments import split_segments
-        from tokenalign.policy.phf import conditional_token_ids
+        from tokenalign.objectives.phf_math import conditional_token_ids
 
         if not prompt:
             bos = tokenizer.bos_token or tokenizer.eos_token

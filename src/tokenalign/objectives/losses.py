@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenalign.policy.advantages import reward_to_go
+from tokenalign.objectives.advantages import reward_to_go
 
 __all__ = [
     "masked_mean",

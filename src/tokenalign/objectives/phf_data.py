@@ -80,7 +80,7 @@ def _tokenize_with_scores(tokenizer, text: str, segments, max_tokens: int) -> tu
 
 
 def _conditional_ids(tokenizer, text: str, segments, cfg: PHFSettings, control: tuple[int, int], rng: random.Random):
-    from tokenalign.policy.phf import conditional_token_ids
+    from tokenalign.objectives.phf_math import conditional_token_ids
 
     good, bad = control
     ids = conditional_token_ids(tokenizer, text, segments, cfg.cond_threshold, cfg.drop_prob, good, bad, rng)[: cfg.max_tokens]
