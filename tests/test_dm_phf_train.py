@@ -15,7 +15,10 @@ import pytest
 import torch
 
 from conftest import build_tiny_lm, fit_until_killed
-from tokenalign.policy.config import DMSettings, PHFSettings, SamplingSettings, TrainConfig
+from tokenalign.objectives.dm import DMSettings
+from tokenalign.objectives.phf import PHFSettings
+from tokenalign.policy.config import TrainConfig
+from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
 
@@ -49,7 +52,7 @@ def _dm_trainer(cfg, tok, out_dir=None, policy=None):
 
 @pytest.mark.parametrize("objective,divergence", [("dpg", "kl"), ("cdpg", "kl"), ("fdpg", "js"), ("fdpg", "rkl")])
 def test_distribution_matching_raises_constraint_satisfaction(tiny_tokenizer, objective, divergence):
-    cfg = _dm_config(objective, dm=DMSettings(target="constraint", divergence=divergence))
+    cfg = _dm_config(objective, objective_settings=DMSettings(target="constraint", divergence=divergence))
     rows = _dm_trainer(cfg, tiny_tokenizer).fit()
     first = sum(r["dm_constraint_satisfaction"] for r in rows[:3]) / 3
     last = sum(r["dm_constraint_satisfaction"] for r in rows[-3:]) / 3
@@ -59,7 +62,7 @@ def test_distribution_matching_raises_constraint_satisfaction(tiny_tokenizer, ob
 
 
 def test_offline_dpg_samples_from_the_proposal(tiny_tokenizer):
-    cfg = _dm_config("dpg", iterations=1, dm=DMSettings(offline=True))
+    cfg = _dm_config("dpg", iterations=1, objective_settings=DMSettings(offline=True))
     trainer = _dm_trainer(cfg, tiny_tokenizer)
     trainer.fit()  # one update: π moves away from q
     ro = trainer.rollout(trainer.iteration_prompts(1), seed=5)
@@ -69,15 +72,15 @@ def test_offline_dpg_samples_from_the_proposal(tiny_tokenizer):
 
 
 def test_moment_target_fits_lambda(tiny_tokenizer):
-    cfg = _dm_config("dpg", iterations=1, dm=DMSettings(target="moments", moments=[0.5], lambda_samples=96))
+    cfg = _dm_config("dpg", iterations=1, objective_settings=DMSettings(target="moments", moments=[0.5], lambda_samples=96))
     trainer = _dm_trainer(cfg, tiny_tokenizer)
     trainer.fit()
-    lam = float(trainer.dm.lambdas[0])
+    lam = float(trainer.objective.lambdas[0])
     assert lam > 0.5  # the base satisfies the constraint far less than half of the time
 
 
 def test_killed_offline_dpg_run_resumes_exactly(tmp_path, tiny_tokenizer):
-    cfg = _dm_config("dpg", iterations=4, save_every=1, dm=DMSettings(offline=True, check_every=1))
+    cfg = _dm_config("dpg", iterations=4, save_every=1, objective_settings=DMSettings(offline=True, check_every=1))
     full = _dm_trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "full")
     full.fit()
     part = _dm_trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part")
@@ -88,10 +91,10 @@ def test_killed_offline_dpg_run_resumes_exactly(tmp_path, tiny_tokenizer):
     ckpt = tmp_path / "part" / "checkpoint"
     resumed = _dm_trainer(cfg, tiny_tokenizer, out_dir=tmp_path / "part", policy=GPT2LMHeadModel.from_pretrained(ckpt / "policy").eval())
     resumed.fit(resume_from=ckpt)
-    assert resumed.dm.z.value == pytest.approx(full.dm.z.value, rel=1e-9)
+    assert resumed.objective.z.value == pytest.approx(full.objective.z.value, rel=1e-9)
     for a, b in zip(full.unwrapped_policy.state_dict().values(), resumed.unwrapped_policy.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
-    for a, b in zip(full.dm.proposal.state_dict().values(), resumed.dm.proposal.state_dict().values()):
+    for a, b in zip(full.objective.proposal.state_dict().values(), resumed.objective.proposal.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -106,13 +109,13 @@ def _phf_trainer(objective: str, tok, **phf):
 
     pytest.importorskip("pycodestyle")
     cfg = TrainConfig(objective=objective, iterations=30, prompts_per_iteration=8, lr=3e-3, mixed_precision="no",
-                      save_every=0, seed=0, phf=PHFSettings(max_tokens=32, **phf))
+                      save_every=0, seed=0, objective_settings=PHFSettings(max_tokens=32, **phf))
     policy = build_tiny_lm(tok)
     texts = [GOOD, BAD] * 8
-    docs = build_phf_documents(texts, tok, Pep8SegmentScorer(), cfg.phf, objective, seed=0)
+    docs = build_phf_documents(texts, tok, Pep8SegmentScorer(), cfg.objective_settings, objective, seed=0)
     value = ValueModel(build_tiny_lm(tok, seed=1).transformer) if objective == "phf-awr" else None
     trainer = PolicyTrainer(cfg, policy, tok, FirstTokenConstraint(len(tok)), PROMPTS, ref_policy=build_tiny_lm(tok),
-                            value_model=value, documents=docs)
+                            value_model=value, data=docs)
     return trainer, docs
 
 
@@ -284,7 +287,7 @@ def test_fdpg_without_any_target_mass_takes_no_step(tiny_tokenizer):
         def __call__(self, samples):
             return RewardOutput([-1.0] * len(samples))
 
-    cfg = _dm_config("fdpg", iterations=2, dm=DMSettings(divergence="js"))
+    cfg = _dm_config("fdpg", iterations=2, objective_settings=DMSettings(divergence="js"))
     policy = build_tiny_lm(tiny_tokenizer)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     trainer = PolicyTrainer(cfg, policy, tiny_tokenizer, NeverSatisfied(), PROMPTS, ref_policy=build_tiny_lm(tiny_tokenizer))

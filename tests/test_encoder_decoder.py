@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from conftest import fit_until_killed
-from tokenalign.policy.config import PPOSettings, SamplingSettings, TrainConfig
+from tokenalign.objectives.ppo import PPOSettings
+from tokenalign.policy.config import TrainConfig
+from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
 from tokenalign.policy.value import ValueModel
@@ -163,7 +165,7 @@ class LikedTokens:
 def _config(objective: str, **kw) -> TrainConfig:
     base = dict(objective=objective, iterations=3, prompts_per_iteration=6, samples_per_prompt=2, lr=1e-2, kl_coef=0.1,
                 mixed_precision="no", save_every=0, sampling=SamplingSettings(max_new_tokens=6, batch_size=64),
-                ppo=PPOSettings(epochs=2, minibatch_size=6), seed=0)
+                objective_settings=PPOSettings(epochs=2, minibatch_size=6), seed=0)
     base.update(kw)
     cfg = TrainConfig(**base)
     cfg.reward.placement = "token" if objective != "rloo" else "sequence"
@@ -185,7 +187,7 @@ def test_trainer_updates_a_t5_policy_from_its_own_logprobs(tiny_tokenizer, objec
     """A rollout of a policy equal to its reference takes the sampler's log-probs (equal to a
     fresh forward pass) and has KL 0; PPO's first minibatch (the whole rollout) is on-policy;
     updates move the weights and the rollout KL becomes positive."""
-    trainer = _trainer(_config(objective, ppo=PPOSettings(epochs=1, minibatch_size=12)), tiny_tokenizer)
+    trainer = _trainer(_config(objective, objective_settings=PPOSettings(epochs=1, minibatch_size=12)), tiny_tokenizer)
     ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
     mask = ro.batch.response_mask
     with torch.no_grad():

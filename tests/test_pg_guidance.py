@@ -78,7 +78,7 @@ def test_normalize_is_rejected_for_wmle():
     from tokenalign.policy.config import TrainConfig
 
     with pytest.raises(ConfigError, match="normalize"):
-        from_dict(TrainConfig, {"objective": "wmle", "data": "x", "reward": {"source": "token_model", "normalize": "whiten"}})
+        from_dict(TrainConfig, {"objective": "wmle", "wmle": {"data": "x"}, "reward": {"source": "token_model", "normalize": "whiten"}})
 
 
 def test_group_lists_drops_empty_responses_and_all_tied_lists():

@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from conftest import build_tiny_lm, fit_until_killed
-from tokenalign.policy.config import PPOSettings, SamplingSettings, TrainConfig
+from tokenalign.objectives.ppo import PPOSettings
+from tokenalign.objectives.reinforce import ReinforceSettings
+from tokenalign.policy.config import TrainConfig
+from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
 from tokenalign.policy.value import ValueModel
@@ -32,7 +35,7 @@ class LikedTokens:
 def _config(objective: str, placement: str, **kw) -> TrainConfig:
     base = dict(objective=objective, iterations=16, prompts_per_iteration=6, samples_per_prompt=4, lr=1e-2, kl_coef=0.0,
                 mixed_precision="no", save_every=0, sampling=SamplingSettings(max_new_tokens=8, batch_size=64),
-                ppo=PPOSettings(epochs=2, minibatch_size=12), seed=0)
+                objective_settings=PPOSettings(epochs=2, minibatch_size=12), seed=0)
     base.update(kw)
     cfg = TrainConfig(**base)
     cfg.reward.placement = placement
@@ -62,7 +65,7 @@ def test_each_objective_raises_the_toy_reward(tiny_tokenizer, objective, placeme
 
 def test_ppo_first_minibatch_is_on_policy(tiny_tokenizer):
     """Old log-probs are recomputed exactly by the first update: ratio 1, nothing clipped."""
-    cfg = _config("ppo", "token", iterations=1, ppo=PPOSettings(epochs=1, minibatch_size=24))
+    cfg = _config("ppo", "token", iterations=1, objective_settings=PPOSettings(epochs=1, minibatch_size=24))
     trainer = _trainer(cfg, tiny_tokenizer)
     ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
     stats = trainer.update(ro)
@@ -184,14 +187,14 @@ def test_two_process_cpu_run(tmp_path):
 
 
 def test_reinforce_mean_baseline_centres_the_signal(tiny_tokenizer):
-    cfg = _config("reinforce", "token", iterations=1, reinforce_baseline="mean")
+    cfg = _config("reinforce", "token", iterations=1, objective_settings=ReinforceSettings(baseline="mean"))
     trainer = _trainer(cfg, tiny_tokenizer)
     ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
     adv = trainer.advantages(ro)["advantages"]
     mask = ro.batch.response_mask
     assert abs(float(adv[mask].mean())) < 1e-6
     assert torch.allclose(adv[mask], ro.rewards[mask] - ro.rewards[mask].mean(), atol=1e-6)
-    trainer.cfg.reinforce_baseline = "whiten"
+    trainer.objective.settings.baseline = "whiten"
     adv = trainer.advantages(ro)["advantages"]
     r = ro.rewards[mask]
     assert torch.allclose(adv[mask], (r - r.mean()) / r.std(), atol=1e-4)

@@ -10,12 +10,12 @@ import torch
 
 from conftest import build_tiny_lm, build_tiny_tokenizer
 from test_policy_train import _config, _trainer
-from tokenalign.policy.config import PPOSettings
+from tokenalign.objectives.ppo import PPOSettings
 
 
 def main(out: Path) -> None:
     tok = build_tiny_tokenizer()
-    cfg = _config("ppo", "token", iterations=2, prompts_per_iteration=4, ppo=PPOSettings(epochs=1, minibatch_size=4))
+    cfg = _config("ppo", "token", iterations=2, prompts_per_iteration=4, objective_settings=PPOSettings(epochs=1, minibatch_size=4))
     trainer = _trainer(cfg, tok, out_dir=out / "run")
     acc = trainer.accelerator
     assert acc.num_processes == 2, acc.num_processes

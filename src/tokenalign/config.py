@@ -10,6 +10,7 @@ No ``eval``: values are data, never code.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,8 @@ from tokenalign.errors import ConfigError
 from tokenalign.utils.io import atomic_write_text
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "from_dict",
@@ -140,17 +143,23 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "", base:
     data = dict(data or {})
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for f in [f for f in fields.values() if "section_for" in f.metadata]:
+        del fields[f.name]
+        kwargs.update(_dynamic_section(cls, f, data, base, prefix))
     unknown = sorted(set(data) - set(fields))
     if unknown:
         import difflib
 
         name = unknown[0]
         key = f"{prefix}.{name}" if prefix else name
+        moved = getattr(cls, "MOVED_KEYS", {}).get(name)
+        if moved:
+            raise ConfigError(f"config key '{key}' is now '{moved}'")
         close = difflib.get_close_matches(name, list(fields), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         allowed = ", ".join(sorted(fields))
         raise ConfigError(f"unknown config key '{key}'{hint}; {cls.__name__} has: {allowed}")
-    kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
@@ -171,12 +180,57 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "", base:
     return obj
 
 
+def _dynamic_section(cls: type, field: dataclasses.Field, data: dict[str, Any], base: Any, prefix: str) -> dict[str, Any]:
+    """The value of a field whose type depends on another field (``TrainConfig``'s
+    objective settings: their class and config key are the objective's own).
+
+    ``field.metadata``: ``selector`` (the name of the field that picks the component) and
+    ``section_for(name) -> (key, settings class | None, other keys)``; the section is read
+    from ``data[key]`` (popped); a section of another component is dropped with a warning.
+    """
+    selector = field.metadata["selector"]
+    if selector in data:
+        name = data[selector]
+    elif base is not None:
+        name = getattr(base, selector)
+    else:
+        name = _field_default(next(f for f in dataclasses.fields(cls) if f.name == selector))
+    key, settings_cls, others = field.metadata["section_for"](str(name))
+    section = data.pop(key, None) if key else None
+    for stray in sorted(k for k in data if k in others):
+        # A config shared between components (``--set objective=...`` on a file with a ppo
+        # section): the other component's section is not used, and said so.
+        data.pop(stray)
+        where = f"{prefix}." if prefix else ""
+        log.warning("config section '%s%s' is not used: this run's %s is %r%s", where, stray, selector, name,
+                    f" (its section is '{where}{key}')" if key else " (it has no settings section)")
+    if settings_cls is None:
+        return {field.name: None}
+    if section is None and base is not None and isinstance(getattr(base, field.name), settings_cls):
+        return {field.name: getattr(base, field.name)}
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError(f"{prefix + '.' if prefix else ''}{key}: expected a mapping of {settings_cls.__name__} fields")
+    nested_base = getattr(base, field.name) if base is not None else None
+    if not isinstance(nested_base, settings_cls):
+        nested_base = None
+    return {field.name: from_dict(settings_cls, section or {}, prefix=f"{prefix}.{key}" if prefix else key, base=nested_base)}
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass as plain YAML-safe data (paths become strings, tuples lists)."""
+    """A dataclass as plain YAML-safe data (paths become strings, tuples lists); a dynamic
+    section (see :func:`_dynamic_section`) is written under its own key."""
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            out = {}
+            for f in dataclasses.fields(v):
+                if "section_for" in f.metadata:
+                    key = f.metadata["section_for"](str(getattr(v, f.metadata["selector"])))[0]
+                    if key and getattr(v, f.name) is not None:
+                        out[key] = plain(getattr(v, f.name))
+                    continue
+                out[f.name] = plain(getattr(v, f.name))
+            return out
         if isinstance(v, Path):
             return str(v)
         if isinstance(v, (list, tuple)):

@@ -63,7 +63,8 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
         "policy": {
             "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr,
             "kl_coef": cfg.pg_kl_coef if cfg.method == "pg" else cfg.kl_coef,
-            "entropy_coef": cfg.entropy_coef, "reinforce_baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go,
+            "entropy_coef": cfg.entropy_coef,
+            "reinforce": {"baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go},
             "reward": {"source": "token_model", "placement": "token", "token_model": "(learned by the loop)",
                        "normalize": cfg.normalize},
             "prompts_per_iteration": cfg.prompts_per_iteration, "samples_per_prompt": cfg.samples_per_prompt,
@@ -103,8 +104,10 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
         from tokenalign.policy.run import run_train
 
         if a.method == "token":
-            pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="reinforce", reward_to_go=True,
-                                       reinforce_baseline="whiten",
+            from tokenalign.objectives.reinforce import ReinforceSettings
+
+            pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="reinforce",
+                                       objective_settings=ReinforceSettings(reward_to_go=True, baseline="whiten"),
                                        reward=dataclasses.replace(acfg.policy.reward, source="blame", placement="token"))
         else:
             pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="rloo",

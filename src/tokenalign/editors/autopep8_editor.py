@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-from tokenalign.editors.base import EditResult, edit_minimality, summarize_edits
+from tokenalign.editors.base import EditResult, edit_minimality, register_editor, summarize_edits
 from tokenalign.scorers.base import check_lengths
 from tokenalign.scorers.pep8 import check_syntax
 
@@ -48,6 +48,7 @@ class Autopep8Config:
     max_passes: int = 20
 
 
+@register_editor("autopep8")
 class Autopep8Editor:
     """Minimal PEP8 edits of completions, never touching their prompts."""
 

@@ -11,7 +11,12 @@ import difflib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-__all__ = ["EditResult", "Editor", "edit_minimality", "summarize_edits"]
+from tokenalign.registry import Registry
+
+__all__ = ["EditResult", "Editor", "edit_minimality", "summarize_edits", "EDITORS", "register_editor", "make_editor"]
+
+EDITORS: Registry = Registry("editor", builtins="tokenalign.editors.autopep8_editor")
+register_editor = EDITORS.register
 
 
 @dataclasses.dataclass
@@ -72,3 +77,16 @@ def summarize_edits(results: Sequence[EditResult]) -> dict[str, float]:
         key = "n_failed_" + (r.failure or "other").split(":")[0].replace(" ", "_")
         out[key] = out.get(key, 0) + 1
     return out
+
+
+def make_editor(spec: str) -> Editor:
+    """The editor a config names: a registered name or ``package.module:attribute`` that
+    is an editor class (built with no arguments) or instance (has ``edit``)."""
+    from tokenalign.errors import ConfigError
+
+    obj = EDITORS.get(spec)
+    if isinstance(obj, type):
+        obj = obj()
+    if not callable(getattr(obj, "edit", None)):
+        raise ConfigError(f"editor {spec!r} has no edit(completions, prompts) method")
+    return obj

@@ -14,9 +14,12 @@ import functools
 import logging
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tokenalign.errors import TokenalignError
-from tokenalign.policy.config import PHFSettings
+
+if TYPE_CHECKING:
+    from tokenalign.objectives.phf import PHFSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""tokenalign.policy: one training engine for PPO (token / segment / sequence rewards),
-token REINFORCE, RLOO and guidance-weighted MLE, and the alternating loop."""
+"""tokenalign.policy: the policy training engine (one trainer for every objective)."""
 
 from tokenalign.policy.config import TrainConfig
-from tokenalign.policy.trainer import PolicyTrainer, Rollout
+from tokenalign.policy.trainer import PolicyTrainer
+from tokenalign.rollout.batch import Rollout
 
 __all__ = ["TrainConfig", "PolicyTrainer", "Rollout"]

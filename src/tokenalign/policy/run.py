@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from tokenalign.policy.config import TrainConfig
+from tokenalign.scorers import make_scorer
 from tokenalign.tasks import get_task
 from tokenalign.utils.lora import wrap_lora
 from tokenalign.utils.models import is_encoder_decoder, lm_auto_class, load_causal_lm
@@ -34,6 +35,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
 
     cfg.validate_sources()
     task = get_task(cfg.task)
+    scorer = make_scorer(cfg.scorer) if cfg.scorer else task.scorer
     eval_prompts = task.prompts("test", cfg.eval.prompts)
     init = cfg.model or task.base_model
     ckpt = out / "checkpoint" if out is not None else None
@@ -48,22 +50,16 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         policy, tokenizer = load_causal_lm(str(ckpt / "policy") if resume else init)
         ref_path = cfg.ref_model or init
         ref = lm_auto_class(ref_path).from_pretrained(ref_path)
-    conditioning = None
-    if cfg.objective == "phf-cond":
-        from tokenalign.objectives.conditioning import BAD_TOKEN, GOOD_TOKEN, Conditioning
-        from tokenalign.objectives.phf_math import add_control_tokens
-
-        add_control_tokens(policy, tokenizer, (GOOD_TOKEN, BAD_TOKEN), seed=cfg.seed)  # no-op when resumed
-        conditioning = Conditioning.from_tokenizer(tokenizer, cfg.phf.segment)
-        conditioning.mark(policy)  # the saved model records how to condition it
+    objective = cfg.objective_class
+    conditioning = objective.prepare_policy(cfg, policy, tokenizer)
     value = None
-    if cfg.objective in ("ppo", "phf-awr"):
+    if objective.needs_value_model:
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
 
     if cfg.reward.source == "scorer":
-        reward = ScorerReward(task.scorer, cfg.reward.scale, task.text_fn)
+        reward = ScorerReward(scorer, cfg.reward.scale, task.text_fn)
     elif cfg.reward.source == "blame":
-        reward = BlameReward(task.scorer, cfg.reward.scale, task.text_fn, tokenizer)
+        reward = BlameReward(scorer, cfg.reward.scale, task.text_fn, tokenizer)
     else:
         from transformers import AutoTokenizer
 
@@ -77,48 +73,22 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
         reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task.text_fn,
                                   normalize=cfg.reward.normalize)
         if cfg.reward.plus_scorer:
-            reward = DensePlusSequenceReward(reward, ScorerReward(task.scorer, 1.0, task.text_fn), cfg.reward.plus_scorer)
+            reward = DensePlusSequenceReward(reward, ScorerReward(scorer, 1.0, task.text_fn), cfg.reward.plus_scorer)
 
-    supervised: list[tuple[str, str]] = []
-    if cfg.objective == "wmle":
-        from tokenalign.data import load_records
-
-        supervised = [(r.prompt, r.completion) for r in load_records(cfg.data, "supervised").records]
-
-
-    documents = []
-    if cfg.objective.startswith("phf-"):
-        documents = _phf_documents(cfg, task, tokenizer, conditioning, policy)
+    data = objective.training_data(cfg, task, tokenizer, policy, conditioning)
 
     def evaluate_fn(trainer: PolicyTrainer) -> dict[str, float]:
         # Before training, a conditional model is the base model with two unused tokens:
         # evaluate it unconditioned (its control tokens mean nothing yet).
         cond = conditioning if trainer.iteration > 0 else None
         with trainer.accelerator.autocast():
-            return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, task.scorer, cfg.eval,
+            return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, scorer, cfg.eval,
                                    list(task.stop), task.text_fn, trainer.ref_logprobs, conditioning=cond)
 
     trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task.prompts("train"), ref_policy=ref, value_model=value,
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,
-                            supervised=supervised, out_dir=out, documents=documents)
+                            data=data, out_dir=out)
     return trainer, (ckpt if resume else None)
-
-
-def _phf_documents(cfg: TrainConfig, task, tokenizer, conditioning, policy) -> list:
-    """The scored corpus of a PHF objective (the same documents whatever the objective),
-    cut to the model's context (one position is the BOS token they follow)."""
-    import dataclasses
-
-    from tokenalign.objectives.phf_data import build_phf_documents, load_documents, segment_scorer_for, task_documents
-    from tokenalign.utils.models import context_length
-
-    h = cfg.phf
-    context = context_length(policy.config)
-    if context is not None and h.max_tokens > context - 1:
-        h = dataclasses.replace(h, max_tokens=context - 1)
-    texts = load_documents(h.corpus, h.documents, cfg.seed) if h.corpus else task_documents(task.name, h.documents, cfg.seed)
-    control = (conditioning.good_id, conditioning.bad_id) if conditioning is not None else None
-    return build_phf_documents(texts, tokenizer, segment_scorer_for(task, h.segment), h, cfg.objective, cfg.seed, control)
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:

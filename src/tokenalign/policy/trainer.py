@@ -1,20 +1,19 @@
-"""The policy training engine: rollout -> rewards -> advantages -> loss, for every objective.
+"""The policy training engine: batch -> rewards -> signal -> loss -> step, for every objective.
 
-One iteration:
+One iteration (the objective, a plug-in from :mod:`tokenalign.objectives`, decides the
+parts marked *):
 
-1. **rollout**: sample ``samples_per_prompt`` responses for this iteration's prompts with
-   the KV cache; the policy's log-probs (the behaviour policy) come from the sampler's own
-   logits, and one no-grad forward pass each gives the reference's log-probs and, for PPO,
-   the values — all computed once per rollout;
+1. **batch***: by default ``samples_per_prompt`` responses for this iteration's prompts,
+   sampled with the KV cache; the policy's log-probs (the behaviour policy) come from the
+   sampler's own logits, and one no-grad forward pass each gives the reference's
+   log-probs and, for objectives with a value model, the values, all computed once per
+   rollout (offline objectives return a batch of their dataset instead);
 2. **rewards**: the reward source scores the samples (a sequence score, and per-token
    rewards when it has them) and :func:`place_rewards` puts them on the tokens;
-3. **advantages** by the objective's estimator (GAE, r_t / reward-to-go, leave-one-out);
-4. **update**: ``ppo.epochs`` passes over shuffled minibatches for PPO, one pass for the
-   others.
-
-Distribution matching (``dpg`` / ``fdpg`` / ``cdpg``) is step 3 with a different signal:
-per-sequence importance weights toward an energy-based target instead of rewards. The PHF
-objectives (``phf-*``) replace step 1 by a batch of the scored corpus (offline data).
+3. **signal***: advantages (GAE, r_t / reward-to-go, leave-one-out, importance weights
+   toward a target distribution, ...);
+4. **loss*** and **step**: the objective cuts the update into optimizer steps and each
+   step into chunks of rows (gradient accumulation: the same gradient as the whole step).
 
 accelerate owns devices, mixed precision and distribution: each process samples its
 share of the prompts and gradients are averaged by DDP. Checkpoints are atomic folders;
@@ -23,7 +22,6 @@ everything random derives from (seed, iteration), so a resumed run continues exa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -33,21 +31,11 @@ from typing import Any
 
 import torch
 
-from tokenalign.objectives.advantages import gae, kl_penalty, reward_to_go, rloo_baseline, whiten
-from tokenalign.policy.config import DM_OBJECTIVES, PHF_OBJECTIVES, TrainConfig
-from tokenalign.objectives.losses import (
-    guidance_weights,
-    masked_mean,
-    ppo_policy_loss,
-    ppo_value_loss,
-    reinforce_loss,
-    sequence_pg_loss,
-    weighted_mle_loss,
-)
-from tokenalign.objectives.dm import DMState as _DMState
-from tokenalign.objectives.phf import phf_objective_loss
+from tokenalign.objectives import Chunk, Objective, token_kl
+from tokenalign.objectives.losses import masked_mean
+from tokenalign.policy.config import TrainConfig
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
-from tokenalign.rollout.batch import TokenBatch, build_token_batch, token_logprobs
+from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.io import append_jsonl, atomic_path
 from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
@@ -57,24 +45,13 @@ log = logging.getLogger(__name__)
 __all__ = ["Rollout", "PolicyTrainer"]
 
 
-@dataclasses.dataclass
-class Rollout:
-    """Everything one update needs, computed once per rollout (tensors on the device)."""
-
-    samples: list[Sample]
-    batch: TokenBatch
-    logprobs: torch.Tensor  # [B, R] behaviour policy
-    ref_logprobs: torch.Tensor  # [B, R]
-    rewards: torch.Tensor  # [B, R] placed rewards, before the KL penalty
-    scores: torch.Tensor  # [B] sequence scores
-    token_rewards: torch.Tensor | None  # [B, R] the source's per-token rewards, if any
-    values: torch.Tensor | None  # [B, R] PPO values
-    details: list[Any]
-    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # objective-specific tensors
-
-
 class PolicyTrainer:
-    """Trains ``policy`` with ``config.objective`` on prompts (or, for wmle, supervised data)."""
+    """Trains ``policy`` with ``config.objective`` on prompts (or on the objective's offline ``data``).
+
+    ``data``: the rows of objectives that train on a dataset instead of the policy's
+    samples (wmle: (prompt, response) pairs; phf-*: scored documents), as built by the
+    objective's ``training_data``.
+    """
 
     def __init__(
         self,
@@ -87,9 +64,8 @@ class PolicyTrainer:
         value_model=None,
         stop: Sequence[str] = (),
         evaluate_fn: Callable[["PolicyTrainer"], dict[str, float]] | None = None,
-        supervised: Sequence[tuple[str, str]] = (),
+        data: Sequence[Any] = (),
         out_dir: str | Path | None = None,
-        documents: Sequence[Any] = (),
     ) -> None:
         from tokenalign.utils.accel import make_accelerator
 
@@ -101,10 +77,8 @@ class PolicyTrainer:
             tokenizer.pad_token = tokenizer.eos_token
         self.reward_source = reward_source
         self.train_prompts = list(train_prompts)
-        self.supervised = list(supervised)
-        self.documents = list(documents)  # phf-*: ScoredDocument rows
-        if config.objective in PHF_OBJECTIVES and not self.documents:
-            raise ValueError(f"objective {config.objective} trains on a scored corpus: pass documents")
+        self.data = list(data)
+        self.objective: Objective = config.objective_class(config, config.objective_settings)
         self.stop = list(stop)
         self.evaluate_fn = evaluate_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -113,7 +87,7 @@ class PolicyTrainer:
         self.iteration = 0
         self.samples_seen = 0
         self.tokens_seen = 0
-        needs_value = config.objective in ("ppo", "phf-awr")
+        needs_value = self.objective.needs_value_model
         if needs_value and value_model is None:
             raise ValueError(f"objective {config.objective} needs a value model")
         if not needs_value:
@@ -127,7 +101,7 @@ class PolicyTrainer:
                 use_fast_kernels(model)
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.lr}]
         if value_model is not None:
-            groups.append({"params": list(value_model.parameters()), "lr": config.ppo.value_lr or config.lr})
+            groups.append({"params": list(value_model.parameters()), "lr": self.objective.value_lr()})
         optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, **fused_optimizer_kwargs(self.accelerator.device))
         # Sampling and scoring run without dropout (SPEC section 5); so does training, so the
         # first PPO epoch sees ratio 1 exactly.
@@ -141,7 +115,7 @@ class PolicyTrainer:
         self.ref_policy = ref_policy.to(self.accelerator.device).eval() if ref_policy is not None else None
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False)
-        self.dm = _DMState(config, self.unwrapped_policy, self.accelerator) if config.objective in DM_OBJECTIVES else None
+        self.objective.setup(self)
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -162,9 +136,9 @@ class PolicyTrainer:
 
     def iteration_prompts(self, iteration: int) -> list[str]:
         """This process's prompts of an iteration: a seeded permutation per pass over the data."""
-        return self._iteration_rows(self.train_prompts, iteration)
+        return self.iteration_rows(self.train_prompts, iteration)
 
-    def _iteration_rows(self, pool: Sequence, iteration: int) -> list:
+    def iteration_rows(self, pool: Sequence, iteration: int) -> list:
         """Rows ``iteration * per ... (iteration + 1) * per`` of the pool's seeded order (a new
         permutation for each pass over it), this process's share of them."""
         per, n = self.cfg.prompts_per_iteration, len(pool)
@@ -180,21 +154,19 @@ class PolicyTrainer:
 
     def sample(self, prompts: Sequence[str], seed: int, **overrides: Any) -> list[Sample]:
         """Sample one response per prompt from the current policy (eval mode, KV cache)."""
-        s = self.cfg.sampling
         model = overrides.pop("model", None) or self.unwrapped_policy
-        cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                             batch_size=s.batch_size, stop=self.stop, seed=seed)
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = SamplingConfig.of(self.cfg.sampling, stop=self.stop, seed=seed, **overrides)
         return generate(model, self.tokenizer, prompts, cfg, progress=False)
 
-    def _tensor_rows(self, rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+    def tensor_rows(self, rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
+        """Ragged per-token rows as a ``[len(rows), width]`` fp32 tensor on the device (zero-padded)."""
         out = torch.zeros((len(rows), width), dtype=torch.float32)
         for i, r in enumerate(rows):
             r = list(r)[:width]
             out[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
         return out.to(self.device)
 
-    def _length_chunks(self, batch: TokenBatch) -> list[torch.Tensor]:
+    def length_chunks(self, batch: TokenBatch) -> list[torch.Tensor]:
         """Row indices in chunks of ``update_batch_size``, rows of similar prompt and then
         response length together (each chunk is trimmed to its longest prompt and response:
         ~20% fewer positions than response-length order on pep8 rollouts)."""
@@ -205,11 +177,11 @@ class PolicyTrainer:
         order = torch.argsort(prompt_len * (batch.response_mask.shape[1] + 1) + response_len, stable=True)
         return [order[i : i + chunk] for i in range(0, n, chunk)]
 
-    def _chunked(self, fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBatch) -> torch.Tensor:
+    def chunked(self, fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBatch) -> torch.Tensor:
         """``fn`` (a per-token forward, ``[b, w]``) over length-sorted, trimmed chunks of the
         batch, reassembled as ``[B, R]`` fp32 (zeros on padding)."""
         out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=self.device)
-        for idx in self._length_chunks(batch):
+        for idx in self.length_chunks(batch):
             idx = idx.to(self.device)
             sub, width = batch.rows(idx).trimmed()
             out[idx, :width] = fn(sub).float()
@@ -233,106 +205,49 @@ class PolicyTrainer:
         t = cfg.sampling.temperature
         recorded = None
         if sampled_by is not None and samples and all(s.logprobs is not None for s in samples):
-            recorded = self._tensor_rows([s.logprobs for s in samples], width)
+            recorded = self.tensor_rows([s.logprobs for s in samples], width)
         policy_recorded = recorded if sampled_by == "policy" else None
         with self.accelerator.autocast():
-            ref = self._chunked(self.ref_logprobs, batch)
+            ref = self.chunked(self.ref_logprobs, batch)
             if policy_recorded is not None:
                 logprobs = policy_recorded
             else:
-                logprobs = self._chunked(lambda b: token_logprobs(self.policy, b, temperature=t)["logprobs"], batch)
-            values = self._chunked(self.value_model, batch) if self.value_model is not None else None
-            extra = {}
-            if self.dm is not None and self.dm.proposal is not None:  # offline DPG: q sampled them
-                extra["proposal_logprobs"] = (recorded if sampled_by == "proposal" and recorded is not None else
-                                              self._chunked(lambda b: token_logprobs(self.dm.proposal, b)["logprobs"], batch))
+                logprobs = self.chunked(lambda b: token_logprobs(self.policy, b, temperature=t)["logprobs"], batch)
+            values = self.chunked(self.value_model, batch) if self.value_model is not None else None
+            extra = self.objective.rollout_extras(self, batch, recorded, sampled_by)
         out = self.reward_source(samples)
         scores = torch.tensor(out.scores, dtype=torch.float32, device=self.device)
-        token_rewards = self._tensor_rows(out.token_rewards, width) if out.token_rewards is not None else None
+        token_rewards = self.tensor_rows(out.token_rewards, width) if out.token_rewards is not None else None
         seg = None
         if cfg.reward.placement == "segment":
-            seg = self._tensor_rows([segment_ends(self.tokenizer, s.generated_ids, cfg.reward.segment) for s in samples], width) > 0
+            seg = self.tensor_rows([segment_ends(self.tokenizer, s.generated_ids, cfg.reward.segment) for s in samples], width) > 0
         rewards = place_rewards(cfg.reward.placement, batch.response_mask, scores, token_rewards, seg)
         return Rollout(list(samples), batch, logprobs.float(), ref.float(), rewards, scores, token_rewards,
                        values.float() if values is not None else None, list(out.details), extra)
 
     def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
-        k = self.cfg.samples_per_prompt
-        inputs = [p for p in prompts for _ in range(k)]
-        if self.dm is not None and self.dm.proposal is not None:
-            return self.make_rollout(self.sample(inputs, seed, model=self.dm.proposal), sampled_by="proposal")
-        return self.make_rollout(self.sample(inputs, seed), sampled_by="policy")
-
-    def phf_rollout(self, iteration: int) -> Rollout:
-        """A batch of the scored corpus as a rollout: documents sampled from nothing (the BOS
-        token is their prompt), their token scores in ``extra["token_scores"]``."""
-        from tokenalign.rollout.generate import encode_prompt
-
-        docs = self._iteration_rows(self.documents, iteration)
-        bos = encode_prompt(self.tokenizer, "")
-        samples = [Sample("", d.text, d.ids, True, d.ids, bos) for d in docs]
-        batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples],
-                                  self.tokenizer.pad_token_id).to(self.device)
-        width = batch.response_mask.shape[1]
-        token_scores = self._tensor_rows([d.token_scores for d in docs], width)
-        scores = torch.tensor([-d.score for d in docs], dtype=torch.float32, device=self.device)
-        zeros = torch.zeros_like(token_scores)
-        return Rollout(samples, batch, zeros, zeros, -token_scores, scores, -token_scores, None, [],
-                       {"token_scores": token_scores})
+        """``samples_per_prompt`` samples of each prompt (from the objective's sampler: the
+        policy, or offline DPG's proposal), scored, as a rollout."""
+        return self.objective.sample_rollout(self, prompts, seed)
 
     def advantages(self, ro: Rollout) -> dict[str, torch.Tensor]:
-        """Per-objective training signal: ``advantages`` (and ``returns`` for PPO)."""
-        cfg, mask = self.cfg, ro.batch.response_mask
-        kl = kl_penalty(ro.logprobs, ro.ref_logprobs, mask, cfg.kl_estimator)
-        if cfg.objective == "ppo":
-            rewards = ro.rewards - cfg.kl_coef * kl
-            if cfg.ppo.whiten_rewards:
-                rewards = whiten(rewards, mask, shift_mean=False)
-            adv, ret = gae(rewards, ro.values, mask, cfg.ppo.gamma, cfg.ppo.lam)
-            if cfg.ppo.whiten_advantages:
-                adv = whiten(adv, mask)
-            return {"advantages": adv, "returns": ret}
-        if cfg.objective == "reinforce":
-            rewards = (ro.rewards - cfg.kl_coef * kl) * mask
-            signal = reward_to_go(rewards, mask) if cfg.reward_to_go else rewards
-            if cfg.reinforce_baseline == "mean":
-                signal = (signal - masked_mean(signal, mask)) * mask
-            elif cfg.reinforce_baseline == "whiten":
-                signal = whiten(signal, mask)
-            return {"advantages": signal}
-        if cfg.objective == "rloo":
-            seq = ro.scores - cfg.kl_coef * kl.sum(dim=1)
-            return {"advantages": rloo_baseline(seq, cfg.samples_per_prompt)}
-        if cfg.objective == "wmle":
-            return {"advantages": guidance_weights(ro.token_rewards, mask, use_exp=cfg.wmle_exp, use_reward_to_go=cfg.reward_to_go)}
-        if self.dm is not None:
-            return {"advantages": self.dm.advantages(ro, self.iteration)}
-        if cfg.objective in PHF_OBJECTIVES:
-            return {"rewards": ro.rewards, "token_scores": ro.extra["token_scores"]}
-        raise ValueError(f"unknown objective {cfg.objective!r}")
+        """The objective's training signal of a rollout (``advantages``, and e.g. ``returns``)."""
+        return self.objective.signal(ro, self.iteration)
 
     def update(self, ro: Rollout) -> dict[str, float]:
-        """Optimise on one rollout; returns the mean of each loss statistic.
+        """Optimise on one rollout; returns the mean over optimizer steps of each statistic.
 
-        PPO: ``ppo.epochs`` passes over shuffled minibatches, one optimizer step each. Other
-        objectives: one optimizer step on the whole rollout, computed in chunks of
-        ``update_batch_size`` rows with gradient accumulation (weighted so the gradient is
-        exactly the whole-batch one).
+        The objective cuts the update into steps (PPO: ``ppo.epochs`` passes over shuffled
+        minibatches; the others: one step on the whole rollout) and each step into chunks
+        of rows, computed with gradient accumulation so that the gradient is exactly the
+        whole step's.
         """
         import contextlib
 
-        cfg, acc = self.cfg, self.accelerator
+        cfg, acc, objective = self.cfg, self.accelerator, self.objective
         signal = self.advantages(ro)
-        n = len(ro.samples)
-        if cfg.objective == "ppo":
-            g = torch.Generator().manual_seed(cfg.seed * 7919 + self.iteration)
-            mb = cfg.ppo.minibatch_size
-            steps = []
-            for _ in range(cfg.ppo.epochs):
-                order = torch.randperm(n, generator=g)
-                steps += [[order[i : i + mb]] for i in range(0, n, mb)]
-        else:
-            steps = [self._length_chunks(ro.batch)]
+        steps = objective.update_steps(self, ro)
+        temperature = objective.update_temperature()
         sums: dict[str, float] = {}
         for chunks in steps:
             rows = sum(len(c) for c in chunks)
@@ -342,41 +257,18 @@ class PolicyTrainer:
                 idx = idx.to(self.device)
                 sub, width = ro.batch.rows(idx).trimmed()  # no compute on padding columns
                 mask = sub.response_mask
-
-                def cut(t: torch.Tensor) -> torch.Tensor:
-                    return t[idx][:, :width]
-
-                w_tok = float(mask.sum()) / max(tokens, 1)  # share of a token mean
-                w_seq = len(idx) / rows  # share of a sequence mean
                 last = j == len(chunks) - 1
                 with contextlib.nullcontext() if last else acc.no_sync(self.policy), acc.autocast():
-                    # A corpus is learned at temperature 1; rollouts at the temperature they were sampled at.
-                    temperature = 1.0 if cfg.objective in PHF_OBJECTIVES else cfg.sampling.temperature
                     out = token_logprobs(self.policy, sub, with_entropy=True, temperature=temperature)
-                    logp, neg_ent = out["logprobs"], out["neg_entropy"]
-                    entropy_term = cfg.entropy_coef * masked_mean(neg_ent, mask) if cfg.entropy_coef else 0.0
-                    if cfg.objective == "ppo":
-                        values = self.value_model(sub)
-                        ploss, clip_stats = ppo_policy_loss(logp, cut(ro.logprobs), cut(signal["advantages"]), mask, cfg.ppo.clip)
-                        vloss = ppo_value_loss(values.float(), cut(ro.values), cut(signal["returns"]), mask, cfg.ppo.value_clip)
-                        loss = ploss + cfg.ppo.value_coef * vloss + entropy_term
-                        stats.update(clip_stats, policy_loss=ploss.item(), value_loss=vloss.item())
-                    elif cfg.objective == "reinforce":
-                        loss = w_tok * reinforce_loss(logp, cut(signal["advantages"]), mask, neg_ent, cfg.entropy_coef)
-                    elif cfg.objective == "rloo" or self.dm is not None:
-                        loss = w_seq * sequence_pg_loss(logp, signal["advantages"][idx], mask) + w_tok * entropy_term
-                    elif cfg.objective in PHF_OBJECTIVES:
-                        values = self.value_model(sub) if self.value_model is not None else None
-                        phf_loss, phf_stats = phf_objective_loss(cfg, logp, cut(signal["rewards"]), cut(signal["token_scores"]),
-                                                                 mask, values)
-                        loss = w_tok * phf_loss
-                        for key, v in phf_stats.items():
-                            stats[key] = stats.get(key, 0.0) + w_tok * v
-                    else:  # wmle
-                        loss = w_seq * weighted_mle_loss(logp, cut(signal["advantages"]), mask)
+                    chunk = Chunk(sub, idx, width, out["logprobs"], out["neg_entropy"],
+                                  token_share=float(mask.sum()) / max(tokens, 1), row_share=len(idx) / rows,
+                                  value_model=self.value_model)
+                    loss, chunk_stats = objective.loss(chunk, ro, signal)
                     acc.backward(loss)
+                for key, v in chunk_stats.items():
+                    stats[key] = stats.get(key, 0.0) + v
                 stats["loss"] = stats.get("loss", 0.0) + loss.item()
-                stats["entropy"] = stats.get("entropy", 0.0) - w_tok * masked_mean(neg_ent.detach(), mask).item()
+                stats["entropy"] = stats.get("entropy", 0.0) - chunk.token_share * masked_mean(chunk.neg_entropy.detach(), mask).item()
             if cfg.grad_clip:
                 params = [p for grp in self.optimizer.param_groups for p in grp["params"]]
                 stats["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
@@ -390,7 +282,7 @@ class PolicyTrainer:
     def _rollout_stats(self, ro: Rollout, seconds: float) -> dict[str, float]:
         mask = ro.batch.response_mask
         # Rollouts of the policy: KL to the reference (zero for a corpus batch, not reported).
-        kl_seq = (kl_penalty(ro.logprobs, ro.ref_logprobs, mask, "k1")).sum(dim=1)
+        kl_seq = token_kl(ro, "k1").sum(dim=1)
         lengths = mask.sum(dim=1).float()
         local = torch.stack([ro.scores.mean(), kl_seq.mean(), lengths.mean(), lengths.sum(),
                              torch.tensor(float(len(ro.samples)), device=self.device)])
@@ -402,10 +294,9 @@ class PolicyTrainer:
                  "sampled_tokens": float(total[3]), "samples": float(total[4])}
         if ro.token_rewards is not None:
             stats["token_reward"] = float(total[5] / n)
-        if self.cfg.objective in PHF_OBJECTIVES:
+        if not self.objective.reports_kl:
             del stats["kl"]
-        if self.dm is not None:
-            stats.update(self.dm.last_stats)
+        stats.update(self.objective.extra_stats())
         mis = [getattr(d, "misalignment", None) for d in ro.details]
         if mis and all(m is not None for m in mis):
             stats["train_misalignment"] = float(sum(mis) / len(mis))  # this process's share
@@ -424,8 +315,7 @@ class PolicyTrainer:
         cfg, acc = self.cfg, self.accelerator
         if resume_from is not None and (Path(resume_from) / "state.json").is_file():
             self.load_state(resume_from)
-        if self.dm is not None and self.dm.needs_lambda:
-            self.dm.fit_lambda(self)
+        self.objective.on_fit_start(self)
         rows: list[dict] = []
         stop_at = cfg.iterations
         if until is not None:
@@ -436,18 +326,11 @@ class PolicyTrainer:
             task = bar.add_task(f"{cfg.objective}", total=cfg.iterations, completed=self.iteration)
             while self.iteration < stop_at:
                 t0 = time.perf_counter()
-                if cfg.objective == "wmle":
-                    ro = self.make_rollout(self._supervised_samples(self.iteration))
-                elif cfg.objective in PHF_OBJECTIVES:
-                    ro = self.phf_rollout(self.iteration)
-                else:
-                    seed = cfg.seed * 1_000_003 + self.iteration * 101 + acc.process_index
-                    ro = self.rollout(self.iteration_prompts(self.iteration), seed)
+                ro = self.objective.batch(self, self.iteration)
                 t_sample = time.perf_counter() - t0
                 stats = self.update(ro)
                 self.iteration += 1
-                if self.dm is not None:
-                    self.dm.after_update(self)
+                self.objective.after_update(self)
                 row = {"iteration": self.iteration, **self._rollout_stats(ro, t_sample), **stats}
                 self.samples_seen += int(row["samples"])
                 self.tokens_seen += int(row["sampled_tokens"])
@@ -469,18 +352,6 @@ class PolicyTrainer:
                 if on_iteration is not None:
                     on_iteration(self)
         return rows
-
-    def _supervised_samples(self, iteration: int) -> list[Sample]:
-        """wmle: this iteration's (prompt, response) rows as samples, seeded order per pass."""
-        from tokenalign.rollout.generate import encode_prompt
-
-        rows = self._iteration_rows(self.supervised, iteration)
-        limit = self.cfg.sampling.max_new_tokens
-        out = []
-        for prompt, response in rows:
-            ids = self.tokenizer(response, add_special_tokens=False)["input_ids"][:limit]
-            out.append(Sample(prompt, self.tokenizer.decode(ids), ids, True, ids, encode_prompt(self.tokenizer, prompt)))
-        return out
 
     def close(self) -> None:
         """End a distributed run cleanly: wait for every process, then destroy the process
@@ -507,8 +378,7 @@ class PolicyTrainer:
                 if self.value_model is not None:
                     acc.unwrap_model(self.value_model).save_pretrained(tmp / "value")
                 torch.save({"optimizer": self.optimizer.state_dict(), "rng": rng_state()}, tmp / "optimizer.pt")
-                if self.dm is not None:
-                    self.dm.save(tmp)
+                self.objective.save(tmp)
                 state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
                          "objective": self.cfg.objective}
                 (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -526,8 +396,7 @@ class PolicyTrainer:
         set_rng_state(blob["rng"])
         state = json.loads((path / "state.json").read_text())
         self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
-        if self.dm is not None:
-            self.dm.load(path)
+        self.objective.load(path)
         metrics = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
         if metrics is not None and metrics.is_file() and self.accelerator.is_main_process:
             # Rows of iterations after the checkpoint (written before a kill) are redone.

@@ -24,9 +24,11 @@ from collections.abc import Sequence
 
 import torch
 
+from typing import Any
+
 from tokenalign.utils.models import decoder_start_token_id, forward_parameters, is_encoder_decoder
 
-__all__ = ["TokenBatch", "build_token_batch", "position_ids", "left_aligned", "encoder_decoder_inputs", "token_logprobs",
+__all__ = ["TokenBatch", "Rollout", "build_token_batch", "position_ids", "left_aligned", "encoder_decoder_inputs", "token_logprobs",
            "response_char_spans"]
 
 
@@ -190,3 +192,19 @@ def response_char_spans(tokenizer, ids: Sequence[int], text_length: int | None =
     if text_length is not None:
         spans = [(min(s, text_length), min(e, text_length)) for s, e in spans]
     return spans
+
+
+@dataclasses.dataclass
+class Rollout:
+    """Everything one policy update needs, computed once per rollout (tensors on the device)."""
+
+    samples: list  # the Sample of each row
+    batch: TokenBatch
+    logprobs: torch.Tensor  # [B, R] behaviour policy
+    ref_logprobs: torch.Tensor  # [B, R]
+    rewards: torch.Tensor  # [B, R] placed rewards, before the KL penalty
+    scores: torch.Tensor  # [B] sequence scores
+    token_rewards: torch.Tensor | None  # [B, R] the source's per-token rewards, if any
+    values: torch.Tensor | None  # [B, R] PPO values
+    details: list[Any]
+    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # objective-specific tensors

@@ -32,9 +32,10 @@ __all__ = ["SamplingSettings", "SamplingConfig", "Sample", "encode_prompt", "fir
 @dataclasses.dataclass
 class SamplingSettings:
     """How responses are sampled: the one sampling section of every config (train, align,
-    eval, demo, red-teaming). Defaults are the evaluation settings of the PHF paper
-    (temperature 0.7, top-p 0.9); training sections default to temperature 1 with no
-    truncation, so that the sampled distribution is exactly the policy.
+    eval, demo, red-teaming). The defaults sample the model's own distribution
+    (temperature 1, no truncation), which is what training needs: log-probs are of the
+    sampled distribution. Evaluation sections default to the PHF paper's evaluation
+    settings instead (temperature 0.7, top-p 0.9).
 
     ``top_k=0`` and ``top_p=1.0`` switch those filters off; temperature 0 decodes greedily.
     Sampling runs in the model's own dtype, or under whatever autocast the caller set (the
@@ -44,17 +45,21 @@ class SamplingSettings:
     """
 
     max_new_tokens: int = 128  # response length limit, in tokens
-    temperature: float = 0.7  # softmax temperature; log-probs for training use the same
+    temperature: float = 1.0  # softmax temperature; training log-probs use the same
     top_k: int = 0  # keep the k most likely tokens (0: off)
-    top_p: float = 0.9  # nucleus sampling mass (1.0: off)
-    batch_size: int = 32  # prompts per sampling batch
+    top_p: float = 1.0  # nucleus sampling mass (1.0: off)
+    batch_size: int = 64  # prompts per sampling batch
 
 
 @dataclasses.dataclass
 class SamplingConfig(SamplingSettings):
     """What one call of :func:`generate` needs: the settings plus the call's own stop
-    strings and seed (set by whoever samples, never by a user's config)."""
+    strings and seed (set by whoever samples, never by a user's config). Built from a
+    config section with :meth:`of`; its own defaults are the evaluation settings."""
 
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 32
     stop: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     greedy: bool = False

@@ -1,5 +1,20 @@
-"""Sequence-level preference sources (scorers) and their gold token blame."""
+"""Sequence-level preference sources (scorers) and their gold token blame.
 
-from tokenalign.scorers.base import Blame, CallableScorer, ScoreResult, Scorer, failure_kind, summarize_scores
+``SCORERS`` names the built-in scorers; :func:`make_scorer` turns a config value (a
+registered name or ``package.module:attribute``) into a scorer.
+"""
 
-__all__ = ["Blame", "CallableScorer", "ScoreResult", "Scorer", "failure_kind", "summarize_scores"]
+from tokenalign.scorers.base import (
+    SCORERS,
+    Blame,
+    CallableScorer,
+    ScoreResult,
+    Scorer,
+    failure_kind,
+    make_scorer,
+    register_scorer,
+    summarize_scores,
+)
+
+__all__ = ["SCORERS", "Blame", "CallableScorer", "ScoreResult", "Scorer", "failure_kind", "make_scorer", "register_scorer",
+           "summarize_scores"]

@@ -18,9 +18,15 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from tokenalign.registry import Registry
+
 log = logging.getLogger(__name__)
 
-__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "failure_kind", "summarize_scores"]
+__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "failure_kind", "summarize_scores", "SCORERS",
+           "register_scorer", "make_scorer"]
+
+SCORERS: Registry = Registry("scorer", builtins="tokenalign.scorers.pep8")
+register_scorer = SCORERS.register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,3 +140,19 @@ def summarize_scores(results: Sequence[ScoreResult]) -> dict[str, float]:
         "n_crashes": counts["crash"],
         "n_failed": n_failed,
     }
+
+
+def make_scorer(spec: str) -> Scorer:
+    """The scorer a config names: a registered name or ``package.module:attribute`` that
+    is a scorer class (built with no arguments), a scorer instance (has ``score``), or a
+    function ``fn(prompt, completion) -> misalignment`` (lower is better)."""
+    from tokenalign.errors import ConfigError
+
+    obj = SCORERS.get(spec)
+    if isinstance(obj, type):
+        obj = obj()
+    if callable(getattr(obj, "score", None)):
+        return obj
+    if callable(obj):
+        return CallableScorer(obj, name=spec)
+    raise ConfigError(f"scorer {spec!r} is neither a scorer (with .score) nor a function (prompt, completion) -> float")

@@ -39,7 +39,7 @@ try:
 except ImportError as err:  # an optional dependency: the `pep8` extra
     raise ImportError("the pep8 scorer needs pycodestyle: pip install 'tokenalign[pep8]'") from err
 
-from tokenalign.scorers.base import ScoreResult, check_lengths, failure_kind
+from tokenalign.scorers.base import ScoreResult, check_lengths, failure_kind, register_scorer
 from tokenalign.scorers.blame import completion_blame
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ def _score_chunk(cfg: Pep8ScorerConfig, pairs: list[tuple[str, str]]) -> list[Sc
     return [score_sample(c, p, cfg) for c, p in pairs]
 
 
+@register_scorer("pep8")
 class Pep8Scorer:
     """Score code completions by pycodestyle violations per character (lower is better).
 

@@ -2,7 +2,9 @@
 
 A :class:`Task` names its gold scorer, how a completion becomes the scored text, the stop
 strings that end a completion, its base model and its prompt splits, so that `train`,
-`align`, `eval` and the demo build them in one place.
+`align`, `eval` and the demo build them in one place. A config's ``task`` takes a
+registered name (``TASKS``) or ``package.module:attribute`` (a :class:`Task`, or a
+function that returns one).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from tokenalign.errors import TokenalignError
+from tokenalign.errors import ConfigError
+from tokenalign.registry import Registry
 
-__all__ = ["Task", "get_task", "TASKS"]
+__all__ = ["Task", "get_task", "TASKS", "register_task"]
 
-TASKS = ("pep8",)
+TASKS: Registry = Registry("task")
+register_task = TASKS.register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +35,20 @@ class Task:
         return self.load_prompts(split, n)
 
 
-def get_task(name: str) -> Task:
-    """The packaged task called ``name`` (a clear error for unknown names)."""
-    if name != "pep8":
-        raise TokenalignError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
+@register_task("pep8")
+def pep8_task() -> Task:
+    """The embedded default: Python function bodies scored by pycodestyle."""
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
     from tokenalign.tasks.pep8.prompts import load_prompts
 
     return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts)
+
+
+def get_task(name: str) -> Task:
+    """The task a config names: a registered name or ``package.module:attribute``."""
+    obj = TASKS.get(name)
+    task = obj if isinstance(obj, Task) else obj() if callable(obj) else None
+    if not isinstance(task, Task):
+        raise ConfigError(f"task {name!r} is neither a tokenalign.tasks.Task nor a function returning one")
+    return task
