@@ -37,7 +37,7 @@ from tokenalign.policy.config import TrainConfig
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
-from tokenalign.utils.io import append_jsonl, atomic_path
+from tokenalign.utils.io import append_jsonl
 from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 
 log = logging.getLogger(__name__)
@@ -364,37 +364,33 @@ class PolicyTrainer:
 
     # ---- checkpoints -------------------------------------------------------------------
     def save_state(self, path: str | Path) -> Path:
-        """Atomic checkpoint folder: policy/, value/, optimizer.pt, state.json."""
-        from tokenalign.utils.checkpoint import rng_state
+        """Atomic checkpoint folder (:mod:`tokenalign.utils.checkpoint`): policy/, value/,
+        optimizer.pt, the objective's state, state.json."""
+        from tokenalign.utils.checkpoint import save_checkpoint
 
-        path = Path(path)
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            with atomic_path(path) as tmp:
-                tmp.mkdir(parents=True)
-                self.unwrapped_policy.save_pretrained(tmp / "policy", safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp / "policy")
-                if self.value_model is not None:
-                    acc.unwrap_model(self.value_model).save_pretrained(tmp / "value")
-                torch.save({"optimizer": self.optimizer.state_dict(), "rng": rng_state()}, tmp / "optimizer.pt")
-                self.objective.save(tmp)
-                state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
-                         "objective": self.cfg.objective}
-                (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+            def save_policy(folder: Path) -> None:
+                self.unwrapped_policy.save_pretrained(folder, safe_serialization=True)
+                self.tokenizer.save_pretrained(folder)
+
+            models = {"policy": save_policy}
+            if self.value_model is not None:
+                models["value"] = acc.unwrap_model(self.value_model).save_pretrained
+            state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
+                     "objective": self.cfg.objective}
+            save_checkpoint(path, models, self.optimizer, None, state, extra=self.objective.save)
         acc.wait_for_everyone()
-        return path
+        return Path(path)
 
     def load_state(self, path: str | Path) -> None:
-        """Restore optimizer, RNG and counters (weights are loaded by whoever built the
-        models, from ``path/policy`` and ``path/value``)."""
-        from tokenalign.utils.checkpoint import set_rng_state
+        """Restore optimizer, RNG, counters and the objective's state (weights are loaded by
+        whoever built the models, from ``path/policy`` and ``path/value``)."""
+        from tokenalign.utils.checkpoint import load_checkpoint
 
         path = Path(path)
-        blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-        self.optimizer.load_state_dict(blob["optimizer"])
-        set_rng_state(blob["rng"])
-        state = json.loads((path / "state.json").read_text())
+        state = load_checkpoint(path, self.optimizer, None)
         self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
         self.objective.load(path)
         metrics = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None

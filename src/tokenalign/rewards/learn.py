@@ -308,7 +308,7 @@ class RewardLearner:
             unwrapped = self.accelerator.unwrap_model(self.model)
             save_checkpoint(
                 self.out_dir / "checkpoint",
-                lambda d: unwrapped.save_pretrained(d, tokenizer=self.tokenizer),
+                {"model": lambda d: unwrapped.save_pretrained(d, tokenizer=self.tokenizer)},
                 optimizer,
                 scheduler,
                 {"step": self.step, "epoch": epoch, "batch": batch, "history": self.history},

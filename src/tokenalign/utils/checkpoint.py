@@ -1,9 +1,12 @@
-"""Atomic, exactly-resumable training checkpoints without untrusted pickles.
+"""Atomic, exactly-resumable training checkpoints without untrusted pickles: the one
+checkpoint format of every training loop (policy, reward model, pretraining).
 
-A checkpoint is a folder: ``model/`` (whatever ``save_model`` writes, safetensors),
+A checkpoint is a folder: one subfolder per model (``policy/``, ``value/``, ``model/``:
+whatever each model's save function writes, safetensors),
 ``optimizer.pt`` (optimizer + scheduler state and RNG states, loaded with
 ``torch.load(weights_only=True)``, which refuses arbitrary objects) and ``state.json``
-(step, epoch, position in the epoch, metrics). The folder is written beside the target
+(step, epoch, position in the epoch, metrics), plus whatever ``extra`` writes (e.g. an
+objective's own state). The folder is written beside the target
 and swapped in with a rename, so a kill at any moment leaves the previous checkpoint whole.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +47,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(
     path: str | Path,
-    save_model: Callable[[Path], Any],
+    models: Mapping[str, Callable[[Path], Any]],
     optimizer: torch.optim.Optimizer,
     scheduler: Any | None,
     state: dict[str, Any],
+    extra: Callable[[Path], Any] | None = None,
 ) -> Path:
-    """Write a checkpoint folder atomically; ``save_model(dir)`` writes the weights."""
+    """Write a checkpoint folder atomically; ``models[name](dir)`` writes each model's
+    weights into ``path/name``, ``extra(folder)`` anything else."""
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.mkdir(parents=True)
-        save_model(tmp / "model")
+        for name, save_model in models.items():
+            save_model(tmp / name)
         torch.save(
             {
                 "optimizer": optimizer.state_dict(),
@@ -62,6 +68,8 @@ def save_checkpoint(
             },
             tmp / "optimizer.pt",
         )
+        if extra is not None:
+            extra(tmp)
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     return path
 
@@ -73,13 +81,13 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and RNG states; returns ``state.json``.
 
-    The caller loads the model weights from ``path / "model"`` itself (before building
-    the optimizer), since how depends on the model class.
+    The caller loads the model weights from ``path / name`` itself (before building the
+    optimizer), since how depends on the model class.
     """
     path = Path(path)
     blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     optimizer.load_state_dict(blob["optimizer"])
-    if scheduler is not None and blob["scheduler"] is not None:
+    if scheduler is not None and blob.get("scheduler") is not None:
         scheduler.load_state_dict(blob["scheduler"])
     set_rng_state(blob["rng"])
     return json.loads((path / "state.json").read_text())

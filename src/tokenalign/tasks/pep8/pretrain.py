@@ -198,7 +198,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
     def save_ckpt() -> None:
         unwrapped = accelerator.unwrap_model(model)
-        save_checkpoint(ckpt, lambda d: unwrapped.save_pretrained(d, safe_serialization=True), optimizer, None,
+        save_checkpoint(ckpt, {"model": lambda d: unwrapped.save_pretrained(d, safe_serialization=True)}, optimizer, None,
                         {"step": step, "train_seconds": seconds_before + time.perf_counter() - t0})
 
     with Progress(transient=True) as progress:

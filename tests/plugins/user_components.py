@@ -1,0 +1,50 @@
+"""Components a user writes in their own module, outside tokenalign: an objective and a
+scorer, used by tests/test_plugins.py through `package.module:attribute` names."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from tokenalign.objectives import Chunk, Objective, register_objective
+from tokenalign.objectives.losses import sequence_pg_loss
+from tokenalign.rollout.batch import Rollout
+
+
+@dataclasses.dataclass
+class RankSettings:
+    """The objective's own settings: they live under its own config key, ``rank_pg``."""
+
+    scale: float = 1.0  # the advantage of the best sample of a prompt
+
+
+@register_objective("rank-pg")
+class RankPolicyGradient(Objective):
+    """Sequence policy gradient on each sample's rank among the K samples of its prompt,
+    centred: the best gets +scale, the worst -scale (ties share their rank)."""
+
+    name = "rank-pg"
+    section = "rank_pg"
+    Settings = RankSettings
+
+    def signal(self, ro: Rollout, iteration: int) -> dict[str, torch.Tensor]:
+        k = self.cfg.samples_per_prompt
+        scores = ro.scores.view(-1, k)
+        ranks = (scores.unsqueeze(2) > scores.unsqueeze(1)).float().sum(2) + 0.5 * (
+            (scores.unsqueeze(2) == scores.unsqueeze(1)).float().sum(2) - 1)
+        centred = ranks / max(k - 1, 1) * 2 - 1  # in [-1, 1]
+        self.last_mean_abs = float(centred.abs().mean())
+        return {"advantages": self.settings.scale * centred.reshape(-1)}
+
+    def loss(self, chunk: Chunk, ro: Rollout, signal: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        pg = sequence_pg_loss(chunk.logprobs, chunk.cut(signal["advantages"]), chunk.mask)
+        return chunk.row_share * pg, {"rank_pg_rows": float(len(chunk.rows))}
+
+    def extra_stats(self) -> dict[str, float]:
+        return {"rank_pg_mean_abs_advantage": self.last_mean_abs}
+
+
+def digit_share(prompt: str, completion: str) -> float:
+    """Misalignment: the share of the completion's characters that are digits."""
+    return sum(c.isdigit() for c in completion) / max(len(completion), 1)

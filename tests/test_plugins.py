@@ -1,0 +1,98 @@
+"""An objective and a scorer from a module outside tokenalign, named in a config as
+`package.module:attribute`, train through `tokenalign train` and through Python."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
+
+OBJECTIVE = "user_components:RankPolicyGradient"
+SCORER = "user_components:digit_share"
+
+
+def _args(out, *extra):
+    base = ["train", "--set", f"out_dir={out}", "--set", "iterations=2", "--set", "prompts_per_iteration=2",
+            "--set", "samples_per_prompt=3", "--set", "sampling.max_new_tokens=16", "--set", "eval.every=2",
+            "--set", "eval.prompts=2", "--set", "eval.max_new_tokens=16", "--set", "mixed_precision=no"]
+    return base + [x for kv in extra for x in ("--set", kv)]
+
+
+def test_user_objective_and_scorer_through_the_cli(tmp_path):
+    from user_components import digit_share
+
+    from tokenalign.cli import main
+
+    out = tmp_path / "run"
+    assert main(_args(out, f"objective={OBJECTIVE}", f"scorer={SCORER}", "rank_pg.scale=2.0")) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["objective"] == OBJECTIVE and saved["scorer"] == SCORER and saved["rank_pg"] == {"scale": 2.0}
+    assert "ppo" not in saved  # only the run's own objective's section is saved
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "reward" in r]
+    assert [r["iteration"] for r in train] == [1, 2]
+    for r in train:
+        assert r["rank_pg_rows"] == 6.0  # the objective's loss ran on every row (one chunk of 6)
+        assert 0.0 <= r["rank_pg_mean_abs_advantage"] <= 1.0
+        # the reward is the user's scorer: -(share of digits), the same as its misalignment
+        assert r["reward"] == pytest.approx(-r["train_misalignment"])
+    # the held-out evaluation scores with the user's scorer too: no pycodestyle failures
+    assert rows[-1]["eval_syntax_failure_rate"] == 0.0
+    assert 0.0 <= rows[-1]["eval_mean_misalignment"] <= 1.0
+    assert digit_share("", "a1") == 0.5
+
+
+def test_user_objective_registered_by_name_through_python(tmp_path):
+    import user_components  # noqa: F401  (its decorator registers "rank-pg")
+
+    from tokenalign.config import from_dict
+    from tokenalign.objectives import OBJECTIVES
+    from tokenalign.policy.config import TrainConfig
+    from tokenalign.policy.run import run_train
+
+    assert "rank-pg" in OBJECTIVES
+    cfg = from_dict(TrainConfig, {"out_dir": str(tmp_path / "py"), "objective": "rank-pg", "scorer": SCORER,
+                                  "rank_pg": {"scale": 0.5}, "iterations": 1, "prompts_per_iteration": 2,
+                                  "samples_per_prompt": 2, "sampling": {"max_new_tokens": 12}, "eval": {"every": 0},
+                                  "mixed_precision": "no"})
+    assert cfg.objective_settings == user_components.RankSettings(scale=0.5)
+    summary = run_train(cfg)
+    assert summary["finished"] and (tmp_path / "py" / "model" / "model.safetensors").is_file()
+    row = json.loads((tmp_path / "py" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["rank_pg_rows"] == 4.0 and row["reward"] == pytest.approx(-row["train_misalignment"])
+
+
+def test_bad_component_names_fail_with_one_line(tmp_path, capsys):
+    from tokenalign.cli import main
+
+    assert main(_args(tmp_path / "a", "objective=no_such_module:Thing")) == 2
+    assert "cannot import module 'no_such_module'" in capsys.readouterr().err
+    assert main(_args(tmp_path / "b", "objective=user_components:digit_share")) == 2
+    assert "not a tokenalign.objectives.Objective subclass" in capsys.readouterr().err
+    assert main(_args(tmp_path / "c", "scorer=user_components:nothing_here")) == 2
+    assert "has no attribute 'nothing_here'" in capsys.readouterr().err
+    assert main(_args(tmp_path / "d", "objective=reinfroce")) == 2
+    assert "did you mean reinforce" in capsys.readouterr().err
+
+
+def test_user_objective_signal_by_hand():
+    import torch
+    from user_components import RankPolicyGradient, RankSettings
+
+    from tokenalign.policy.config import TrainConfig
+
+    cfg = TrainConfig(objective=OBJECTIVE, samples_per_prompt=3, objective_settings=RankSettings(scale=2.0))
+    objective = cfg.objective_class(cfg, cfg.objective_settings)
+    assert isinstance(objective, RankPolicyGradient)
+
+    class _Rollout:  # the signal reads only the scores
+        scores = torch.tensor([3.0, 1.0, 2.0, 5.0, 5.0, 0.0])
+
+    adv = objective.signal(_Rollout(), 0)["advantages"]
+    # ranks within each prompt's 3 samples: (2, 0, 1) and (1.5, 1.5, 0) -> centred to [-1, 1], x2
+    assert torch.allclose(adv, torch.tensor([2.0, -2.0, 0.0, 1.0, 1.0, -2.0]))
