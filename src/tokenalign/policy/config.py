@@ -35,9 +35,10 @@ __all__ = ["RewardSettings", "SamplingSettings", "LoraSettings", "EvalSettings",
 class RewardSettings:
     """Where rewards come from and where they land on the tokens."""
 
-    # scorer: the task's sequence score; blame: the same score spread over the tokens the
-    # scorer blames (gold dense rewards); token_model: a trained token reward model.
-    source: Literal["scorer", "blame", "token_model"] = "scorer"
+    # scorer: the scorer's sequence score; blame: the same score spread over the tokens the
+    # scorer blames (gold dense rewards); token_model: a trained token reward model; or
+    # package.module:attribute, a function that builds a reward source (see policy/rewards.py)
+    source: str = "scorer"
     token_model: str = ""  # a folder written by `tokenalign reward` (source: token_model)
     placement: Literal["token", "segment", "sequence"] = "sequence"
     segment: Literal["line", "sentence"] = "line"

@@ -14,6 +14,11 @@ better) and, when it can, a reward per generated token:
 :func:`place_rewards` then puts them on the tokens: ``token`` (dense, every token its
 own), ``segment`` (a line's or sentence's summed reward on its last token) or ``sequence``
 (the sequence score on the last token: holistic PPO / REINFORCE).
+
+``REWARD_SOURCES`` names the built-in sources (``scorer``, ``blame``, ``token_model``) as
+functions that build one from a run's settings; a config's ``reward.source`` takes one of
+those names or ``package.module:attribute`` (a function with the same signature as
+:func:`scorer_source`).
 """
 
 from __future__ import annotations
@@ -27,12 +32,17 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from tokenalign.registry import Registry
 from tokenalign.rollout.batch import response_char_spans
 from tokenalign.rollout.generate import Sample
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "REWARD_SOURCES",
+    "register_reward_source",
+    "make_reward_source",
+    "scorer_source",
     "RewardOutput",
     "RewardSource",
     "ScorerReward",
@@ -307,3 +317,49 @@ def place_rewards(
         before = torch.where(prev_end >= 0, c.gather(1, prev_end.clamp(min=0)), torch.zeros_like(c))
         return torch.where(ends, c - before, torch.zeros_like(c))
     raise ValueError(f"unknown reward placement {placement!r}")
+
+
+REWARD_SOURCES: Registry = Registry("reward source")
+register_reward_source = REWARD_SOURCES.register
+
+
+@register_reward_source("scorer")
+def scorer_source(settings, scorer, text_fn, tokenizer, base_model: str) -> ScorerReward:
+    """The scorer's sequence reward, ``-reward.scale x misalignment``.
+
+    Every source is built as ``fn(reward settings, scorer, text_fn, policy tokenizer,
+    the policy's initial model) -> RewardSource``."""
+    return ScorerReward(scorer, settings.scale, text_fn)
+
+
+@register_reward_source("blame")
+def blame_source(settings, scorer, text_fn, tokenizer, base_model: str) -> BlameReward:
+    """The scorer's sequence reward spread over the tokens it blames (gold dense rewards)."""
+    return BlameReward(scorer, settings.scale, text_fn, tokenizer)
+
+
+@register_reward_source("token_model")
+def token_model_source(settings, scorer, text_fn, tokenizer, base_model: str):
+    """A token reward model trained by ``tokenalign reward`` (``reward.token_model``), plus
+    ``reward.plus_scorer`` x the scorer's sequence reward on the last token when set."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from tokenalign.rewards.model import TokenRewardModel
+
+    path = Path(settings.token_model)
+    model = TokenRewardModel.from_pretrained(path)
+    model_tokenizer = AutoTokenizer.from_pretrained(path if (path / "tokenizer.json").is_file() else base_model)
+    if model_tokenizer.pad_token is None:
+        model_tokenizer.pad_token = model_tokenizer.eos_token
+    source = TokenModelReward(model, model_tokenizer, tokenizer, settings.aggregate, settings.scale, text_fn,
+                              normalize=settings.normalize)
+    if settings.plus_scorer:
+        source = DensePlusSequenceReward(source, ScorerReward(scorer, 1.0, text_fn), settings.plus_scorer)
+    return source
+
+
+def make_reward_source(settings, scorer, text_fn, tokenizer, base_model: str) -> RewardSource:
+    """The reward source ``settings.source`` names, built for this run."""
+    return REWARD_SOURCES.get(settings.source)(settings, scorer, text_fn, tokenizer, base_model)

@@ -29,7 +29,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one. The
     policy may be a causal LM or an encoder-decoder (``lm_auto_class`` reads its config)."""
     from tokenalign.evaluate.policy_eval import evaluate_policy
-    from tokenalign.policy.rewards import BlameReward, DensePlusSequenceReward, ScorerReward, TokenModelReward
+    from tokenalign.policy.rewards import make_reward_source
     from tokenalign.policy.trainer import PolicyTrainer
     from tokenalign.policy.value import ValueModel
 
@@ -56,24 +56,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     if objective.needs_value_model:
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
 
-    if cfg.reward.source == "scorer":
-        reward = ScorerReward(scorer, cfg.reward.scale, task.text_fn)
-    elif cfg.reward.source == "blame":
-        reward = BlameReward(scorer, cfg.reward.scale, task.text_fn, tokenizer)
-    else:
-        from transformers import AutoTokenizer
-
-        from tokenalign.rewards.model import TokenRewardModel
-
-        rm_path = Path(cfg.reward.token_model)
-        rm = TokenRewardModel.from_pretrained(rm_path)
-        rm_tok = AutoTokenizer.from_pretrained(rm_path if (rm_path / "tokenizer.json").is_file() else init)
-        if rm_tok.pad_token is None:
-            rm_tok.pad_token = rm_tok.eos_token
-        reward = TokenModelReward(rm, rm_tok, tokenizer, cfg.reward.aggregate, cfg.reward.scale, task.text_fn,
-                                  normalize=cfg.reward.normalize)
-        if cfg.reward.plus_scorer:
-            reward = DensePlusSequenceReward(reward, ScorerReward(scorer, 1.0, task.text_fn), cfg.reward.plus_scorer)
+    reward = make_reward_source(cfg.reward, scorer, task.text_fn, tokenizer, init)
 
     data = objective.training_data(cfg, task, tokenizer, policy, conditioning)
 
