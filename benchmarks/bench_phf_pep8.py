@@ -70,7 +70,7 @@ def corpus_stats(path: Path) -> dict:
 def train_objective(name: str, corpus: Path, out: Path, args: argparse.Namespace) -> Path:
     from tokenalign.config import from_dict
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import build_trainer, finish_run
+    from tokenalign.jobs.train import build_trainer, finish_run
 
     run_dir = out / name
     summary = run_dir / "summary.json"

@@ -111,7 +111,7 @@ def _run_tokenalign(kind: str, args, out: Path) -> dict:
 
     from tokenalign.config import from_dict
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import run_train
+    from tokenalign.jobs.train import run_train
 
     torch.set_num_threads(args.threads)
     method = {

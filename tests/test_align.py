@@ -12,7 +12,7 @@ pytest.importorskip("pycodestyle")
 
 def test_align_loop_smoke(tmp_path):
     from tokenalign.config import from_dict
-    from tokenalign.policy.align import AlignConfig, run_align
+    from tokenalign.jobs.align import AlignConfig, run_align
 
     cfg = from_dict(AlignConfig, {
         "out_dir": str(tmp_path / "align"),

@@ -55,7 +55,7 @@ class DemoAlign:
 def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool):
     """The AlignConfig the demo runs."""
     from tokenalign.config import from_dict
-    from tokenalign.policy.align import AlignConfig
+    from tokenalign.jobs.align import AlignConfig
 
     return from_dict(AlignConfig, {
         "out_dir": str(out_dir),
@@ -82,7 +82,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     sections to ``report``; returns the summary entries."""
     import torch
 
-    from tokenalign.policy.align import run_align
+    from tokenalign.jobs.align import run_align
     from tokenalign.report import HeatmapExample
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import score_tokens
@@ -100,7 +100,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     if a.method == "pg":
         align_summary = run_align(acfg)
     else:
-        from tokenalign.policy.run import run_train
+        from tokenalign.jobs.train import run_train
 
         if a.method == "token":
             pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="reinforce", reward_to_go=True,

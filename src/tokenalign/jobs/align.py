@@ -184,7 +184,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     """Run the alternating loop; returns the policy trainer's summary."""
     from tokenalign.config import save_config
     from tokenalign.policy.rewards import TokenModelReward
-    from tokenalign.policy.run import build_trainer, finish_run
+    from tokenalign.jobs.train import build_trainer, finish_run
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.tasks import get_task

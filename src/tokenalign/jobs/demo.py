@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenalign.config import save_config
-from tokenalign.demo_align import DemoAlign
+from tokenalign.jobs.demo_align import DemoAlign
 from tokenalign.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             examples.append(HeatmapExample(good.text, good.offsets, [1.0 if x == 1.0 else 0.0 for x in good.labels], title="edited (good tokens)"))
         report.add_heatmaps(examples, scale="sequential", vmin=0.0, vmax=1.0, label="changed")
     if run_cfg.align.enabled:
-        from tokenalign.demo_align import run_demo_alignment
+        from tokenalign.jobs.demo_align import run_demo_alignment
 
         summary.update(run_demo_alignment(run_cfg, out, samples, results, tokenizer, sampling, report))
         summary["seconds"] = time.perf_counter() - t0
