@@ -32,6 +32,7 @@ from tokenalign.policy.rollout_ranker import RolloutRanker
 from tokenalign.rewards.learn import RewardLearnConfig
 from tokenalign.rewards.model import TokenRewardHeadConfig
 from tokenalign.rewards.ranking import group_ranked_lists, pair_accuracy
+from tokenalign.utils.metrics import MetricsWriter
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +93,11 @@ def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: in
     return lists, mean
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def run_align(cfg: AlignConfig) -> dict[str, Any]:
     """Run the alternating loop; returns the policy trainer's summary."""
     from tokenalign.config import save_config
     from tokenalign.policy.rewards import TokenModelReward
-    from tokenalign.jobs.train import build_trainer, finish_run
+    from tokenalign.jobs.train import build_trainer, finish_run, write_initial_eval
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.tasks import get_task
@@ -131,17 +126,12 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
                               normalize=pcfg.reward.normalize)
     k = pcfg.samples_per_prompt
-    rollout_lists = out / "rollout_lists.jsonl"
-    if trainer.accelerator.is_main_process and rollout_lists.is_file():
-        # rows of iterations after the checkpoint (written before a kill) are redone
-        from tokenalign.utils.io import atomic_write_text
-
-        keep = [row for row in _read_rows(rollout_lists) if row["iteration"] < trainer.iteration]
-        atomic_write_text(rollout_lists, "".join(json.dumps(row) + "\n" for row in keep))
-    trainer.reward_source = RolloutRanker(source, task.scorer, task.text_fn, k, rollout_lists, trainer,
+    rollout_lists = MetricsWriter(out / "rollout_lists.jsonl", trainer.accelerator.is_main_process)
+    rollout_lists.trim(trainer.iteration - 1)  # rollouts after the checkpoint (written before a kill) are redone
+    trainer.reward_source = RolloutRanker(source, task.scorer, task.text_fn, k, rollout_lists.path, trainer,
                                           cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
-    if trainer.evaluate_fn is not None and trainer.iteration == 0 and not (out / "metrics.jsonl").exists():
-        append_jsonl(out / "metrics.jsonl", {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
+    write_initial_eval(trainer, MetricsWriter(out / "metrics.jsonl", trainer.accelerator.is_main_process),
+                       resuming=resume_from is not None)
 
     end = pcfg.iterations
     if pcfg.stop_after_iterations:
@@ -157,7 +147,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
                 lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it,
                                             keep_empty=rm.head_config.end_token)
             # r_φ in use since the previous round, on the rollouts it scored (never trained on)
-            since = [row for row in _read_rows(rollout_lists) if it - cfg.relearn_every <= row["iteration"] < it]
+            since = [row for row in rollout_lists.rows() if it - cfg.relearn_every <= row["iteration"] < it]
             heldout, pairs = pair_accuracy(since)
             if cfg.guidance.reuse_rollouts:
                 from tokenalign.rewards.learn import RankedExample
@@ -185,7 +175,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))
     summary = finish_run(trainer, pcfg, out)
     # r_φ's ranking accuracy on every rollout it scored: samples drawn after it was learned
-    accuracy, pairs = pair_accuracy(_read_rows(rollout_lists))
+    accuracy, pairs = pair_accuracy(rollout_lists.rows())
     summary.update(guidance_heldout_accuracy=accuracy, guidance_heldout_pairs=pairs)
     if summary.get("finished") and trainer.accelerator.is_main_process:
         atomic_write_json(out / "summary.json", summary)
