@@ -110,7 +110,8 @@ def evaluate_model(model_dir: str, args: argparse.Namespace) -> dict:
     def ref_logprobs(batch):
         return token_logprobs(base, batch)["logprobs"]
 
-    settings = PolicyEvalSettings(samples_per_prompt=args.eval_samples, max_new_tokens=128, seed=args.seed + 4242)
+    settings = PolicyEvalSettings(samples_per_prompt=args.eval_samples, seed=args.seed + 4242)
+    settings.sampling.max_new_tokens = 128
     prompted = evaluate_policy(model, tokenizer, task.prompts("test", args.eval_prompts), task.scorer, settings,
                                list(task.stop), task.text_fn, ref_logprobs, conditioning=conditioning)
     uncond = evaluate_policy(model, tokenizer, [""] * args.unconditional, task.scorer,

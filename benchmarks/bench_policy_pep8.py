@@ -42,7 +42,7 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
     common = {
         "iterations": args.iterations, "prompts_per_iteration": args.prompts_per_iteration,
         "samples_per_prompt": args.samples_per_prompt, "sampling": {"max_new_tokens": args.max_new_tokens},
-        "eval": {"every": args.eval_every, "prompts": args.eval_prompts, "max_new_tokens": args.max_new_tokens},
+        "eval": {"every": args.eval_every, "prompts": args.eval_prompts, "sampling": {"max_new_tokens": args.max_new_tokens}},
         "seed": args.seed,
     }
     return {

@@ -13,20 +13,21 @@ from collections.abc import Callable, Sequence
 import torch
 
 from tokenalign.rollout.batch import build_token_batch, token_logprobs
-from tokenalign.rollout.generate import Sample, SamplingConfig, generate
+from tokenalign.rollout.generate import Sample, SamplingConfig, SamplingSettings, generate
 
 __all__ = ["PolicyEvalSettings", "evaluate_policy", "distinct_n_tokens", "scorer_text_metrics"]
 
 
 @dataclasses.dataclass
 class PolicyEvalSettings:
-    samples_per_prompt: int = 1
-    temperature: float = 0.7  # SPEC 3.4 evaluation settings
-    top_p: float = 0.9
-    max_new_tokens: int = 128
-    batch_size: int = 64
-    seed: int = 1234
-    kl_samples: bool = True  # also sample at T=1 for the KL estimate
+    """How a policy is evaluated on held-out prompts."""
+
+    samples_per_prompt: int = 1  # samples of each prompt
+    seed: int = 1234  # sampling seed (the KL samples use seed + 1)
+    kl_samples: bool = True  # also sample at T=1 for the KL estimate (when a reference is given)
+    # SPEC 3.4 evaluation settings; the KL samples use them at temperature 1 without top-p
+    sampling: SamplingSettings = dataclasses.field(
+        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
 
 
 def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
@@ -103,8 +104,7 @@ def evaluate_policy(
     s = settings or PolicyEvalSettings()
     was_training = policy.training
     policy.eval()
-    cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
-                         batch_size=s.batch_size, stop=list(stop), seed=s.seed)
+    cfg = SamplingConfig.of(s.sampling, stop=list(stop), seed=s.seed)
     inputs = [p for p in prompts for _ in range(s.samples_per_prompt)]
     samples = generate(policy, tokenizer, inputs, cfg, progress=False, conditioning=conditioning)
     texts = [text_fn(x.completion, x.finished) if text_fn else x.completion for x in samples]
@@ -119,6 +119,6 @@ def evaluate_policy(
     if ref_logprobs_fn is not None and s.kl_samples:
         kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
         kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False, conditioning=conditioning)
-        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.batch_size, conditioning)
+        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.sampling.batch_size, conditioning)
     policy.train(was_training)
     return out

@@ -25,22 +25,12 @@ from typing import Any, Literal
 
 from tokenalign.config import save_config
 from tokenalign.jobs.demo_align import DemoAlign
+from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "run_demo"]
-
-
-@dataclasses.dataclass
-class DemoSampling:
-    """Sampling settings of the demo (SPEC 3.4 evaluation: temperature 0.7, top-p 0.9)."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_k: int = 0
-    top_p: float = 0.9
-    batch_size: int = 32
 
 
 @dataclasses.dataclass
@@ -53,7 +43,9 @@ class DemoConfig:
     prompt_split: Literal["test", "train"] = "test"  # train: make reward-learning data without touching test prompts
     samples_per_prompt: int = 4
     n_unconditional: int = 8
-    sampling: DemoSampling = dataclasses.field(default_factory=DemoSampling)
+    # SPEC 3.4 evaluation settings, for the base model and (same prompts, same seeds) the aligned one
+    sampling: SamplingSettings = dataclasses.field(
+        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=32))
     n_heatmaps: int = 8
     align: DemoAlign = dataclasses.field(default_factory=DemoAlign)
     seed: int = 0
@@ -106,11 +98,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     k = run_cfg.samples_per_prompt
     prompts = load_prompts(run_cfg.prompt_split, run_cfg.n_prompts)
-    sampling = SamplingConfig(
-        max_new_tokens=run_cfg.sampling.max_new_tokens, temperature=run_cfg.sampling.temperature,
-        top_k=run_cfg.sampling.top_k, top_p=run_cfg.sampling.top_p, batch_size=run_cfg.sampling.batch_size,
-        stop=list(STOP_STRINGS), seed=run_cfg.seed,
-    )
+    sampling = SamplingConfig.of(run_cfg.sampling, stop=list(STOP_STRINGS), seed=run_cfg.seed)
     prompted_in = [p for p in prompts for _ in range(k)]
     log.info("sampling %d completions (%d prompts x %d, %d unconditional)", len(prompted_in) + run_cfg.n_unconditional,
              len(prompts), k, run_cfg.n_unconditional)

@@ -68,7 +68,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
                        "normalize": cfg.normalize},
             "prompts_per_iteration": cfg.prompts_per_iteration, "samples_per_prompt": cfg.samples_per_prompt,
             "sampling": {"max_new_tokens": max_new_tokens}, "seed": seed,
-            "eval": {"every": cfg.iterations, "prompts": eval_prompts, "max_new_tokens": max_new_tokens},
+            "eval": {"every": cfg.iterations, "prompts": eval_prompts, "sampling": {"max_new_tokens": max_new_tokens}},
         },
         "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts,
                      "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token},
