@@ -77,45 +77,51 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     from tokenalign.data.edit_labels import edit_labels
     from tokenalign.editors.autopep8_editor import Autopep8Editor, edit_minimality
+    from tokenalign.evaluate.policy_eval import PolicyEvalSettings, PolicyEvaluation, evaluate_policy_with_samples
     from tokenalign.report import HeatmapExample, Report
-    from tokenalign.scorers.blame import blame_heatmap_example
     from tokenalign.rollout.generate import SamplingConfig, generate
     from tokenalign.scorers import summarize_scores
-    from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
-    from tokenalign.utils.models import load_causal_lm
-    from tokenalign.tasks.pep8.prompts import load_prompts
+    from tokenalign.scorers.blame import blame_heatmap_example
+    from tokenalign.tasks import get_task
     from tokenalign.utils.io import atomic_write_text
+    from tokenalign.utils.models import load_causal_lm
 
     run_cfg = cfg.effective()
     out = Path(run_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
-    model, tokenizer = load_causal_lm(run_cfg.model or str(base_model_path()))
+    task = get_task("pep8")
+    model, tokenizer = load_causal_lm(run_cfg.model or task.base_model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s (%.1fM parameters)", run_cfg.model or "shipped pep8 base model", n_params / 1e6)
 
     k = run_cfg.samples_per_prompt
-    prompts = load_prompts(run_cfg.prompt_split, run_cfg.n_prompts)
-    sampling = SamplingConfig.of(run_cfg.sampling, stop=list(STOP_STRINGS), seed=run_cfg.seed)
-    prompted_in = [p for p in prompts for _ in range(k)]
-    log.info("sampling %d completions (%d prompts x %d, %d unconditional)", len(prompted_in) + run_cfg.n_unconditional,
-             len(prompts), k, run_cfg.n_unconditional)
-    t_sample = time.perf_counter()
-    samples = generate(model, tokenizer, prompted_in, sampling)
-    # Unconditional samples are whole modules: no function-end stop strings.
-    samples += generate(model, tokenizer, [""] * run_cfg.n_unconditional, dataclasses.replace(sampling, stop=[]))
-    sample_seconds = time.perf_counter() - t_sample
-    samples = [dataclasses.replace(s, completion=complete_lines(s.completion, s.finished)) for s in samples]
-    n_tokens = sum(len(s.completion_ids) for s in samples)
+    prompts = task.prompts(run_cfg.prompt_split, run_cfg.n_prompts)
+    settings = PolicyEvalSettings(samples_per_prompt=k, seed=run_cfg.seed, kl_samples=False, sampling=run_cfg.sampling)
 
-    scorer = Pep8Scorer()
+    def evaluate_on_demo_prompts(policy) -> PolicyEvaluation:
+        """The base model's samples (step 1) and, after alignment, the aligned policy's:
+        the same prompts, settings and seeds, so before and after compare like with like."""
+        return evaluate_policy_with_samples(policy, tokenizer, prompts, task.scorer, settings, task.stop, task.text_fn)
+
+    log.info("sampling %d completions (%d prompts x %d, %d unconditional)", len(prompts) * k + run_cfg.n_unconditional,
+             len(prompts), k, run_cfg.n_unconditional)
+    before = evaluate_on_demo_prompts(model)
+    # Unconditional samples are whole modules: no function-end stop strings.
+    t_sample = time.perf_counter()
+    unconditional_samples = generate(model, tokenizer, [""] * run_cfg.n_unconditional,
+                                     SamplingConfig.of(run_cfg.sampling, stop=[], seed=run_cfg.seed))
+    sample_seconds = before.sample_seconds + time.perf_counter() - t_sample
+    unconditional_samples = [dataclasses.replace(s, completion=task.text_fn(s.completion, s.finished))
+                             for s in unconditional_samples]
     t_score = time.perf_counter()
-    results = scorer.score([s.completion for s in samples], [s.prompt for s in samples])
-    score_seconds = time.perf_counter() - t_score
-    prompted = results[: len(prompts) * k]
-    unconditional = results[len(prompts) * k :]
+    unconditional = task.scorer.score([s.completion for s in unconditional_samples], [s.prompt for s in unconditional_samples])
+    score_seconds = before.score_seconds + time.perf_counter() - t_score
+    prompted = before.results
+    samples = before.scored_samples() + unconditional_samples
+    results = prompted + unconditional
+    n_tokens = sum(len(s.completion_ids) for s in samples)
 
     # Rank the K samples of each prompt: a `ranked` dataset for token-reward learning.
     ranked_rows = []
@@ -194,7 +200,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     if run_cfg.align.enabled:
         from tokenalign.jobs.demo_align import run_demo_alignment
 
-        summary.update(run_demo_alignment(run_cfg, out, samples, results, tokenizer, sampling, report))
+        summary.update(run_demo_alignment(run_cfg, out, before, evaluate_on_demo_prompts, tokenizer, report))
         summary["seconds"] = time.perf_counter() - t0
         atomic_write_json(out / "summary.json", summary)
     report.write(out / "report.html")
