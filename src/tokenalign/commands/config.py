@@ -14,7 +14,7 @@ CONFIG_KINDS: dict[str, str] = {
     "demo": "tokenalign.jobs.demo:DemoConfig",
     "pretrain": "tokenalign.tasks.pep8.pretrain:PretrainConfig",
     "reward": "tokenalign.jobs.reward:RewardRunConfig",
-    "train": "tokenalign.policy.config:TrainConfig",
+    "train": "tokenalign.jobs.train:TrainConfig",
     "align": "tokenalign.jobs.align:AlignConfig",
     "eval": "tokenalign.jobs.eval:EvalConfig",
 }

@@ -1,16 +1,18 @@
 """``tokenalign demo``: the one-command showcase on the built-in pep8 task.
 
-What it does today, on the shipped base model and the held-out test prompts:
-1. samples K completions per prompt with the KV cache (plus a few unconditional samples);
-2. scores each with pycodestyle (violations per character; syntax failures and checker
-   crashes are failures with a fixed bad score, never dropped);
-3. ranks the K samples of each prompt, and writes them as a ``ranked`` dataset — the input
+On the shipped base model and the held-out test prompts:
+1. samples K completions per prompt and scores each with pycodestyle (violations per
+   character; syntax failures and checker crashes are failures with a fixed bad score,
+   never dropped): the held-out evaluation of ``evaluate.policy_eval``; plus a few
+   unconditional samples;
+2. ranks the K samples of each prompt, and writes them as a ``ranked`` dataset — the input
    of token-reward learning;
-4. edits each sample minimally with autopep8 and writes an ``edits`` dataset — the input
+3. edits each sample minimally with autopep8 and writes an ``edits`` dataset — the input
    of edit-supervised token rewards;
-5. writes report.html: misalignment statistics and token heatmaps of the gold blame
-   (which tokens pycodestyle blames) and of the edit-diff labels.
-As the alignment loop lands, the demo grows into the full loop.
+4. aligns the model with the ``align`` (or ``train``) job and evaluates the aligned policy
+   with the same evaluation as in step 1 (``jobs.demo_align``);
+5. writes report.html: misalignment statistics, token heatmaps of the gold blame (which
+   tokens pycodestyle blames) and of the edit-diff labels, and the before/after.
 """
 
 from __future__ import annotations

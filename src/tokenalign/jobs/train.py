@@ -21,7 +21,7 @@ from tokenalign.utils.models import is_encoder_decoder, lm_auto_class, load_caus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_trainer", "run_train", "write_initial_eval", "finish_run"]
+__all__ = ["TrainConfig", "build_trainer", "run_train", "write_initial_eval", "finish_run"]
 
 
 def build_trainer(cfg: TrainConfig, out: Path | None = None):
