@@ -84,6 +84,8 @@ class AlignConfig:
 
 
 def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int, keep_empty: bool = False):
+    """Step 1 of a round: K samples of each prompt from the current policy, ranked by the
+    preference source; returns the ranked lists and the samples' mean misalignment."""
     samples = trainer.sample([p for p in prompts for _ in range(k)], seed)
     texts = [text_fn(s.completion, s.finished) for s in samples]
     results = scorer.score(texts, [s.prompt for s in samples])
