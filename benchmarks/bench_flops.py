@@ -159,7 +159,7 @@ def count_flops(fn) -> tuple[int, dict, object]:
 def build(args, out: Path):
     from tokenalign.config import from_dict
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import build_trainer
+    from tokenalign.jobs.train import build_trainer
 
     cfg = from_dict(TrainConfig, {
         "out_dir": str(out), "objective": args.objective, "prompts_per_iteration": args.prompts,

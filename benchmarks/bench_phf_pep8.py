@@ -70,7 +70,7 @@ def corpus_stats(path: Path) -> dict:
 def train_objective(name: str, corpus: Path, out: Path, args: argparse.Namespace) -> Path:
     from tokenalign.config import from_dict
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import build_trainer, finish_run
+    from tokenalign.jobs.train import build_trainer, finish_run
 
     run_dir = out / name
     summary = run_dir / "summary.json"
@@ -110,7 +110,8 @@ def evaluate_model(model_dir: str, args: argparse.Namespace) -> dict:
     def ref_logprobs(batch):
         return token_logprobs(base, batch)["logprobs"]
 
-    settings = PolicyEvalSettings(samples_per_prompt=args.eval_samples, max_new_tokens=128, seed=args.seed + 4242)
+    settings = PolicyEvalSettings(samples_per_prompt=args.eval_samples, seed=args.seed + 4242)
+    settings.sampling.max_new_tokens = 128
     prompted = evaluate_policy(model, tokenizer, task.prompts("test", args.eval_prompts), task.scorer, settings,
                                list(task.stop), task.text_fn, ref_logprobs, conditioning=conditioning)
     uncond = evaluate_policy(model, tokenizer, [""] * args.unconditional, task.scorer,

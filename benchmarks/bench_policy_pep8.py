@@ -42,7 +42,7 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
     common = {
         "iterations": args.iterations, "prompts_per_iteration": args.prompts_per_iteration,
         "samples_per_prompt": args.samples_per_prompt, "sampling": {"max_new_tokens": args.max_new_tokens},
-        "eval": {"every": args.eval_every, "prompts": args.eval_prompts, "max_new_tokens": args.max_new_tokens},
+        "eval": {"every": args.eval_every, "prompts": args.eval_prompts, "sampling": {"max_new_tokens": args.max_new_tokens}},
         "seed": args.seed,
     }
     return {
@@ -96,8 +96,8 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
 def prepare_edit_reward_model(out: Path, args: argparse.Namespace) -> Path:
     """Base-model samples on training prompts -> autopep8 edits -> token reward model."""
     from tokenalign.config import from_dict
-    from tokenalign.demo import DemoConfig, run_demo
-    from tokenalign.rewards.run import RewardRunConfig, run_reward
+    from tokenalign.jobs.demo import DemoConfig, run_demo
+    from tokenalign.jobs.reward import RewardRunConfig, run_reward
 
     data_dir, rm_out = out / "edits-data", out / "rm-edits"
     if not (data_dir / "edits.jsonl").is_file():
@@ -114,9 +114,9 @@ def prepare_edit_reward_model(out: Path, args: argparse.Namespace) -> Path:
 
 def run_method(name: str, spec: dict, out: Path) -> dict:
     from tokenalign.config import from_dict
-    from tokenalign.policy.align import AlignConfig, run_align
+    from tokenalign.jobs.align import AlignConfig, run_align
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import run_train
+    from tokenalign.jobs.train import run_train
 
     run_dir = out / name
     summary_file = run_dir / "summary.json"

@@ -60,7 +60,8 @@ def _evaluate(model_dir: str, args) -> dict:
 
     model, tok = load_causal_lm(model_dir)
     ref, _ = load_causal_lm(str(base_model_path()))
-    settings = PolicyEvalSettings(max_new_tokens=args.max_new_tokens, seed=args.seed + 4242)
+    settings = PolicyEvalSettings(seed=args.seed + 4242)
+    settings.sampling.max_new_tokens = args.max_new_tokens
     return evaluate_policy(model.eval(), tok, load_prompts("test", args.eval_prompts), Pep8Scorer(), settings, list(STOP_STRINGS),
                            complete_lines, lambda b: token_logprobs(ref.eval(), b)["logprobs"])
 
@@ -111,7 +112,7 @@ def _run_tokenalign(kind: str, args, out: Path) -> dict:
 
     from tokenalign.config import from_dict
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import run_train
+    from tokenalign.jobs.train import run_train
 
     torch.set_num_threads(args.threads)
     method = {

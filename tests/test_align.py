@@ -12,13 +12,13 @@ pytest.importorskip("pycodestyle")
 
 def test_align_loop_smoke(tmp_path):
     from tokenalign.config import from_dict
-    from tokenalign.policy.align import AlignConfig, run_align
+    from tokenalign.jobs.align import AlignConfig, run_align
 
     cfg = from_dict(AlignConfig, {
         "out_dir": str(tmp_path / "align"),
         "relearn_every": 2,
         "policy": {"iterations": 4, "prompts_per_iteration": 2, "samples_per_prompt": 3, "mixed_precision": "no",
-                   "sampling": {"max_new_tokens": 24}, "eval": {"every": 4, "prompts": 4, "max_new_tokens": 24}},
+                   "sampling": {"max_new_tokens": 24}, "eval": {"every": 4, "prompts": 4, "sampling": {"max_new_tokens": 24}}},
         "guidance": {"prompts": 6, "head": {"hidden_size": 32}, "learn": {"epochs": 1, "batch_size": 4, "mixed_precision": "no"}},
     })
     summary = run_align(cfg)

@@ -136,7 +136,7 @@ def test_a_section_given_in_part_keeps_the_fields_own_default():
 
 
 def test_align_config_in_part_keeps_pg_policy_defaults():
-    from tokenalign.policy.align import AlignConfig
+    from tokenalign.jobs.align import AlignConfig
 
     cfg = from_dict(AlignConfig, {"policy": {"iterations": 7}, "guidance": {"learn": {"epochs": 3}}})
     assert cfg.policy.iterations == 7 and cfg.policy.objective == "reinforce"

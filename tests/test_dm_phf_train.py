@@ -181,7 +181,7 @@ def test_conditional_documents_and_sampling(tiny_tokenizer):
 # ---- the command, on the real task ------------------------------------------------------
 def _args(out, *extra):
     base = ["train", "--set", f"out_dir={out}", "--set", "iterations=2", "--set", "prompts_per_iteration=4",
-            "--set", "eval.every=2", "--set", "eval.prompts=2", "--set", "eval.max_new_tokens=16",
+            "--set", "eval.every=2", "--set", "eval.prompts=2", "--set", "eval.sampling.max_new_tokens=16",
             "--set", "mixed_precision=no", "--set", "phf.documents=12", "--set", "phf.max_tokens=64"]
     return base + [x for kv in extra for x in ("--set", kv)]
 

@@ -258,7 +258,7 @@ def test_loading_picks_the_seq2seq_class(t5_dir):
 def _train_args(out, model, *extra):
     base = ["train", "--set", f"out_dir={out}", "--set", f"model={model}", "--set", "iterations=2",
             "--set", "prompts_per_iteration=2", "--set", "samples_per_prompt=2", "--set", "sampling.max_new_tokens=8",
-            "--set", "eval.every=2", "--set", "eval.prompts=2", "--set", "eval.max_new_tokens=8",
+            "--set", "eval.every=2", "--set", "eval.prompts=2", "--set", "eval.sampling.max_new_tokens=8",
             "--set", "mixed_precision=no", "--set", "ppo.epochs=1", "--set", "ppo.minibatch_size=2"]
     return base + [x for kv in extra for x in ("--set", kv)]
 

@@ -22,7 +22,7 @@ def test_eval_base_model_against_itself(tmp_path):
     args = ["eval", "--quick", "--out", str(out), "--reward-model", str(rm_dir), "--set", "n_prompts=4",
             "--set", "samples_per_prompt=3", "--set", "sampling.max_new_tokens=32",
             "--set", "red_team.rounds=1", "--set", "red_team.candidates_per_round=4", "--set", "red_team.samples_per_prompt=1",
-            "--set", "red_team.top_k=2", "--set", "red_team.max_new_tokens=24"]
+            "--set", "red_team.top_k=2", "--set", "red_team.red_sampling.max_new_tokens=24"]
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["samples"] == 12 and m["prompts"] == 4
@@ -73,8 +73,9 @@ def test_red_teaming_grows_a_pool_of_valid_headers(tiny_tokenizer):
         return [len(p) / 100 for p in prompts]
 
     seeds = ["def a(x):", "def bb(x, y):", "def ccc(x, y, z):", "def dddd():", "def e(self):"]
-    result = red_team(target, build_tiny_lm(tiny_tokenizer), tiny_tokenizer, seeds,
-                      RedTeamSettings(rounds=2, candidates_per_round=8, top_k=3, max_new_tokens=8))
+    settings = RedTeamSettings(rounds=2, candidates_per_round=8, top_k=3)
+    settings.red_sampling.max_new_tokens = 8
+    result = red_team(target, build_tiny_lm(tiny_tokenizer), tiny_tokenizer, seeds, settings)
     assert len(result.best_by_round) == 3 and result.valid_by_round[0] == 5
     assert all(b >= a for a, b in zip(result.best_by_round, result.best_by_round[1:]))  # the pool only grows
     assert result.best_by_round[0] == pytest.approx((17 + 13 + 12) / 300)

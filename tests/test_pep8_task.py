@@ -108,8 +108,8 @@ def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     once made them), its settings and held-out ranking accuracy in the report."""
     from tokenalign.cli import main
     from tokenalign.config import from_dict
-    from tokenalign.demo_align import DemoAlign, align_config
-    from tokenalign.policy.align import AlignConfig
+    from tokenalign.jobs.demo_align import DemoAlign, align_config
+    from tokenalign.jobs.align import AlignConfig
 
     acfg = align_config(DemoAlign(method="pg"), tmp_path / "x", "", 4, 48, 0, True)
     assert acfg.policy.reward.source == "token_model" and acfg.policy.reward.placement == "token"

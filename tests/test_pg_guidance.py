@@ -82,12 +82,12 @@ def test_normalize_is_rejected_for_wmle():
 
 
 def test_group_lists_drops_empty_responses_and_all_tied_lists():
-    from tokenalign.policy.align import _group_lists
+    from tokenalign.rewards.ranking import group_ranked_lists
 
     prompts = ["p"] * 3 + ["q"] * 3 + ["r"] * 3
     texts = ["a", " ", "b", "c", "d", "e", "f", "", ""]
     prefs = [-1.0, -0.5, -0.2, -1.0, -1.0, -1.0, -0.3, -0.1, -0.2]
-    lists = _group_lists(prompts, texts, prefs, 3)
+    lists = group_ranked_lists(prompts, texts, prefs, 3)
     # p: the empty response goes, two remain and differ; q: all tied; r: one response left
     assert len(lists) == 1
     ex, keep = lists[0]
@@ -95,7 +95,7 @@ def test_group_lists_drops_empty_responses_and_all_tied_lists():
 
 
 def test_pair_accuracy_by_hand():
-    from tokenalign.policy.align import pair_accuracy
+    from tokenalign.rewards.ranking import pair_accuracy
 
     rows = [
         # strict pairs: (0>1) right, (0>2) right, (1 vs 2) tied in preference: skipped
@@ -113,7 +113,7 @@ def test_rollout_ranker_records_lists_and_never_feeds_the_preference_to_the_poli
     own sequence scores of each list (avg aggregate: Lbar * mean)."""
     import json
 
-    from tokenalign.policy.align import _RolloutRanker
+    from tokenalign.policy.rollout_ranker import RolloutRanker
     from tokenalign.policy.rewards import TokenModelReward
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import complete_lines, load_tokenizer
@@ -128,7 +128,7 @@ def test_rollout_ranker_records_lists_and_never_feeds_the_preference_to_the_poli
         iteration = 3
 
     path = tmp_path / "lists.jsonl"
-    ranker = _RolloutRanker(inner, Pep8Scorer(), complete_lines, 2, path, Trainer(), "avg", 2.0)
+    ranker = RolloutRanker(inner, Pep8Scorer(), complete_lines, 2, path, Trainer(), "avg", 2.0)
     out = ranker([_sample(tok, good), _sample(tok, bad)])
     assert out.token_rewards == [[0.5, 0.5, 0.5], [1.0] * n_bad]  # r_φ's, untouched
     assert [r.failed for r in out.details] == [False, True]
@@ -166,9 +166,9 @@ def test_end_token_reward_lands_on_the_token_that_ends_the_scored_text(monkeypat
 
 
 def test_group_lists_keeps_empty_responses_when_r_phi_reads_an_end_token():
-    from tokenalign.policy.align import _group_lists
+    from tokenalign.rewards.ranking import group_ranked_lists
 
-    lists = _group_lists(["p", "p"], ["a", ""], [-0.1, -1.0], 2, keep_empty=True)
+    lists = group_ranked_lists(["p", "p"], ["a", ""], [-0.1, -1.0], 2, keep_empty=True)
     assert len(lists) == 1 and lists[0][0].responses == ("a", "") and lists[0][1] == [0, 1]
 
 

@@ -26,7 +26,7 @@ def token_model_dir(tmp_path_factory):
 def _args(out, *extra):
     base = ["train", "--set", f"out_dir={out}", "--set", "iterations=2", "--set", "prompts_per_iteration=2",
             "--set", "samples_per_prompt=2", "--set", "sampling.max_new_tokens=24", "--set", "eval.every=2",
-            "--set", "eval.prompts=4", "--set", "eval.max_new_tokens=24", "--set", "mixed_precision=no",
+            "--set", "eval.prompts=4", "--set", "eval.sampling.max_new_tokens=24", "--set", "mixed_precision=no",
             "--set", "ppo.epochs=1", "--set", "ppo.minibatch_size=2"]
     return base + [x for kv in extra for x in ("--set", kv)]
 

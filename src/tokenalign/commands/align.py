@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from tokenalign.commands.train import print_before_after
     from tokenalign.config import load_config
-    from tokenalign.policy.align import AlignConfig, run_align
+    from tokenalign.jobs.align import AlignConfig, run_align
 
     cfg = load_config(AlignConfig, args.config, args.overrides)
     print_before_after(run_align(cfg), cfg.out_dir)

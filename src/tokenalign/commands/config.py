@@ -11,12 +11,12 @@ from tokenalign.errors import ConfigError
 
 # Config kind -> "module:Class". Imported lazily so --help stays fast.
 CONFIG_KINDS: dict[str, str] = {
-    "demo": "tokenalign.demo:DemoConfig",
+    "demo": "tokenalign.jobs.demo:DemoConfig",
     "pretrain": "tokenalign.tasks.pep8.pretrain:PretrainConfig",
-    "reward": "tokenalign.rewards.run:RewardRunConfig",
-    "train": "tokenalign.policy.config:TrainConfig",
-    "align": "tokenalign.policy.align:AlignConfig",
-    "eval": "tokenalign.evaluate.run_eval:EvalConfig",
+    "reward": "tokenalign.jobs.reward:RewardRunConfig",
+    "train": "tokenalign.jobs.train:TrainConfig",
+    "align": "tokenalign.jobs.align:AlignConfig",
+    "eval": "tokenalign.jobs.eval:EvalConfig",
 }
 
 

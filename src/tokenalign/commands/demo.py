@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokenalign.config import load_config
-    from tokenalign.demo import DemoConfig, run_demo
+    from tokenalign.jobs.demo import DemoConfig, run_demo
 
     overrides = list(args.overrides)
     if args.quick:

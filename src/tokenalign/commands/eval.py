@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tokenalign.config import load_config
-    from tokenalign.evaluate.run_eval import EvalConfig, run_eval
+    from tokenalign.jobs.eval import EvalConfig, run_eval
 
     # --quick first, so that explicit --set values win over it
     overrides = ["n_prompts=8", "samples_per_prompt=4", "sampling.max_new_tokens=48"] if args.quick else []

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from tokenalign.config import load_config
-    from tokenalign.rewards.run import RewardRunConfig, run_reward
+    from tokenalign.jobs.reward import RewardRunConfig, run_reward
 
     cfg = load_config(RewardRunConfig, args.config, args.overrides)
     final = run_reward(cfg)

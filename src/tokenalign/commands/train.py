@@ -54,8 +54,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tokenalign.config import load_config
-    from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import run_train
+    from tokenalign.jobs.train import TrainConfig, run_train
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     print_before_after(run_train(cfg), cfg.out_dir)

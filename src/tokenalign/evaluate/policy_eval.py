@@ -8,25 +8,28 @@ estimated from samples of π at temperature 1, mean length, and distinct-n.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 
 import torch
 
 from tokenalign.rollout.batch import build_token_batch, token_logprobs
-from tokenalign.rollout.generate import Sample, SamplingConfig, generate
+from tokenalign.rollout.generate import Sample, SamplingConfig, SamplingSettings, generate
 
-__all__ = ["PolicyEvalSettings", "evaluate_policy", "distinct_n_tokens", "scorer_text_metrics"]
+__all__ = ["PolicyEvalSettings", "PolicyEvaluation", "evaluate_policy", "evaluate_policy_with_samples", "distinct_n_tokens",
+           "scorer_text_metrics"]
 
 
 @dataclasses.dataclass
 class PolicyEvalSettings:
-    samples_per_prompt: int = 1
-    temperature: float = 0.7  # SPEC 3.4 evaluation settings
-    top_p: float = 0.9
-    max_new_tokens: int = 128
-    batch_size: int = 64
-    seed: int = 1234
-    kl_samples: bool = True  # also sample at T=1 for the KL estimate
+    """How a policy is evaluated on held-out prompts."""
+
+    samples_per_prompt: int = 1  # samples of each prompt
+    seed: int = 1234  # sampling seed (the KL samples use seed + 1)
+    kl_samples: bool = True  # also sample at T=1 for the KL estimate (when a reference is given)
+    # SPEC 3.4 evaluation settings; the KL samples use them at temperature 1 without top-p
+    sampling: SamplingSettings = dataclasses.field(
+        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
 
 
 def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:
@@ -85,6 +88,70 @@ def _retokenized(tokenizer, ids: Sequence[int]) -> list[int]:
     return out + [eos] if ended else out
 
 
+@dataclasses.dataclass
+class PolicyEvaluation:
+    """One held-out evaluation in full: what was sampled and scored, and its summary."""
+
+    samples: list[Sample]  # as sampled: each prompt ``samples_per_prompt`` times in a row
+    texts: list[str]  # what the scorer read: ``text_fn(completion, finished)``
+    results: list  # the scorer's result of each text
+    statistics: dict[str, float]  # every score statistic (``summarize_scores``) and the scorer's text metrics
+    summary: dict[str, float]  # the evaluation report (what :func:`evaluate_policy` returns)
+    sample_seconds: float = 0.0  # time spent sampling (the KL samples included)
+    score_seconds: float = 0.0  # time spent scoring
+
+    def scored_samples(self) -> list[Sample]:
+        """The samples with the scored text as their completion (token ids unchanged)."""
+        return [dataclasses.replace(x, completion=t) for x, t in zip(self.samples, self.texts)]
+
+
+def evaluate_policy_with_samples(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    scorer,
+    settings: PolicyEvalSettings | None = None,
+    stop: Sequence[str] = (),
+    text_fn: Callable[[str, bool], str] | None = None,
+    ref_logprobs_fn: Callable | None = None,
+    conditioning=None,
+) -> PolicyEvaluation:
+    """Sample ``settings.samples_per_prompt`` completions of each prompt, score and summarise
+    them; returns the samples and scores with the summary (for reports that show them).
+    ``ref_logprobs_fn(batch) -> [B, R]`` enables the KL; ``conditioning`` samples a
+    conditionally trained model from ``<|good|>``."""
+    from tokenalign.scorers import summarize_scores
+
+    s = settings or PolicyEvalSettings()
+    was_training = policy.training
+    policy.eval()
+    cfg = SamplingConfig.of(s.sampling, stop=list(stop), seed=s.seed)
+    inputs = [p for p in prompts for _ in range(s.samples_per_prompt)]
+    t0 = time.perf_counter()
+    samples = generate(policy, tokenizer, inputs, cfg, progress=False, conditioning=conditioning)
+    sample_seconds = time.perf_counter() - t0
+    texts = [text_fn(x.completion, x.finished) if text_fn else x.completion for x in samples]
+    t0 = time.perf_counter()
+    results = scorer.score(texts, [x.prompt for x in samples])
+    score_seconds = time.perf_counter() - t0
+    scores = summarize_scores(results)
+    text_metrics = scorer_text_metrics(scorer, texts)
+    out = {k: scores[k] for k in ("mean_misalignment", "mean_misalignment_valid", "violation_free_rate", "syntax_failure_rate", "failure_rate")}
+    out["mean_length_tokens"] = sum(len(x.completion_ids) for x in samples) / max(len(samples), 1)
+    out["mean_length_chars"] = sum(len(t) for t in texts) / max(len(texts), 1)
+    for n in (1, 2, 3):
+        out[f"distinct_{n}"] = distinct_n_tokens([x.completion_ids for x in samples], n)
+    out.update(text_metrics)
+    if ref_logprobs_fn is not None and s.kl_samples:
+        t0 = time.perf_counter()
+        kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
+        kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False, conditioning=conditioning)
+        sample_seconds += time.perf_counter() - t0
+        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.sampling.batch_size, conditioning)
+    policy.train(was_training)
+    return PolicyEvaluation(samples, texts, results, {**scores, **text_metrics}, out, sample_seconds, score_seconds)
+
+
 def evaluate_policy(
     policy,
     tokenizer,
@@ -96,29 +163,7 @@ def evaluate_policy(
     ref_logprobs_fn: Callable | None = None,
     conditioning=None,
 ) -> dict[str, float]:
-    """Sample, score and summarise; ``ref_logprobs_fn(batch) -> [B, R]`` enables the KL.
-    ``conditioning`` samples a conditionally trained model from ``<|good|>``."""
-    from tokenalign.scorers import summarize_scores
-
-    s = settings or PolicyEvalSettings()
-    was_training = policy.training
-    policy.eval()
-    cfg = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
-                         batch_size=s.batch_size, stop=list(stop), seed=s.seed)
-    inputs = [p for p in prompts for _ in range(s.samples_per_prompt)]
-    samples = generate(policy, tokenizer, inputs, cfg, progress=False, conditioning=conditioning)
-    texts = [text_fn(x.completion, x.finished) if text_fn else x.completion for x in samples]
-    results = scorer.score(texts, [x.prompt for x in samples])
-    summary = summarize_scores(results)
-    out = {k: summary[k] for k in ("mean_misalignment", "mean_misalignment_valid", "violation_free_rate", "syntax_failure_rate", "failure_rate")}
-    out["mean_length_tokens"] = sum(len(x.completion_ids) for x in samples) / max(len(samples), 1)
-    out["mean_length_chars"] = sum(len(t) for t in texts) / max(len(texts), 1)
-    for n in (1, 2, 3):
-        out[f"distinct_{n}"] = distinct_n_tokens([x.completion_ids for x in samples], n)
-    out.update(scorer_text_metrics(scorer, texts))
-    if ref_logprobs_fn is not None and s.kl_samples:
-        kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)
-        kl_samples = generate(policy, tokenizer, inputs, kl_cfg, progress=False, conditioning=conditioning)
-        out["kl_to_ref"] = sequence_kl(policy, ref_logprobs_fn, tokenizer, kl_samples, s.batch_size, conditioning)
-    policy.train(was_training)
-    return out
+    """Sample, score and summarise (see :func:`evaluate_policy_with_samples`); returns the
+    summary only, the held-out ``eval_*`` entries of a training run."""
+    return evaluate_policy_with_samples(policy, tokenizer, prompts, scorer, settings, stop, text_fn, ref_logprobs_fn,
+                                        conditioning).summary

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from tokenalign.rollout.generate import SamplingSettings
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RedTeamSettings", "RedTeamResult", "pool_weights", "extract_header", "red_team"]
@@ -29,15 +31,18 @@ __all__ = ["RedTeamSettings", "RedTeamResult", "pool_weights", "extract_header",
 
 @dataclasses.dataclass
 class RedTeamSettings:
-    rounds: int = 3
-    candidates_per_round: int = 64
-    samples_per_prompt: int = 4
-    few_shot: int = 4
+    """The adaptive red-teaming loop (PHF's settings)."""
+
+    rounds: int = 3  # rounds of new candidates after the seed prompts (0: no red-teaming)
+    candidates_per_round: int = 64  # prompts the red LM writes per round
+    samples_per_prompt: int = 4  # completions of each candidate by the target (its score: their mean)
+    few_shot: int = 4  # pool prompts shown to the red LM per candidate
     temperature: float = 0.1  # pool sampling weight exp(score / temperature)
-    top_k: int = 10
-    red_temperature: float = 1.0
-    max_new_tokens: int = 64
-    seed: int = 0
+    top_k: int = 10  # report the mean score of the pool's top_k prompts
+    # how the red LM writes candidates (one line after "def "): pure sampling at temperature 1
+    red_sampling: SamplingSettings = dataclasses.field(
+        default_factory=lambda: SamplingSettings(max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0, batch_size=32))
+    seed: int = 0  # pool draws and the red LM's sampling seeds
 
 
 @dataclasses.dataclass
@@ -96,8 +101,7 @@ def red_team(
             picks = torch.multinomial(weights, cfg.few_shot, replacement=len(pool) < cfg.few_shot * 2, generator=g).tolist()
             shots = "".join(pool[i][0].split("\n", 1)[0] + "\n    pass\n\n\n" for i in picks)
             contexts.append(shots + "def ")
-        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.red_temperature, top_k=0, top_p=1.0,
-                                  stop=["\n"], seed=cfg.seed * 1000 + r)
+        sampling = SamplingConfig.of(cfg.red_sampling, stop=["\n"], seed=cfg.seed * 1000 + r)
         generated = generate(red_model, tokenizer, contexts, sampling, progress=False)
         known = {p for p, _ in pool}
         candidates = []

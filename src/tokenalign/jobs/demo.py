@@ -1,16 +1,18 @@
 """``tokenalign demo``: the one-command showcase on the built-in pep8 task.
 
-What it does today, on the shipped base model and the held-out test prompts:
-1. samples K completions per prompt with the KV cache (plus a few unconditional samples);
-2. scores each with pycodestyle (violations per character; syntax failures and checker
-   crashes are failures with a fixed bad score, never dropped);
-3. ranks the K samples of each prompt, and writes them as a ``ranked`` dataset — the input
+On the shipped base model and the held-out test prompts:
+1. samples K completions per prompt and scores each with pycodestyle (violations per
+   character; syntax failures and checker crashes are failures with a fixed bad score,
+   never dropped): the held-out evaluation of ``evaluate.policy_eval``; plus a few
+   unconditional samples;
+2. ranks the K samples of each prompt, and writes them as a ``ranked`` dataset — the input
    of token-reward learning;
-4. edits each sample minimally with autopep8 and writes an ``edits`` dataset — the input
+3. edits each sample minimally with autopep8 and writes an ``edits`` dataset — the input
    of edit-supervised token rewards;
-5. writes report.html: misalignment statistics and token heatmaps of the gold blame
-   (which tokens pycodestyle blames) and of the edit-diff labels.
-As the alignment loop lands, the demo grows into the full loop.
+4. aligns the model with the ``align`` (or ``train``) job and evaluates the aligned policy
+   with the same evaluation as in step 1 (``jobs.demo_align``);
+5. writes report.html: misalignment statistics, token heatmaps of the gold blame (which
+   tokens pycodestyle blames) and of the edit-diff labels, and the before/after.
 """
 
 from __future__ import annotations
@@ -24,23 +26,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tokenalign.config import save_config
-from tokenalign.demo_align import DemoAlign
+from tokenalign.jobs.demo_align import DemoAlign
+from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "run_demo"]
-
-
-@dataclasses.dataclass
-class DemoSampling:
-    """Sampling settings of the demo (SPEC 3.4 evaluation: temperature 0.7, top-p 0.9)."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_k: int = 0
-    top_p: float = 0.9
-    batch_size: int = 32
 
 
 @dataclasses.dataclass
@@ -53,7 +45,9 @@ class DemoConfig:
     prompt_split: Literal["test", "train"] = "test"  # train: make reward-learning data without touching test prompts
     samples_per_prompt: int = 4
     n_unconditional: int = 8
-    sampling: DemoSampling = dataclasses.field(default_factory=DemoSampling)
+    # SPEC 3.4 evaluation settings, for the base model and (same prompts, same seeds) the aligned one
+    sampling: SamplingSettings = dataclasses.field(
+        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=32))
     n_heatmaps: int = 8
     align: DemoAlign = dataclasses.field(default_factory=DemoAlign)
     seed: int = 0
@@ -85,49 +79,51 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     from tokenalign.data.edit_labels import edit_labels
     from tokenalign.editors.autopep8_editor import Autopep8Editor, edit_minimality
+    from tokenalign.evaluate.policy_eval import PolicyEvalSettings, PolicyEvaluation, evaluate_policy_with_samples
     from tokenalign.report import HeatmapExample, Report
-    from tokenalign.scorers.blame import blame_heatmap_example
     from tokenalign.rollout.generate import SamplingConfig, generate
     from tokenalign.scorers import summarize_scores
-    from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
-    from tokenalign.utils.models import load_causal_lm
-    from tokenalign.tasks.pep8.prompts import load_prompts
+    from tokenalign.scorers.blame import blame_heatmap_example
+    from tokenalign.tasks import get_task
     from tokenalign.utils.io import atomic_write_text
+    from tokenalign.utils.models import load_causal_lm
 
     run_cfg = cfg.effective()
     out = Path(run_cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
-    model, tokenizer = load_causal_lm(run_cfg.model or str(base_model_path()))
+    task = get_task("pep8")
+    model, tokenizer = load_causal_lm(run_cfg.model or task.base_model)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model: %s (%.1fM parameters)", run_cfg.model or "shipped pep8 base model", n_params / 1e6)
 
     k = run_cfg.samples_per_prompt
-    prompts = load_prompts(run_cfg.prompt_split, run_cfg.n_prompts)
-    sampling = SamplingConfig(
-        max_new_tokens=run_cfg.sampling.max_new_tokens, temperature=run_cfg.sampling.temperature,
-        top_k=run_cfg.sampling.top_k, top_p=run_cfg.sampling.top_p, batch_size=run_cfg.sampling.batch_size,
-        stop=list(STOP_STRINGS), seed=run_cfg.seed,
-    )
-    prompted_in = [p for p in prompts for _ in range(k)]
-    log.info("sampling %d completions (%d prompts x %d, %d unconditional)", len(prompted_in) + run_cfg.n_unconditional,
-             len(prompts), k, run_cfg.n_unconditional)
-    t_sample = time.perf_counter()
-    samples = generate(model, tokenizer, prompted_in, sampling)
-    # Unconditional samples are whole modules: no function-end stop strings.
-    samples += generate(model, tokenizer, [""] * run_cfg.n_unconditional, dataclasses.replace(sampling, stop=[]))
-    sample_seconds = time.perf_counter() - t_sample
-    samples = [dataclasses.replace(s, completion=complete_lines(s.completion, s.finished)) for s in samples]
-    n_tokens = sum(len(s.completion_ids) for s in samples)
+    prompts = task.prompts(run_cfg.prompt_split, run_cfg.n_prompts)
+    settings = PolicyEvalSettings(samples_per_prompt=k, seed=run_cfg.seed, kl_samples=False, sampling=run_cfg.sampling)
 
-    scorer = Pep8Scorer()
+    def evaluate_on_demo_prompts(policy) -> PolicyEvaluation:
+        """The base model's samples (step 1) and, after alignment, the aligned policy's:
+        the same prompts, settings and seeds, so before and after compare like with like."""
+        return evaluate_policy_with_samples(policy, tokenizer, prompts, task.scorer, settings, task.stop, task.text_fn)
+
+    log.info("sampling %d completions (%d prompts x %d, %d unconditional)", len(prompts) * k + run_cfg.n_unconditional,
+             len(prompts), k, run_cfg.n_unconditional)
+    before = evaluate_on_demo_prompts(model)
+    # Unconditional samples are whole modules: no function-end stop strings.
+    t_sample = time.perf_counter()
+    unconditional_samples = generate(model, tokenizer, [""] * run_cfg.n_unconditional,
+                                     SamplingConfig.of(run_cfg.sampling, stop=[], seed=run_cfg.seed))
+    sample_seconds = before.sample_seconds + time.perf_counter() - t_sample
+    unconditional_samples = [dataclasses.replace(s, completion=task.text_fn(s.completion, s.finished))
+                             for s in unconditional_samples]
     t_score = time.perf_counter()
-    results = scorer.score([s.completion for s in samples], [s.prompt for s in samples])
-    score_seconds = time.perf_counter() - t_score
-    prompted = results[: len(prompts) * k]
-    unconditional = results[len(prompts) * k :]
+    unconditional = task.scorer.score([s.completion for s in unconditional_samples], [s.prompt for s in unconditional_samples])
+    score_seconds = before.score_seconds + time.perf_counter() - t_score
+    prompted = before.results
+    samples = before.scored_samples() + unconditional_samples
+    results = prompted + unconditional
+    n_tokens = sum(len(s.completion_ids) for s in samples)
 
     # Rank the K samples of each prompt: a `ranked` dataset for token-reward learning.
     ranked_rows = []
@@ -204,9 +200,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             examples.append(HeatmapExample(good.text, good.offsets, [1.0 if x == 1.0 else 0.0 for x in good.labels], title="edited (good tokens)"))
         report.add_heatmaps(examples, scale="sequential", vmin=0.0, vmax=1.0, label="changed")
     if run_cfg.align.enabled:
-        from tokenalign.demo_align import run_demo_alignment
+        from tokenalign.jobs.demo_align import run_demo_alignment
 
-        summary.update(run_demo_alignment(run_cfg, out, samples, results, tokenizer, sampling, report))
+        summary.update(run_demo_alignment(run_cfg, out, before, evaluate_on_demo_prompts, tokenizer, report))
         summary["seconds"] = time.perf_counter() - t0
         atomic_write_json(out / "summary.json", summary)
     report.write(out / "report.html")

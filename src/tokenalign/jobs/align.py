@@ -28,8 +28,11 @@ from typing import Any
 
 from tokenalign.errors import ConfigError
 from tokenalign.policy.config import RewardSettings, TrainConfig
+from tokenalign.policy.rollout_ranker import RolloutRanker
 from tokenalign.rewards.learn import RewardLearnConfig
 from tokenalign.rewards.model import TokenRewardHeadConfig
+from tokenalign.rewards.ranking import group_ranked_lists, pair_accuracy
+from tokenalign.utils.metrics import MetricsWriter
 
 log = logging.getLogger(__name__)
 
@@ -80,111 +83,23 @@ class AlignConfig:
         return self.relearn_until or self.policy.iterations // 2
 
 
-def _group_lists(prompts: list[str], texts: list[str], preferences: list[float], k: int,
-                 keep_empty: bool = False) -> list[tuple[Any, list[int]]]:
-    """Ranked lists of K consecutive samples per prompt: ``(RankedExample, kept indices)``.
-
-    Empty responses are left out (no token to carry a reward) unless ``keep_empty`` (r_φ
-    reads an end token: every response has one); a list needs two responses that are not
-    all tied (all tied: no preference signal)."""
-    from tokenalign.rewards.learn import RankedExample
-
-    out = []
-    for i in range(len(texts) // k):
-        keep = [i * k + j for j in range(k) if keep_empty or texts[i * k + j].strip()]
-        if len(keep) >= 2 and len({preferences[j] for j in keep}) > 1:
-            out.append((RankedExample(prompts[i * k], tuple(texts[j] for j in keep),
-                                      tuple(preferences[j] for j in keep)), keep))
-    return out
-
-
 def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int, keep_empty: bool = False):
+    """Step 1 of a round: K samples of each prompt from the current policy, ranked by the
+    preference source; returns the ranked lists and the samples' mean misalignment."""
     samples = trainer.sample([p for p in prompts for _ in range(k)], seed)
     texts = [text_fn(s.completion, s.finished) for s in samples]
     results = scorer.score(texts, [s.prompt for s in samples])
-    lists = [ex for ex, _ in _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], k,
-                                          keep_empty)]
+    lists = [ex for ex, _ in group_ranked_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], k,
+                                                keep_empty)]
     mean = sum(r.misalignment for r in results) / max(len(results), 1)
     return lists, mean
-
-
-class _RolloutRanker:
-    """The policy's reward source (r_φ), which also ranks each rollout with the preference
-    source, for r_φ's next round and to measure r_φ on samples it never saw.
-
-    The preference scores never reach the policy: the rewards returned are r_φ's alone
-    (the scorer's results only ride along as ``details``, for the logged
-    ``train_misalignment``). Each rollout's lists are appended to ``path`` with the
-    iteration and r_φ's own sequence scores of them (aggregated as in learning), so a
-    resumed run has them and held-out ranking accuracy can be computed afterwards.
-    """
-
-    def __init__(self, inner, scorer, text_fn, k: int, path: Path, trainer, aggregator: str, beta: float) -> None:
-        self.inner, self.scorer, self.text_fn, self.k, self.path = inner, scorer, text_fn, k, path
-        self.trainer, self.aggregator, self.beta = trainer, aggregator, beta
-
-    def __call__(self, samples):
-        from tokenalign.policy.rewards import RewardOutput
-        from tokenalign.utils.io import append_jsonl
-
-        out = self.inner(samples)
-        texts = [self.text_fn(s.completion, s.finished) for s in samples]
-        results = self.scorer.score(texts, [s.prompt for s in samples])
-        keep_empty = bool(getattr(getattr(self.inner.model, "head_config", None), "end_token", False))
-        lists = _group_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], self.k, keep_empty)
-        for ex, keep in lists:
-            seq = _sequence_scores([out.details[j].rewards for j in keep], self.aggregator, self.beta)
-            append_jsonl(self.path, {"iteration": self.trainer.iteration, "prompt": ex.prompt, "responses": list(ex.responses),
-                                     "scores": list(ex.scores), "guidance_scores": seq})
-        return RewardOutput(out.scores, out.token_rewards, list(results))
-
-
-def _sequence_scores(token_rewards: list[list[float]], aggregator: str, beta: float) -> list[float]:
-    """One list's sequence scores e_φ from its samples' token rewards (SPEC 1.2)."""
-    import torch
-
-    from tokenalign.rewards.aggregate import aggregate
-
-    t = max(len(r) for r in token_rewards)
-    rewards = torch.zeros(1, len(token_rewards), max(t, 1))
-    mask = torch.zeros_like(rewards, dtype=torch.bool)
-    for j, r in enumerate(token_rewards):
-        rewards[0, j, : len(r)] = torch.tensor(r, dtype=torch.float32)
-        mask[0, j, : len(r)] = True
-    if not bool(mask.any(-1).all()):  # a response with no token (cannot happen for kept responses)
-        return [float("nan")] * len(token_rewards)
-    return aggregate(rewards, mask, aggregator, beta)[0].tolist()
-
-
-def pair_accuracy(rows: list[dict]) -> tuple[float, int]:
-    """Share of strictly preferred pairs within each list that r_φ's sequence scores
-    (``guidance_scores``) order the same way (a tie in score counts half), and the number
-    of such pairs. Pairs tied in preference are skipped."""
-    from itertools import combinations
-
-    right, total = 0.0, 0
-    for row in rows:
-        pref, seq = row["scores"], row["guidance_scores"]
-        for a, b in combinations(range(len(pref)), 2):
-            if pref[a] == pref[b]:
-                continue
-            hi, lo = (a, b) if pref[a] > pref[b] else (b, a)
-            total += 1
-            right += 1.0 if seq[hi] > seq[lo] else 0.5 if seq[hi] == seq[lo] else 0.0
-    return (right / total if total else float("nan")), total
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run_align(cfg: AlignConfig) -> dict[str, Any]:
     """Run the alternating loop; returns the policy trainer's summary."""
     from tokenalign.config import save_config
     from tokenalign.policy.rewards import TokenModelReward
-    from tokenalign.policy.run import build_trainer, finish_run
+    from tokenalign.jobs.train import build_trainer, finish_run, write_initial_eval
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.tasks import get_task
@@ -213,17 +128,12 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
                               normalize=pcfg.reward.normalize)
     k = pcfg.samples_per_prompt
-    rollout_lists = out / "rollout_lists.jsonl"
-    if trainer.accelerator.is_main_process and rollout_lists.is_file():
-        # rows of iterations after the checkpoint (written before a kill) are redone
-        from tokenalign.utils.io import atomic_write_text
-
-        keep = [row for row in _read_rows(rollout_lists) if row["iteration"] < trainer.iteration]
-        atomic_write_text(rollout_lists, "".join(json.dumps(row) + "\n" for row in keep))
-    trainer.reward_source = _RolloutRanker(source, task.scorer, task.text_fn, k, rollout_lists, trainer,
-                                           cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
-    if trainer.evaluate_fn is not None and trainer.iteration == 0 and not (out / "metrics.jsonl").exists():
-        append_jsonl(out / "metrics.jsonl", {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
+    rollout_lists = MetricsWriter(out / "rollout_lists.jsonl", trainer.accelerator.is_main_process)
+    rollout_lists.trim(trainer.iteration - 1)  # rollouts after the checkpoint (written before a kill) are redone
+    trainer.reward_source = RolloutRanker(source, task.scorer, task.text_fn, k, rollout_lists.path, trainer,
+                                          cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
+    write_initial_eval(trainer, MetricsWriter(out / "metrics.jsonl", trainer.accelerator.is_main_process),
+                       resuming=resume_from is not None)
 
     end = pcfg.iterations
     if pcfg.stop_after_iterations:
@@ -239,7 +149,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
                 lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it,
                                             keep_empty=rm.head_config.end_token)
             # r_φ in use since the previous round, on the rollouts it scored (never trained on)
-            since = [row for row in _read_rows(rollout_lists) if it - cfg.relearn_every <= row["iteration"] < it]
+            since = [row for row in rollout_lists.rows() if it - cfg.relearn_every <= row["iteration"] < it]
             heldout, pairs = pair_accuracy(since)
             if cfg.guidance.reuse_rollouts:
                 from tokenalign.rewards.learn import RankedExample
@@ -267,7 +177,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))
     summary = finish_run(trainer, pcfg, out)
     # r_φ's ranking accuracy on every rollout it scored: samples drawn after it was learned
-    accuracy, pairs = pair_accuracy(_read_rows(rollout_lists))
+    accuracy, pairs = pair_accuracy(rollout_lists.rows())
     summary.update(guidance_heldout_accuracy=accuracy, guidance_heldout_pairs=pairs)
     if summary.get("finished") and trainer.accelerator.is_main_process:
         atomic_write_json(out / "summary.json", summary)

@@ -7,7 +7,6 @@ summary.json and report.html (training curves and held-out evaluation).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,12 @@ from tokenalign.policy.config import TrainConfig
 from tokenalign.scorers import make_scorer
 from tokenalign.tasks import get_task
 from tokenalign.utils.lora import wrap_lora
+from tokenalign.utils.metrics import MetricsWriter
 from tokenalign.utils.models import is_encoder_decoder, lm_auto_class, load_causal_lm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_trainer", "run_train", "finish_run"]
+__all__ = ["TrainConfig", "build_trainer", "run_train", "write_initial_eval", "finish_run"]
 
 
 def build_trainer(cfg: TrainConfig, out: Path | None = None):
@@ -82,15 +82,22 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     trainer, resume_from = build_trainer(cfg, out)
-    if resume_from is None and trainer.evaluate_fn is not None and trainer.accelerator.is_main_process and not (out / "metrics.jsonl").exists():
-        from tokenalign.utils.io import append_jsonl
-
-        before = {"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}}
-        append_jsonl(out / "metrics.jsonl", before)
+    write_initial_eval(trainer, MetricsWriter(out / "metrics.jsonl", trainer.accelerator.is_main_process),
+                       resuming=resume_from is not None)
     trainer.fit(resume_from=resume_from)
     summary = finish_run(trainer, cfg, out)
     trainer.close()
     return summary
+
+
+def write_initial_eval(trainer, metrics: MetricsWriter, resuming: bool) -> None:
+    """The held-out evaluation of the initial policy, as the run's iteration-0 metrics row.
+
+    Written once per run: not when resuming, nor when the file has rows already (the row
+    is there); evaluated on the main process only, like the trainer's own evaluations."""
+    if resuming or trainer.evaluate_fn is None or metrics.exists() or not trainer.accelerator.is_main_process:
+        return
+    metrics.append({"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
 
 
 def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:
@@ -106,7 +113,7 @@ def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:
         with atomic_path(out / "model") as tmp:
             trainer.unwrapped_policy.save_pretrained(tmp, safe_serialization=True)
             trainer.tokenizer.save_pretrained(tmp)
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rows = MetricsWriter(out / "metrics.jsonl").rows()
         evals = [r for r in rows if any(k.startswith("eval_") for k in r)]
         if evals:
             summary["before"] = {k[5:]: v for k, v in evals[0].items() if k.startswith("eval_")}

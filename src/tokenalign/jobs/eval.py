@@ -32,20 +32,13 @@ import torch
 
 from tokenalign.errors import ConfigError, TokenalignError
 from tokenalign.evaluate.redteam import RedTeamSettings
+from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.tasks import Task, get_task
 from tokenalign.utils.models import load_causal_lm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalSampling", "EvalConfig", "run_eval"]
-
-
-@dataclasses.dataclass
-class EvalSampling:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 128
-    batch_size: int = 64
+__all__ = ["EvalConfig", "run_eval"]
 
 
 @dataclasses.dataclass
@@ -53,7 +46,7 @@ class EvalConfig:
     """Config of ``tokenalign eval``."""
 
     model: str = ""  # folder or hub id; "" = the task's base model
-    task: str = "pep8"
+    task: str = "pep8"  # the task: its scorer, stop strings and test prompts
     prompts: str = ""  # a file with a `prompt` field; "" = the task's test prompts
     n_prompts: int = 100  # 0 = all
     samples_per_prompt: int = 25
@@ -61,13 +54,15 @@ class EvalConfig:
     threshold: float = 0.05  # fraction of samples with misalignment above this
     reference: str = ""  # win rate and KL reference; "" = the task's base model; "none" = skip
     reward_model: str = ""  # a token reward model for localization AUC; "" = skip
-    kl_samples: bool = True
-    sampling: EvalSampling = dataclasses.field(default_factory=EvalSampling)
+    kl_samples: bool = True  # also sample the model at T=1 for KL(π || reference)
+    # SPEC 3.4 evaluation settings (the KL samples: temperature 1, no top-p)
+    sampling: SamplingSettings = dataclasses.field(
+        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
     compare: list[str] = dataclasses.field(default_factory=list)  # other eval folders for the Pareto plot
     red_team: RedTeamSettings = dataclasses.field(default_factory=lambda: RedTeamSettings(rounds=0))  # rounds 0 = off
     red_model: str = ""  # the red LM; "" = the task's base model
-    out_dir: str = "runs/eval"
-    seed: int = 0
+    out_dir: str = "runs/eval"  # gets metrics.json, samples.jsonl, report.html (redteam.jsonl)
+    seed: int = 0  # sampling seed, the same for the model and the reference (KL samples: seed + 1)
 
     def validate(self) -> None:
         if self.samples_per_prompt < 1:
@@ -91,10 +86,8 @@ def _load_prompts(cfg: EvalConfig, task: Task) -> list[str]:
 def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[str], seed: int, conditioning=None, **over):
     from tokenalign.rollout.generate import SamplingConfig, generate
 
-    s = cfg.sampling
-    sc = SamplingConfig(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=0, top_p=s.top_p,
-                        batch_size=s.batch_size, stop=stop, seed=seed)
-    return generate(model, tokenizer, prompts, dataclasses.replace(sc, **over), conditioning=conditioning)
+    return generate(model, tokenizer, prompts, SamplingConfig.of(cfg.sampling, stop=stop, seed=seed, **over),
+                    conditioning=conditioning)
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:

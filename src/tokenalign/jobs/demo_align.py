@@ -2,17 +2,22 @@
 
 Runs ``tokenalign align`` (default: token guidance re-learned from rankings of the
 policy's own samples, token REINFORCE against it), token-level REINFORCE on pycodestyle's
-blame, or sequence-level RLOO at demo size from the same base model, then samples
-the aligned policy on the demo's held-out prompts with the demo's sampling settings and
-seeds, so that before and after are the same prompts under the same conditions.
+blame, or sequence-level RLOO at demo size from the same base model (the ``align`` and
+``train`` jobs), then evaluates the aligned policy with the evaluation that gave the base
+model's samples (``evaluate.policy_eval``: the same held-out prompts, sampling settings
+and seeds), so that before and after are the same prompts under the same conditions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tokenalign.evaluate.policy_eval import PolicyEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ class DemoAlign:
 def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool):
     """The AlignConfig the demo runs."""
     from tokenalign.config import from_dict
-    from tokenalign.policy.align import AlignConfig
+    from tokenalign.jobs.align import AlignConfig
 
     return from_dict(AlignConfig, {
         "out_dir": str(out_dir),
@@ -69,7 +74,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
                        "normalize": cfg.normalize},
             "prompts_per_iteration": cfg.prompts_per_iteration, "samples_per_prompt": cfg.samples_per_prompt,
             "sampling": {"max_new_tokens": max_new_tokens}, "seed": seed,
-            "eval": {"every": cfg.iterations, "prompts": eval_prompts, "max_new_tokens": max_new_tokens},
+            "eval": {"every": cfg.iterations, "prompts": eval_prompts, "sampling": {"max_new_tokens": max_new_tokens}},
         },
         "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts,
                      "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token},
@@ -78,30 +83,27 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
     })
 
 
-def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling, report) -> dict[str, Any]:
-    """Align, resample the demo prompts with the aligned policy, and add the before/after
-    sections to ``report``; returns the summary entries."""
+def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: Callable[[Any], PolicyEvaluation],
+                       tokenizer, report) -> dict[str, Any]:
+    """Align with the ``align`` or ``train`` job, evaluate the aligned policy with ``evaluate``
+    (the evaluation that gave ``before``: same prompts, settings and seeds) and add the
+    before/after sections to ``report``; returns the summary entries."""
     import torch
 
-    from tokenalign.policy.align import run_align
+    from tokenalign.jobs.align import run_align
     from tokenalign.report import HeatmapExample
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import score_tokens
-    from tokenalign.rollout.generate import generate
-    from tokenalign.scorers import summarize_scores
-    from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import complete_lines
+    from tokenalign.scorers.blame import blame_heatmap_example
     from tokenalign.utils.models import lm_auto_class
 
-    from tokenalign.scorers.blame import blame_heatmap_example
-
     a = run_cfg.align
-    n_prompted = run_cfg.n_prompts * run_cfg.samples_per_prompt
-    acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, sampling.max_new_tokens, run_cfg.seed, run_cfg.quick)
+    acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, run_cfg.sampling.max_new_tokens, run_cfg.seed,
+                        run_cfg.quick)
     if a.method == "pg":
         align_summary = run_align(acfg)
     else:
-        from tokenalign.policy.run import run_train
+        from tokenalign.jobs.train import run_train
 
         if a.method == "token":
             from tokenalign.objectives.reinforce import ReinforceSettings
@@ -114,13 +116,10 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
                                        reward=dataclasses.replace(acfg.policy.reward, source="scorer", placement="sequence"))
         align_summary = run_train(pcfg)
     aligned = lm_auto_class(out / "align" / "model").from_pretrained(out / "align" / "model").eval()
-    prompted_in = [s.prompt for s in samples[:n_prompted]]
-    after = generate(aligned, tokenizer, prompted_in, sampling)
-    after = [dataclasses.replace(s, completion=complete_lines(s.completion, s.finished)) for s in after]
-    scorer = Pep8Scorer()
-    after_results = scorer.score([s.completion for s in after], [s.prompt for s in after])
-    before_stats = {**summarize_scores(results[:n_prompted]), **scorer.text_metrics([s.completion for s in samples[:n_prompted]])}
-    after_stats = {**summarize_scores(after_results), **scorer.text_metrics([s.completion for s in after])}
+    after = evaluate(aligned)
+    n_prompted = len(before.samples)
+    samples, results = before.scored_samples(), before.results
+    after_samples, after_results = after.scored_samples(), after.results
 
     if a.method == "pg":
         report.add_heading("Alignment: a short PG loop")
@@ -148,7 +147,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
                 "score as the sequence reward and a per-token KL penalty to the base model.")
     report.add_text(what + " Below: the same held-out prompts, sampled with the same settings and seeds, before and after.")
     keys = ("mean_misalignment", "violation_free_rate", "syntax_failure_rate", "mean_misalignment_valid", "comment_line_share")
-    report.add_table([{"measure": k, "before": before_stats[k], "after": after_stats[k]} for k in keys]
+    report.add_table([{"measure": k, "before": before.statistics[k], "after": after.statistics[k]} for k in keys]
                      + [{"measure": "KL(π || π_base) per sample", "before": 0.0,
                          "after": align_summary.get("after", {}).get("kl_to_ref")}],
                      title="Held-out prompts, before vs after")
@@ -156,7 +155,7 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
     examples = []
     for i in pairs:
         examples.append(blame_heatmap_example(tokenizer, samples[i], results[i], f"prompt {i // run_cfg.samples_per_prompt}: before"))
-        examples.append(blame_heatmap_example(tokenizer, after[i], after_results[i], f"prompt {i // run_cfg.samples_per_prompt}: after"))
+        examples.append(blame_heatmap_example(tokenizer, after_samples[i], after_results[i], f"prompt {i // run_cfg.samples_per_prompt}: after"))
     if examples:
         report.add_heatmaps(examples, title="Before / after (gold blame)", scale="sequential", vmin=0.0, vmax=1.0, label="blamed")
 
@@ -176,5 +175,5 @@ def run_demo_alignment(run_cfg, out: Path, samples, results, tokenizer, sampling
             title="What the learned guidance r_φ rewards (last round)", scale="sequential", label="r_φ")
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
              if a.method == "pg" else {})
-    return {"align_before": before_stats, "align_after": after_stats, "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
+    return {"align_before": before.statistics, "align_after": after.statistics, "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
             "align_iterations": a.iterations, **extra}
