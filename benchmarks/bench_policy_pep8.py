@@ -52,9 +52,8 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
         # last round.
         "pg-loop": {"kind": "align", "relearn_every": max(1, args.iterations // 4),
                     "policy": {**common, "lr": args.lr, "objective": "reinforce", "entropy_coef": args.entropy_coef,
-                               "kl_coef": args.pg_kl_coef, "reinforce_baseline": "whiten", "reward_to_go": True,
-                               "reward": {"source": "token_model", "placement": "token",
-                                          "token_model": "(learned by the loop)", "normalize": "sequence"}},
+                               "kl_coef": args.pg_kl_coef, "reinforce": {"baseline": "whiten", "reward_to_go": True},
+                               "reward": {"source": "guidance", "placement": "token", "normalize": "sequence"}},
                     "guidance": {"prompts": args.guidance_prompts, "reuse_rollouts": True, "head": {"end_token": True},
                                  "learn": {"epochs": 2, "lr": 1e-4, "max_length": 256, "batch_size": 8,
                                            "aggregator": "avg"}}},
@@ -72,11 +71,11 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
         # Token REINFORCE on the same gold dense rewards: reward-to-go per token, whitened over
         # the batch, one update per rollout (as RLOO).
         "reinforce-token-blame": {"kind": "train", **common, "objective": "reinforce", "lr": args.lr, "kl_coef": args.kl_coef,
-                                  "reward_to_go": True, "reinforce_baseline": "whiten",
+                                  "reinforce": {"reward_to_go": True, "baseline": "whiten"},
                                   "reward": {"source": "blame", "placement": "token"}},
         # Its holistic control: the same objective with the same total reward on the last token.
         "reinforce-sequence": {"kind": "train", **common, "objective": "reinforce", "lr": args.lr, "kl_coef": args.kl_coef,
-                               "reward_to_go": True, "reinforce_baseline": "whiten",
+                               "reinforce": {"reward_to_go": True, "baseline": "whiten"},
                                "reward": {"source": "scorer", "placement": "sequence"}},
         "rloo-sequence": {"kind": "train", **common, "objective": "rloo", "lr": args.lr, "kl_coef": args.kl_coef,
                           "reward": {"source": "scorer", "placement": "sequence"}},

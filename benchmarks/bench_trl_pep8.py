@@ -117,9 +117,9 @@ def _run_tokenalign(kind: str, args, out: Path) -> dict:
     torch.set_num_threads(args.threads)
     method = {
         "tokenalign-rloo": {"objective": "rloo"},
-        "tokenalign-reinforce": {"objective": "reinforce", "reinforce_baseline": "mean"},
+        "tokenalign-reinforce": {"objective": "reinforce", "reinforce": {"baseline": "mean"}},
         # token-level: pycodestyle's blame as dense gold rewards (each violation on its token)
-        "tokenalign-reinforce-blame": {"objective": "reinforce", "reward_to_go": True, "reinforce_baseline": "whiten",
+        "tokenalign-reinforce-blame": {"objective": "reinforce", "reinforce": {"reward_to_go": True, "baseline": "whiten"},
                                        "reward": {"source": "blame", "placement": "token"}},
         "tokenalign-ppo-blame": {"objective": "ppo", "reward": {"source": "blame", "placement": "token"}},
     }[kind]

@@ -112,7 +112,7 @@ def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     from tokenalign.jobs.align import AlignConfig
 
     acfg = align_config(DemoAlign(method="pg"), tmp_path / "x", "", 4, 48, 0, True)
-    assert acfg.policy.reward.source == "token_model" and acfg.policy.reward.placement == "token"
+    assert acfg.policy.reward.source == "guidance" and acfg.policy.reward.placement == "token"
     assert acfg.policy.kl_coef == DemoAlign().pg_kl_coef and acfg.policy.reward.normalize == "sequence"
     assert acfg.guidance.reuse_rollouts and acfg.guidance.head.end_token and acfg.policy.objective_settings.reward_to_go
     assert align_config(DemoAlign(method="rloo"), tmp_path / "x", "", 4, 48, 0, True).policy.kl_coef == DemoAlign().kl_coef

@@ -128,7 +128,7 @@ def test_rollout_ranker_records_lists_and_never_feeds_the_preference_to_the_poli
         iteration = 3
 
     path = tmp_path / "lists.jsonl"
-    ranker = RolloutRanker(inner, Pep8Scorer(), complete_lines, 2, path, Trainer(), "avg", 2.0)
+    ranker = RolloutRanker(inner, Pep8Scorer(), complete_lines, 2, path, lambda: Trainer().iteration, "avg", 2.0)
     out = ranker([_sample(tok, good), _sample(tok, bad)])
     assert out.token_rewards == [[0.5, 0.5, 0.5], [1.0] * n_bad]  # r_φ's, untouched
     assert [r.failed for r in out.details] == [False, True]

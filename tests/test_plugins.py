@@ -19,7 +19,7 @@ SCORER = "user_components:digit_share"
 def _args(out, *extra):
     base = ["train", "--set", f"out_dir={out}", "--set", "iterations=2", "--set", "prompts_per_iteration=2",
             "--set", "samples_per_prompt=3", "--set", "sampling.max_new_tokens=16", "--set", "eval.every=2",
-            "--set", "eval.prompts=2", "--set", "eval.max_new_tokens=16", "--set", "mixed_precision=no"]
+            "--set", "eval.prompts=2", "--set", "eval.sampling.max_new_tokens=16", "--set", "mixed_precision=no"]
     return base + [x for kv in extra for x in ("--set", kv)]
 
 
@@ -53,7 +53,7 @@ def test_user_objective_registered_by_name_through_python(tmp_path):
     from tokenalign.config import from_dict
     from tokenalign.objectives import OBJECTIVES
     from tokenalign.policy.config import TrainConfig
-    from tokenalign.policy.run import run_train
+    from tokenalign.jobs.train import run_train
 
     assert "rank-pg" in OBJECTIVES
     cfg = from_dict(TrainConfig, {"out_dir": str(tmp_path / "py"), "objective": "rank-pg", "scorer": SCORER,

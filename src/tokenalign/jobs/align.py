@@ -41,7 +41,7 @@ __all__ = ["AlignConfig", "run_align"]
 
 def _pg_policy_defaults() -> TrainConfig:
     return TrainConfig(objective="reinforce", entropy_coef=0.125, kl_coef=0.0, samples_per_prompt=4,
-                       reward=RewardSettings(source="token_model", placement="token", token_model="(learned by the loop)"))
+                       reward=RewardSettings(source="guidance", placement="token"))
 
 
 @dataclasses.dataclass
@@ -102,6 +102,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     from tokenalign.jobs.train import build_trainer, finish_run, write_initial_eval
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.scorers import make_scorer
     from tokenalign.tasks import get_task
     from tokenalign.utils.io import append_jsonl, atomic_path, atomic_write_json
 
@@ -119,19 +120,22 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         log.info("guidance: resuming from %s", rounds[-1])
     else:
         rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.base_model, cfg.guidance.head)
-    # The policy trainer gets a placeholder source; the loop installs r_φ below.
-    placeholder = dataclasses.replace(pcfg, reward=dataclasses.replace(pcfg.reward, source="scorer", placement="sequence"))
-    trainer, resume_from = build_trainer(placeholder, out)
-    trainer.cfg = pcfg  # the real reward settings (token model, placement)
+    scorer = make_scorer(pcfg.scorer) if pcfg.scorer else task.scorer
+    k = pcfg.samples_per_prompt
+    rollout_path = out / "rollout_lists.jsonl"
+
+    def guidance_source(tokenizer) -> RolloutRanker:
+        """r_φ's token rewards for the policy; each rollout ranked by the scorer on the side."""
+        source = TokenModelReward(rm, tokenizer, tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
+                                  normalize=pcfg.reward.normalize)
+        return RolloutRanker(source, scorer, task.text_fn, k, rollout_path, lambda: trainer.iteration,
+                             cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
+
+    trainer, resume_from = build_trainer(pcfg, out, reward_source=guidance_source)
     if resume_from is not None:
         trainer.load_state(resume_from)
-    source = TokenModelReward(rm, trainer.tokenizer, trainer.tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
-                              normalize=pcfg.reward.normalize)
-    k = pcfg.samples_per_prompt
-    rollout_lists = MetricsWriter(out / "rollout_lists.jsonl", trainer.accelerator.is_main_process)
+    rollout_lists = MetricsWriter(rollout_path, trainer.accelerator.is_main_process)
     rollout_lists.trim(trainer.iteration - 1)  # rollouts after the checkpoint (written before a kill) are redone
-    trainer.reward_source = RolloutRanker(source, task.scorer, task.text_fn, k, rollout_lists.path, trainer,
-                                          cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
     write_initial_eval(trainer, MetricsWriter(out / "metrics.jsonl", trainer.accelerator.is_main_process),
                        resuming=resume_from is not None)
 
@@ -146,7 +150,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             prompts = [train_prompts[(start + j) % len(train_prompts)] for j in range(cfg.guidance.prompts)]
             lists, mean = ([], float("nan"))
             if cfg.guidance.prompts:
-                lists, mean = _ranked_lists(trainer, prompts, k, task.scorer, task.text_fn, seed=pcfg.seed * 7 + it,
+                lists, mean = _ranked_lists(trainer, prompts, k, scorer, task.text_fn, seed=pcfg.seed * 7 + it,
                                             keep_empty=rm.head_config.end_token)
             # r_φ in use since the previous round, on the rollouts it scored (never trained on)
             since = [row for row in rollout_lists.rows() if it - cfg.relearn_every <= row["iteration"] < it]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,9 +26,12 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "build_trainer", "run_train", "write_initial_eval", "finish_run"]
 
 
-def build_trainer(cfg: TrainConfig, out: Path | None = None):
+def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Callable[[Any], Any] | None = None):
     """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one. The
-    policy may be a causal LM or an encoder-decoder (``lm_auto_class`` reads its config)."""
+    policy may be a causal LM or an encoder-decoder (``lm_auto_class`` reads its config).
+
+    ``reward_source(tokenizer)``: builds the reward source instead of ``cfg.reward.source``
+    (the align job's learned guidance, built around the policy's tokenizer)."""
     from tokenalign.evaluate.policy_eval import evaluate_policy
     from tokenalign.policy.rewards import make_reward_source
     from tokenalign.policy.trainer import PolicyTrainer
@@ -56,7 +60,10 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None):
     if objective.needs_value_model:
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
 
-    reward = make_reward_source(cfg.reward, scorer, task.text_fn, tokenizer, init)
+    if reward_source is not None:
+        reward = reward_source(tokenizer)
+    else:
+        reward = make_reward_source(cfg.reward, scorer, task.text_fn, tokenizer, init)
 
     data = objective.training_data(cfg, task, tokenizer, policy, conditioning)
 

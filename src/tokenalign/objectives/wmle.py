@@ -40,7 +40,7 @@ class WeightedMLE(Objective):
     def check_sources(cls, cfg) -> None:
         if not cfg.objective_settings.data:
             raise ConfigError("objective wmle trains on a supervised dataset: set wmle.data=FILE (prompt, completion)")
-        if cfg.reward.source != "token_model":
+        if cfg.reward.source not in ("token_model", "guidance"):
             raise ConfigError("objective wmle weights tokens by a token reward model: reward.source=token_model")
 
     @classmethod

@@ -36,7 +36,8 @@ class RewardSettings:
     """Where rewards come from and where they land on the tokens."""
 
     # scorer: the scorer's sequence score; blame: the same score spread over the tokens the
-    # scorer blames (gold dense rewards); token_model: a trained token reward model; or
+    # scorer blames (gold dense rewards); token_model: a trained token reward model;
+    # guidance: the token guidance r_φ that `tokenalign align` learns (that job sets it); or
     # package.module:attribute, a function that builds a reward source (see policy/rewards.py)
     source: str = "scorer"
     token_model: str = ""  # a folder written by `tokenalign reward` (source: token_model)
@@ -45,7 +46,7 @@ class RewardSettings:
     aggregate: Literal["sum", "avg"] = "sum"  # token model -> sequence score (sequence placement)
     scale: float = 1.0
     plus_scorer: float = 0.0  # token_model: also add this weight x the task scorer's sequence reward on the last token
-    # token_model: standardise the token rewards over each rollout batch before the KL penalty
+    # token_model / guidance: standardise the token rewards over each rollout batch before the KL penalty
     # ("center": minus their mean; "whiten": also divided by their std, so tokens have unit scale;
     # "sequence": centred, divided by the std of the samples' sums, so a sample's total has unit scale)
     normalize: Literal["none", "center", "whiten", "sequence"] = "none"

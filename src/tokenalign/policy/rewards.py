@@ -15,7 +15,8 @@ better) and, when it can, a reward per generated token:
 own), ``segment`` (a line's or sentence's summed reward on its last token) or ``sequence``
 (the sequence score on the last token: holistic PPO / REINFORCE).
 
-``REWARD_SOURCES`` names the built-in sources (``scorer``, ``blame``, ``token_model``) as
+``REWARD_SOURCES`` names the built-in sources (``scorer``, ``blame``, ``token_model``, and
+``guidance``, the align loop's own r_φ) as
 functions that build one from a run's settings; a config's ``reward.source`` takes one of
 those names or ``package.module:attribute`` (a function with the same signature as
 :func:`scorer_source`).
@@ -358,6 +359,16 @@ def token_model_source(settings, scorer, text_fn, tokenizer, base_model: str):
     if settings.plus_scorer:
         source = DensePlusSequenceReward(source, ScorerReward(scorer, 1.0, text_fn), settings.plus_scorer)
     return source
+
+
+@register_reward_source("guidance")
+def guidance_source(settings, scorer, text_fn, tokenizer, base_model: str):
+    """The token guidance r_φ that ``tokenalign align`` learns and re-learns: only that job
+    can build it (it owns r_φ)."""
+    from tokenalign.errors import ConfigError
+
+    raise ConfigError("reward.source guidance is the token guidance that `tokenalign align` learns; "
+                      "use tokenalign align, or reward.source=token_model with a trained model")
 
 
 def make_reward_source(settings, scorer, text_fn, tokenizer, base_model: str) -> RewardSource:

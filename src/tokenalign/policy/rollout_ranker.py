@@ -7,6 +7,7 @@ its held-out test. :class:`RolloutRanker` does both in one pass over a rollout.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from tokenalign.policy.rewards import RewardOutput
@@ -27,9 +28,10 @@ class RolloutRanker:
     resumed run has them and held-out ranking accuracy can be computed afterwards.
     """
 
-    def __init__(self, inner, scorer, text_fn, k: int, path: Path, trainer, aggregator: str, beta: float) -> None:
+    def __init__(self, inner, scorer, text_fn, k: int, path: Path, iteration: Callable[[], int], aggregator: str,
+                 beta: float) -> None:
         self.inner, self.scorer, self.text_fn, self.k, self.path = inner, scorer, text_fn, k, path
-        self.trainer, self.aggregator, self.beta = trainer, aggregator, beta
+        self.iteration, self.aggregator, self.beta = iteration, aggregator, beta  # iteration(): the trainer's current one
 
     def __call__(self, samples) -> RewardOutput:
         out = self.inner(samples)
@@ -39,6 +41,6 @@ class RolloutRanker:
         lists = group_ranked_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], self.k, keep_empty)
         for ex, keep in lists:
             seq = sequence_scores([out.details[j].rewards for j in keep], self.aggregator, self.beta)
-            append_jsonl(self.path, {"iteration": self.trainer.iteration, "prompt": ex.prompt, "responses": list(ex.responses),
+            append_jsonl(self.path, {"iteration": self.iteration(), "prompt": ex.prompt, "responses": list(ex.responses),
                                      "scores": list(ex.scores), "guidance_scores": seq})
         return RewardOutput(out.scores, out.token_rewards, list(results))
