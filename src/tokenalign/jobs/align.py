@@ -104,7 +104,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.scorers import make_scorer
     from tokenalign.tasks import get_task
-    from tokenalign.utils.io import append_jsonl, atomic_path, atomic_write_json
+    from tokenalign.utils.io import atomic_path, atomic_write_json
 
     cfg.validate()
     out = Path(cfg.out_dir)
@@ -136,8 +136,8 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         trainer.load_state(resume_from)
     rollout_lists = MetricsWriter(rollout_path, trainer.accelerator.is_main_process)
     rollout_lists.trim(trainer.iteration - 1)  # rollouts after the checkpoint (written before a kill) are redone
-    write_initial_eval(trainer, MetricsWriter(out / "metrics.jsonl", trainer.accelerator.is_main_process),
-                       resuming=resume_from is not None)
+    guidance_log = MetricsWriter(out / "guidance.jsonl", trainer.accelerator.is_main_process)
+    write_initial_eval(trainer, resuming=resume_from is not None)
 
     end = pcfg.iterations
     if pcfg.stop_after_iterations:
@@ -175,7 +175,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             rm.requires_grad_(True)
             row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean,
                    "previous_heldout_accuracy": heldout, "previous_heldout_pairs": pairs, **(history[-1] if history else {})}
-            append_jsonl(out / "guidance.jsonl", row)
+            guidance_log.append(row)
             log.info("guidance round at iteration %d: %s", it, json.dumps(row))
         rm.eval()
         trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))

@@ -89,20 +89,20 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     trainer, resume_from = build_trainer(cfg, out)
-    write_initial_eval(trainer, MetricsWriter(out / "metrics.jsonl", trainer.accelerator.is_main_process),
-                       resuming=resume_from is not None)
+    write_initial_eval(trainer, resuming=resume_from is not None)
     trainer.fit(resume_from=resume_from)
     summary = finish_run(trainer, cfg, out)
     trainer.close()
     return summary
 
 
-def write_initial_eval(trainer, metrics: MetricsWriter, resuming: bool) -> None:
+def write_initial_eval(trainer, resuming: bool) -> None:
     """The held-out evaluation of the initial policy, as the run's iteration-0 metrics row.
 
     Written once per run: not when resuming, nor when the file has rows already (the row
     is there); evaluated on the main process only, like the trainer's own evaluations."""
-    if resuming or trainer.evaluate_fn is None or metrics.exists() or not trainer.accelerator.is_main_process:
+    metrics = trainer.metrics
+    if resuming or trainer.evaluate_fn is None or metrics is None or metrics.exists() or not trainer.accelerator.is_main_process:
         return
     metrics.append({"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
 

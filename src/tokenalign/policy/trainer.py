@@ -37,7 +37,7 @@ from tokenalign.policy.config import TrainConfig
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
-from tokenalign.utils.io import append_jsonl
+from tokenalign.utils.metrics import MetricsWriter
 from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class PolicyTrainer:
         self.stop = list(stop)
         self.evaluate_fn = evaluate_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.metrics = None  # the run's metrics.jsonl, when it has a folder
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.iteration = 0
@@ -116,6 +117,8 @@ class PolicyTrainer:
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False)
         self.objective.setup(self)
+        if self.out_dir is not None:
+            self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", self.accelerator.is_main_process)
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -342,8 +345,8 @@ class PolicyTrainer:
                     acc.wait_for_everyone()
                 if acc.is_main_process:
                     rows.append(row)
-                    if self.out_dir is not None:
-                        append_jsonl(self.out_dir / "metrics.jsonl", row)
+                    if self.metrics is not None:
+                        self.metrics.append(row)
                     bar.update(task, completed=self.iteration,
                                description=f"{cfg.objective} reward {row['reward']:.3f} kl {row.get('kl', 0.0):.2f}")
                     log.info("iteration %d: %s", self.iteration, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
@@ -393,13 +396,7 @@ class PolicyTrainer:
         state = load_checkpoint(path, self.optimizer, None)
         self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
         self.objective.load(path)
-        metrics = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
-        if metrics is not None and metrics.is_file() and self.accelerator.is_main_process:
-            # Rows of iterations after the checkpoint (written before a kill) are redone.
-            from tokenalign.utils.io import atomic_write_text
-
-            keep = [line for line in metrics.read_text(encoding="utf-8").splitlines(keepends=True)
-                    if line.strip() and json.loads(line).get("iteration", 0) <= self.iteration]
-            atomic_write_text(metrics, "".join(keep))
+        if self.metrics is not None:
+            self.metrics.trim(self.iteration)  # rows of iterations after the checkpoint (written before a kill) are redone
         log.info("resumed from %s at iteration %d", path, self.iteration)
 
