@@ -31,36 +31,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def responses_of(record: Any, fmt: str) -> list[tuple[str, str, str]]:
-    """(prompt, response, title) of each response to show for a record."""
-    if fmt == "pairs":
-        return [(record.prompt, record.chosen, "chosen"), (record.prompt, record.rejected, "rejected")]
-    if fmt == "ranked":
-        return [(record.prompt, r, f"response {i} (score {s:g})") for i, (r, s) in enumerate(zip(record.responses, record.scores))]
-    if fmt == "edits":
-        return [(record.prompt, record.original, "original"), (record.prompt, record.edited, "edited")]
-    return [(record.prompt, record.completion, "completion")]
-
-
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
+    from tokenalign.jobs.show import run_show
 
-    from tokenalign.data import load_records
-    from tokenalign.report import HeatmapExample, write_heatmap
-    from tokenalign.rewards.model import TokenRewardModel
-    from tokenalign.rewards.scoring import score_tokens
-
-    model = TokenRewardModel.from_pretrained(args.reward_model)
-    tokenizer = AutoTokenizer.from_pretrained(args.reward_model)
-    records = load_records(args.data, args.format).records[: args.limit]
-    items = [x for r in records for x in responses_of(r, args.format)]
-    scored = score_tokens(model, tokenizer, [p for p, _, _ in items], [r for _, r, _ in items], max_length=args.max_length)
-    examples = [
-        HeatmapExample(s.response, s.spans, s.rewards, title=title, prompt=prompt[-300:],
-                       meta={"tokens": len(s.rewards), "mean reward": sum(s.rewards) / max(len(s.rewards), 1)})
-        for (prompt, _, title), s in zip(items, scored)
-    ]
-    center = 0.0 if model.head_config.bounding in ("identity", "centered_sigmoid") else 0.549
-    write_heatmap(args.output, examples, title=f"Token rewards: {args.reward_model}", center=center, label="token reward")
-    print(f"wrote {args.output} ({len(examples)} responses)")
+    n = run_show(args.reward_model, args.data, args.format, args.output, args.limit, args.max_length)
+    print(f"wrote {args.output} ({n} responses)")
     return 0
