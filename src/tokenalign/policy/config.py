@@ -41,10 +41,12 @@ class RewardSettings:
     # package.module:attribute, a function that builds a reward source (see policy/rewards.py)
     source: str = "scorer"
     token_model: str = ""  # a folder written by `tokenalign reward` (source: token_model)
+    # where rewards land: every token its own (token), a segment's sum on its last token
+    # (segment), or the sequence score on the last token (sequence: holistic RL)
     placement: Literal["token", "segment", "sequence"] = "sequence"
-    segment: Literal["line", "sentence"] = "line"
+    segment: Literal["line", "sentence"] = "line"  # what a segment is (placement: segment)
     aggregate: Literal["sum", "avg"] = "sum"  # token model -> sequence score (sequence placement)
-    scale: float = 1.0
+    scale: float = 1.0  # every reward is multiplied by this
     plus_scorer: float = 0.0  # token_model: also add this weight x the task scorer's sequence reward on the last token
     # token_model / guidance: standardise the token rewards over each rollout batch before the KL penalty
     # ("center": minus their mean; "whiten": also divided by their std, so tokens have unit scale;
@@ -58,9 +60,9 @@ class EvalSettings(PolicyEvalSettings):
     first ``prompts`` test prompts: misalignment of samples at the SPEC 3.4 evaluation
     settings, and KL(π || π_ref) from samples at T=1 (see :class:`PolicyEvalSettings`)."""
 
-    every: int = 10
-    prompts: int = 64
-    seed: int = 4242
+    every: int = 10  # iterations between evaluations (0: none)
+    prompts: int = 64  # the first this many test prompts of the task
+    seed: int = 4242  # sampling seed of every evaluation (the same draws each time)
 
 
 def _objective_section(name: str) -> tuple[str | None, type | None, frozenset[str]]:
