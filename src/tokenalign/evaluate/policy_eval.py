@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -152,18 +153,7 @@ def evaluate_policy_with_samples(
     return PolicyEvaluation(samples, texts, results, {**scores, **text_metrics}, out, sample_seconds, score_seconds)
 
 
-def evaluate_policy(
-    policy,
-    tokenizer,
-    prompts: Sequence[str],
-    scorer,
-    settings: PolicyEvalSettings | None = None,
-    stop: Sequence[str] = (),
-    text_fn: Callable[[str, bool], str] | None = None,
-    ref_logprobs_fn: Callable | None = None,
-    conditioning=None,
-) -> dict[str, float]:
-    """Sample, score and summarise (see :func:`evaluate_policy_with_samples`); returns the
-    summary only, the held-out ``eval_*`` entries of a training run."""
-    return evaluate_policy_with_samples(policy, tokenizer, prompts, scorer, settings, stop, text_fn, ref_logprobs_fn,
-                                        conditioning).summary
+def evaluate_policy(*args: Any, **kwargs: Any) -> dict[str, float]:
+    """:func:`evaluate_policy_with_samples` (same arguments), the summary only: the held-out
+    ``eval_*`` entries of a training run."""
+    return evaluate_policy_with_samples(*args, **kwargs).summary

@@ -87,7 +87,7 @@ class TrainConfig:
         "reward_to_go": "reinforce.reward_to_go (objective wmle: wmle.reward_to_go)",
         "reinforce_baseline": "reinforce.baseline", "wmle_exp": "wmle.exp", "data": "wmle.data"}
 
-    out_dir: str = "runs/train"
+    out_dir: str = "runs/train"  # the run folder (a rerun with the same folder resumes)
     task: str = "pep8"  # a registered task or package.module:attribute (prompts, stop strings, base model, scorer)
     # the sequence-level preference source that scores samples: a registered scorer or
     # package.module:attribute (a Scorer class or instance, or fn(prompt, completion) -> misalignment);
@@ -98,29 +98,29 @@ class TrainConfig:
     # a registered objective (ppo, reinforce, rloo, wmle, dpg, fdpg, cdpg, phf-mle, phf-filter,
     # phf-cond, phf-ul, phf-rwr, phf-awr) or package.module:Class (an Objective subclass)
     objective: str = "ppo"
-    reward: RewardSettings = dataclasses.field(default_factory=RewardSettings)
+    reward: RewardSettings = dataclasses.field(default_factory=RewardSettings)  # where rewards come from and land
     # rollout sampling: temperature 1 without truncation, so the samples are exactly the policy's
     sampling: SamplingSettings = dataclasses.field(default_factory=SamplingSettings)
-    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)  # adapters; the reference is the base
     eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
-    iterations: int = 50
-    prompts_per_iteration: int = 16
-    samples_per_prompt: int = 4
-    lr: float = 1e-4
+    iterations: int = 50  # policy updates (each on one batch: a rollout, or rows of the objective's data)
+    prompts_per_iteration: int = 16  # training prompts per iteration (over all processes)
+    samples_per_prompt: int = 4  # K responses sampled per prompt
+    lr: float = 1e-4  # AdamW learning rate of the policy
     # Rows per forward pass: rollout scoring, and the non-PPO updates' forward/backward chunks
     # (gradient accumulation, the same gradient); shorter rows share chunks. 0 = all at once.
     update_batch_size: int = 16
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # clip the gradient norm to this (0: no clipping)
     # β of the per-token KL penalty (FineGrainedRLHF: 0.3 fine-grained, 0.2 holistic PPO)
     kl_coef: float = 0.05
-    kl_estimator: Literal["k1", "k3"] = "k1"
+    kl_estimator: Literal["k1", "k3"] = "k1"  # per-token KL estimate: log π/π_ref (k1) or Schulman's k3
     # α of the max-entropy term of ppo, reinforce, rloo and distribution matching
     # (the guidance paper's token REINFORCE: 0.125)
     entropy_coef: float = 0.0
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
     save_every: int = 1  # iterations between checkpoints
-    seed: int = 0
+    seed: int = 0  # every random choice derives from (seed, iteration): the same seed, the same run
     stop_after_iterations: int = 0  # stop this invocation early (checkpointed; rerun resumes)
     # the objective's own settings (its Settings dataclass); None = its defaults
     objective_settings: Any = dataclasses.field(
