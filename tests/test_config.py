@@ -140,6 +140,6 @@ def test_align_config_in_part_keeps_pg_policy_defaults():
 
     cfg = from_dict(AlignConfig, {"policy": {"iterations": 7}, "guidance": {"learn": {"epochs": 3}}})
     assert cfg.policy.iterations == 7 and cfg.policy.objective == "reinforce"
-    assert cfg.policy.reward.source == "token_model" and cfg.policy.reward.placement == "token"
+    assert cfg.policy.reward.source == "guidance" and cfg.policy.reward.placement == "token"
     assert cfg.policy.entropy_coef == 0.125 and cfg.policy.kl_coef == 0.0
     assert cfg.guidance.learn.epochs == 3 and cfg.guidance.learn.lr == 1e-4
