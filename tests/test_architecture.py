@@ -192,3 +192,32 @@ def test_the_checks_catch_what_they_are_for(fake_package):
 
     clean, root = fake_package({"policy/trainer.py": "from tokenalign.rollout.generate import generate\n"})
     assert job_layer_violations(clean, root) == [] and find_cycle(package_graph(clean, root)) is None
+
+
+# Private attributes that may be read on objects that are not ``self``: other libraries'
+# internals that tokenalign has no public way to reach (accelerate's shared state).
+FOREIGN_PRIVATE = {("utils/accel.py", "_shared_state"), ("utils/accel.py", "_reset_state")}
+
+
+def private_attribute_uses(root: Path = SRC) -> list[str]:
+    """``obj._name`` on anything but ``self``/``cls`` (a part reaching into its owner)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if (rel, node.attr) not in FOREIGN_PRIVATE:
+                found.append(f"{rel}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_no_private_attributes_of_other_objects():
+    assert private_attribute_uses() == []
+
+
+def test_private_attribute_check_catches_a_part_reaching_into_its_owner(tmp_path):
+    (tmp_path / "hook.py").write_text("def fn(trainer, batch):\n    return trainer._ref_logprobs(batch), self._ok\n")
+    assert private_attribute_uses(tmp_path) == ["hook.py:2: ._ref_logprobs"]
