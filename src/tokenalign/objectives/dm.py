@@ -75,13 +75,15 @@ class DistributionMatching(Objective):
 
     section = "dm"
     Settings = DMSettings
+    needs_global_z = True  # the signal uses the running estimate of Z (no signal before it is finite)
+    samples_offline = False  # can sample from a frozen proposal q (dm.offline)
 
     @classmethod
     def check_config(cls, cfg) -> None:
         s = cfg.sampling
         if s.temperature != 1.0 or s.top_k or s.top_p != 1.0:
             raise ConfigError(f"objective {cls.name} matches distributions: sample at temperature 1 without top-k/top-p")
-        if cfg.objective_settings.offline and cls.name != "dpg":
+        if cfg.objective_settings.offline and not cls.samples_offline:
             raise ConfigError("dm.offline applies to objective dpg")
 
     @classmethod
@@ -173,7 +175,6 @@ class DistributionMatching(Objective):
 
         Z and the logged estimates use the samples of every process; CDPG's Z_c needs only
         the process's own rows (a prompt's K samples never straddle processes)."""
-        cfg, dm = self.cfg, self.settings
         mask = ro.batch.response_mask
         log_pi = (ro.logprobs * mask).sum(dim=1).double()
         log_q = (ro.extra["proposal_logprobs"] * mask).sum(dim=1).double() if "proposal_logprobs" in ro.extra else log_pi
@@ -186,18 +187,18 @@ class DistributionMatching(Objective):
         est = dm_estimates(all_p, all_q, all_pi, constraint=all_b, log_z=log_z)
         self.last_stats = {f"dm_{k}": float(v) for k, v in est.items()}
         self.last_stats["dm_z"] = float(self.z.value)
-        if self.name != "cdpg" and not torch.isfinite(log_z):
+        if self.needs_global_z and not torch.isfinite(log_z):
             # No sample has had target mass yet (no constraint satisfied): no signal this step.
             return {"advantages": torch.zeros_like(ro.scores)}
-        if self.name == "dpg":
-            adv = dpg_advantages(log_p, log_q, log_pi, self.z.value, baseline=dm.baseline)
-        elif self.name == "fdpg":
-            adv = fdpg_advantages(fdpg_pseudo_rewards(log_pi, log_p, log_z, dm.divergence), baseline=dm.baseline)
-        else:  # cdpg: rows are grouped by prompt, samples_per_prompt each
-            adv = cdpg_advantages(log_base, log_pi, b, cfg.samples_per_prompt, dm.cdpg_eps, baseline=dm.baseline)
+        adv = self.sequence_advantages(log_p, log_q, log_pi, log_base, b, log_z)
         if not torch.isfinite(adv).all():
             raise FloatingPointError(f"{self.name}: non-finite advantages at iteration {iteration} ({self.last_stats})")
         return {"advantages": adv.float().to(ro.scores.device)}
+
+    def sequence_advantages(self, log_p, log_q, log_pi, log_base, b, log_z) -> torch.Tensor:
+        """Each sample's signal from its log target, proposal, policy and base probabilities
+        (sums over its tokens), its constraint value b and the estimate log Z."""
+        raise NotImplementedError
 
     def after_update(self, trainer) -> None:
         """Offline DPG: every ``check_every`` iterations, q <- π when KL(p||π) < KL(p||q)."""
@@ -238,6 +239,10 @@ class DPG(DistributionMatching):
     """GDC++: importance-weighted policy gradient toward the target, P/q - Z π/q."""
 
     name = "dpg"
+    samples_offline = True
+
+    def sequence_advantages(self, log_p, log_q, log_pi, log_base, b, log_z) -> torch.Tensor:
+        return dpg_advantages(log_p, log_q, log_pi, self.z.value, baseline=self.settings.baseline)
 
 
 @register_objective("fdpg")
@@ -246,12 +251,22 @@ class FDPG(DistributionMatching):
 
     name = "fdpg"
 
+    def sequence_advantages(self, log_p, log_q, log_pi, log_base, b, log_z) -> torch.Tensor:
+        s = self.settings
+        return fdpg_advantages(fdpg_pseudo_rewards(log_pi, log_p, log_z, s.divergence), baseline=s.baseline)
+
 
 @register_objective("cdpg")
 class CDPG(DistributionMatching):
     """Conditional DPG: a per-prompt partition function Z_c over the K samples of a prompt."""
 
     name = "cdpg"
+    needs_global_z = False  # Z_c per prompt, from the K samples of the prompt
+
+    def sequence_advantages(self, log_p, log_q, log_pi, log_base, b, log_z) -> torch.Tensor:
+        """Rows are grouped by prompt, ``samples_per_prompt`` each."""
+        s = self.settings
+        return cdpg_advantages(log_base, log_pi, b, self.cfg.samples_per_prompt, s.cdpg_eps, baseline=s.baseline)
 
     @classmethod
     def check_config(cls, cfg) -> None:
