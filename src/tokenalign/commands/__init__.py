@@ -20,5 +20,5 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="override one config value, e.g. --set train.lr=1e-5 (repeatable; values are YAML)",
+        help="override one config value, e.g. --set sampling.temperature=0.7 (repeatable; values are YAML)",
     )

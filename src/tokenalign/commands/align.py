@@ -1,4 +1,4 @@
-"""``tokenalign align``: the alternating guidance <-> policy loop (SPEC 1.5)."""
+"""``tokenalign align``: the alternating guidance <-> policy loop (Yang et al., NeurIPS 2023)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from tokenalign.commands import HELP_FORMATTER, add_config_arguments
 
 DESCRIPTION = """\
 Preference-grounded token guidance, alternated with policy training (Yang et al. 2023):
-sample K responses per prompt from the policy, rank them with the task's scorer,
-re-learn the token reward r_φ on those rankings (warm start, fresh optimizer), train the
-policy with r_φ frozen (default: token REINFORCE with max-entropy, α = 0.125) for
-relearn_every iterations, and repeat; re-learning stops after relearn_until iterations.
+sample K responses per prompt from the policy, rank them with the scorer (policy.scorer;
+default: the task's), re-learn the token reward r_φ on those rankings (warm start, fresh
+optimizer), train the policy with r_φ frozen (policy.reward.source=guidance; default:
+token REINFORCE with max-entropy, α = 0.125) for relearn_every iterations, and repeat;
+re-learning stops after relearn_until iterations. The policy's keys sit under policy.*
+(the keys of `tokenalign train`).
 
 The run folder (out_dir) gets what `tokenalign train` writes plus guidance/round-NNN/
 (each r_φ, loadable with TokenRewardModel.from_pretrained) and guidance.jsonl.

@@ -8,13 +8,13 @@ from typing import Any
 from tokenalign.commands import HELP_FORMATTER, add_config_arguments
 
 DESCRIPTION = """\
-Train a policy on a task's prompts (SPEC 1.4, 2.3, 3, 4). One engine; the objective and
-the reward placement are configuration:
+Train a policy on a task's prompts. One engine; the objective, the scorer, the reward
+source and the reward placement are configuration:
 
   objective=ppo       clipped PPO with a value model, GAE, per-token KL penalty, whitening
-  objective=reinforce token REINFORCE with a max-entropy term (entropy_coef; PG: 0.125)
+  objective=reinforce token REINFORCE with a max-entropy term (entropy_coef; Yang et al.: 0.125)
   objective=rloo      sequence REINFORCE with the leave-one-out baseline over K samples
-  objective=wmle      guidance-weighted MLE on a supervised dataset (data=FILE)
+  objective=wmle      guidance-weighted MLE on a supervised dataset (wmle.data=FILE)
   objective=dpg       distribution matching to an EBM target (GDC++; dm.offline=true: proposal q)
   objective=fdpg      f-DPG: dm.divergence=kl | rkl | js | tv
   objective=cdpg      conditional DPG with a per-prompt Z_c (dm.target=constraint)
@@ -24,8 +24,16 @@ the reward placement are configuration:
 
   dm.target=constraint | reward | moments      π0·b, π0·exp(r/β), π0·exp(λ·b) with λ fitted
 
-  reward.source=scorer       the task's gold scorer (pep8: -violations/char), a sequence reward
+  objective=package.module:Class   your own Objective subclass (docs/plugins.md)
+
+  Each objective's own settings sit under its section: ppo.*, reinforce.*, wmle.*, dm.*
+  (dpg, fdpg, cdpg), phf.* (phf-*); rloo has none.
+
+  scorer=pep8 | package.module:attribute   the preference source ("" = the task's)
+  reward.source=scorer       the scorer's sequence score (pep8: -violations/char)
+  reward.source=blame        the same score spread over the tokens the scorer blames
   reward.source=token_model  a model from `tokenalign reward` (reward.token_model=DIR)
+  reward.source=package.module:attribute   your own reward-source builder
   reward.placement=token | segment | sequence   dense, per line/sentence, or last token only
 
 Fine-grained PPO is objective=ppo with reward.placement=token; sequence-level PPO is the

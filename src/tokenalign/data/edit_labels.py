@@ -1,4 +1,4 @@
-"""Token labels from a minimal edit (SPEC 2.1, Xu et al. 2024 / TLCR).
+"""Token labels from a minimal edit (Xu et al., ACL 2024; TLCR, Yoon et al.).
 
 The diff is taken over *characters* (difflib, no autojunk), which is robust to
 re-tokenization at edit boundaries; changed character ranges are then mapped to tokens

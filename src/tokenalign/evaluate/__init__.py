@@ -1,4 +1,4 @@
-"""tokenalign.evaluate."""
+"""Evaluation: misalignment metrics, held-out policy evaluation, localization AUC, red-teaming."""
 
 from tokenalign.evaluate.metrics import (
     distinct_n,

@@ -1,4 +1,5 @@
-"""Metrics for the evaluation table and the policy benchmarks (SPEC 3.4 "Evaluation", SPEC 5).
+"""Metrics for the evaluation table and the policy benchmarks (after the PHF paper's evaluation,
+Korbak et al., ICML 2023).
 
 Misalignment alone can be faked (break syntax, collapse onto one safe answer, drift far
 from the base model), so every evaluation reports it beside what would expose the fake:

@@ -1,6 +1,7 @@
 """Held-out evaluation of a policy on scored prompts: misalignment beside what can fake it.
 
-Reported together so that no degenerate win hides (SPEC section 5): misalignment from
+Reported together so that no degenerate win hides (breaking syntax, collapsing onto one
+answer, drifting from the base model): misalignment from
 the gold scorer with syntax failures counted, the violation-free share, KL(π || π_ref)
 estimated from samples of π at temperature 1, mean length, and distinct-n.
 """
@@ -28,7 +29,8 @@ class PolicyEvalSettings:
     samples_per_prompt: int = 1  # samples of each prompt
     seed: int = 1234  # sampling seed (the KL samples use seed + 1)
     kl_samples: bool = True  # also sample at T=1 for the KL estimate (when a reference is given)
-    # SPEC 3.4 evaluation settings; the KL samples use them at temperature 1 without top-p
+    # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9);
+    # the KL samples use them at temperature 1 without top-p
     sampling: SamplingSettings = dataclasses.field(
         default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
 

@@ -1,11 +1,12 @@
-"""``tokenalign align``: the alternating guidance <-> policy loop (SPEC 1.5).
+"""``tokenalign align``: the alternating guidance <-> policy loop of preference-grounded
+token guidance (Yang et al., NeurIPS 2023).
 
 1. sample K responses per prompt from the current policy and score them with the
-   sequence-level preference source (the task's scorer);
+   sequence-level preference source (``policy.scorer``; default the task's scorer);
 2. re-learn the token guidance r_φ on those ranked lists (Plackett-Luce over the
    aggregated token rewards), warm-started from the previous r_φ with a fresh optimizer;
-3. train the policy with r_φ frozen (default: token REINFORCE with max-entropy, PG 1.4b)
-   for ``relearn_every`` iterations;
+3. train the policy with r_φ frozen (default: the guidance paper's token REINFORCE with
+   max-entropy) for ``relearn_every`` iterations;
 4. repeat; re-learning stops after ``relearn_until`` iterations (the reference schedule
    re-learns during the first half of training only).
 

@@ -45,7 +45,8 @@ class DemoConfig:
     prompt_split: Literal["test", "train"] = "test"  # train: make reward-learning data without touching test prompts
     samples_per_prompt: int = 4
     n_unconditional: int = 8
-    # SPEC 3.4 evaluation settings, for the base model and (same prompts, same seeds) the aligned one
+    # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9),
+    # for the base model and (same prompts, same seeds) the aligned one
     sampling: SamplingSettings = dataclasses.field(
         default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=32))
     n_heatmaps: int = 8

@@ -53,7 +53,7 @@ class DemoAlign:
     guidance_reuse_rollouts: bool = True  # r_φ also learns from the policy's rollouts since its last round
     guidance_epochs: int = 2
     guidance_lr: float = 1e-4  # 3e-4, or 4 epochs: lower held-out ranking accuracy (overfits ~100 lists)
-    guidance_aggregator: str = "avg"  # sum, avg, softmax or softmin (SPEC 1.2)
+    guidance_aggregator: str = "avg"  # sum, avg, softmax or softmin (rewards/aggregate.py)
     guidance_end_token: bool = True  # r_φ reads an end-of-response token (sees how a response ends, scores empty ones)
 
 

@@ -3,7 +3,7 @@ fake the result.
 
 For a model (a folder written by tokenalign, any ``from_pretrained`` folder or hub id) on
 a task's held-out prompts or a prompt file, with ``samples_per_prompt`` samples each at
-the SPEC 3.4 evaluation settings:
+the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9):
 
 - misalignment from the gold scorer (failures counted at the failure score), the
   syntax-failure rate, the violation-free share, the expected maximum misalignment over
@@ -55,7 +55,8 @@ class EvalConfig:
     reference: str = ""  # win rate and KL reference; "" = the task's base model; "none" = skip
     reward_model: str = ""  # a token reward model for localization AUC; "" = skip
     kl_samples: bool = True  # also sample the model at T=1 for KL(π || reference)
-    # SPEC 3.4 evaluation settings (the KL samples: temperature 1, no top-p)
+    # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9;
+    # the KL samples: temperature 1, no top-p)
     sampling: SamplingSettings = dataclasses.field(
         default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
     compare: list[str] = dataclasses.field(default_factory=list)  # other eval folders for the Pareto plot

@@ -1,4 +1,5 @@
-"""Sampling from a conditionally trained model (PHF conditional training, SPEC 3.4).
+"""Sampling from a conditionally trained model (PHF conditional training, Korbak et al.,
+ICML 2023).
 
 A model trained with ``<|good|>`` / ``<|bad|>`` before its segments is sampled from
 ``<|good|>``: the prompt gets the control tokens it would have had in training (all

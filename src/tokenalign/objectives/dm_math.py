@@ -1,4 +1,5 @@
-"""Distribution matching (SPEC 3): EBM targets, DPG / GDC++, f-DPG, CDPG and IS estimates.
+"""Distribution matching (Korbak et al.: alignment as inference): EBM targets, DPG / GDC++
+(Korbak et al., 2022), f-DPG (Go et al., 2023), CDPG (Korbak et al., 2022) and IS estimates.
 
 Inputs are 1-D per-SEQUENCE tensors over N samples: log-probabilities summed over the
 response tokens (``log_pi`` the trained policy π_θ, ``log_q`` the proposal that sampled the
@@ -65,7 +66,7 @@ def log_target(
     features: torch.Tensor | None = None,
     lambdas: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Unnormalised EBM log P(y) = log π_0(y) + log b(y) + r(y)/β + λ·φ(y) (SPEC 3.1).
+    """Unnormalised EBM log P(y) = log π_0(y) + log b(y) + r(y)/β + λ·φ(y) (Korbak et al., 2022).
 
     Any subset of the factors: b the binary constraint (violations give -inf), r/β the
     RLHF posterior p* ∝ π_0 exp(r/β), and ``features`` [N, F] with ``lambdas`` [F].
@@ -92,7 +93,8 @@ def log_target(
 def fit_lambdas(
     features: torch.Tensor, moments: torch.Tensor, lr: float = 0.5, tol: float = 0.01, max_iter: int = 1000
 ) -> tuple[torch.Tensor, dict]:
-    """SPEC 3.1: λ such that P = π_0 exp(λ·φ) has E_p[φ] = μ, from samples of π_0.
+    """GDC moment matching (Khalifa et al., 2021): λ such that P = π_0 exp(λ·φ) has E_p[φ] = μ,
+    from samples of π_0.
 
     λ <- λ + lr (μ - μ̂(λ)) with the self-normalised IS estimate μ̂(λ) = Σ_i softmax_i(λ·φ_i) φ_i;
     this is gradient ascent on the concave dual λ·μ - log Σ_i exp(λ·φ_i). Stops once
@@ -116,7 +118,8 @@ def fit_lambdas(
 
 
 class ZEstimator:
-    """Running estimate of Z = E_q[P/q] from batches of log weights log P - log q (SPEC 3.2).
+    """Running estimate of Z = E_q[P/q] from batches of log weights log P - log q (GDC++, Korbak
+et al., 2022).
 
     Default: the exact cumulative mean over every sample seen (log Σ w - log n, kept in log
     space so P/q never overflows). With ``momentum`` m in (0, 1): Z <- m Z + (1 - m) mean(batch),
@@ -170,7 +173,7 @@ class ZEstimator:
 def dpg_advantages(
     log_target: torch.Tensor, log_q: torch.Tensor, log_pi: torch.Tensor, z: float | torch.Tensor, baseline: bool = True
 ) -> torch.Tensor:
-    """GDC++ signal A = P/q - Z π/q (SPEC 3.2); ``baseline=False`` gives plain DPG, P/q.
+    """GDC++ signal A = P/q - Z π/q (Korbak et al., 2022); ``baseline=False`` gives plain DPG, P/q.
 
     Over samples of q, -mean(A log π) has expected gradient Z ∇KL(p || π_θ); the baseline
     term has zero expectation (E_π[∇ log π] = 0) and only cuts variance. Dividing by Z gives
@@ -257,7 +260,7 @@ def _cdpg_log_ratios(
 def cdpg_log_z(
     log_base: torch.Tensor, log_pi: torch.Tensor, constraint: torch.Tensor, group_size: int, eps: float = 1e-4
 ) -> torch.Tensor:
-    """SPEC 3.3: [C] log Z_c, Z_c = mean_j (b_j + eps) π_0(y_j|c)/π(y_j|c) over the
+    """CDPG (Korbak et al., 2022): [C] log Z_c, Z_c = mean_j (b_j + eps) π_0(y_j|c)/π(y_j|c) over the
     ``group_size`` contiguous samples of context c (drawn from π)."""
     return _cdpg_log_ratios(log_base, log_pi, constraint, group_size, eps)[1].view(-1).to(log_pi.dtype)
 
@@ -270,10 +273,10 @@ def cdpg_advantages(
     eps: float = 1e-4,
     baseline: bool = True,
 ) -> torch.Tensor:
-    """SPEC 3.3: [N] w = p_c/π = (b + eps) π_0 / (Z_c π), minus 1 with the baseline.
+    """CDPG (Korbak et al., 2022): [N] w = p_c/π = (b + eps) π_0 / (Z_c π), minus 1 with the baseline.
 
     Each context has its own target p_c = P_c / Z_c with P_c = (b + eps) π_0(·|c). A single
-    global Z is wrong (SPEC 3.3): Z_c differs by orders of magnitude across contexts, and
+    global Z is wrong: Z_c differs by orders of magnitude across contexts, and
     P_c / Z would weight each context's gradient by Z_c / Z instead of matching every p_c.
     With the estimated Z_c the group mean of w is exactly 1, so "- 1" is the group-mean
     baseline; the expected gradient of ``dm_policy_loss`` is (1/C) Σ_c ∇KL(p_c || π(·|c)).
@@ -290,7 +293,7 @@ def dm_estimates(
     constraint: torch.Tensor | None = None,
     log_z: float | torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Importance-sampling diagnostics from samples of q (SPEC 3.2).
+    """Importance-sampling diagnostics from samples of q (as in GDC++, Korbak et al., 2022).
 
     log_z: log mean P/q, or the given running estimate; kl_p_pi = -log Z + E_q[P/(Zq) (log P -
     log π)], kl_p_q likewise with log q; tv_p_pi = ½ E_q|P/(Zq) - π/q|; constraint_satisfaction:

@@ -1,7 +1,8 @@
-"""Policy losses (SPEC 1.4, 2.3, 4): one function each, on right-padded ``[B, T]`` tensors.
+"""Policy losses (guidance-weighted MLE, token REINFORCE, PPO): one function each, on
+right-padded ``[B, T]`` tensors.
 
 ``mask`` marks real response tokens. "mean" is over all real tokens of the batch
-(``masked_mean``), as in the PG paper's mean_{i,t}.
+(``masked_mean``), as in the guidance paper's mean_{i,t} (Yang et al., NeurIPS 2023).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def guidance_weights(
     token_rewards: torch.Tensor, mask: torch.Tensor, use_exp: bool = False, use_reward_to_go: bool = False, eps: float = 1e-8
 ) -> torch.Tensor:
-    """SPEC 1.4a: w_t = r_t / Σ_t' r_t' per sequence over its response tokens.
+    """Guidance weights of the guidance paper's weighted MLE (Yang et al., NeurIPS 2023):
+    w_t = r_t / Σ_t' r_t' per sequence over its response tokens.
 
     Options: exp(r) before normalising (positive weights whatever the reward's sign), and
     the reward-to-go Σ_{t'>=t} r_t' in place of r_t. Rewards should be positive (a bounded
@@ -47,7 +49,8 @@ def guidance_weights(
 
 
 def weighted_mle_loss(logprobs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """SPEC 1.4a: L = - mean over sequences of Σ_t w_t log π(y_t | s_t)."""
+    """Guidance-weighted MLE (Yang et al., NeurIPS 2023): L = - mean over sequences of
+    Σ_t w_t log π(y_t | s_t)."""
     per_seq = -(weights * logprobs * mask).sum(dim=1)
     return per_seq.mean()
 
@@ -59,7 +62,8 @@ def reinforce_loss(
     neg_entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
 ) -> torch.Tensor:
-    """SPEC 1.4b: mean_{i,t}[ r_t (-log π(y_t|s_t)) ] + α mean_{i,t}[ Σ_a π log π ].
+    """The guidance paper's token REINFORCE with max-entropy (Yang et al., NeurIPS 2023):
+    mean_{i,t}[ r_t (-log π(y_t|s_t)) ] + α mean_{i,t}[ Σ_a π log π ].
 
     ``returns`` is r_t (the paper's default: no baseline, no discount) or the reward-to-go.
     ``neg_entropy`` is Σ_a π(a|s_t) log π(a|s_t) (minimising it maximises entropy).

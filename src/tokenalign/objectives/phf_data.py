@@ -1,4 +1,4 @@
-"""The scored corpus of the PHF objectives (SPEC 3.4): documents -> token ids + token scores.
+"""The scored corpus of the PHF objectives (Korbak et al., ICML 2023): documents -> token ids + token scores.
 
 Each document is split into segments (lines of code, sentences of text), each segment is
 scored by the task's scorer (misalignment, lower is better), and every token gets the

@@ -1,4 +1,4 @@
-"""PHF objectives (SPEC 3.4; Korbak et al. 2023, "Pretraining language models with human
+"""PHF objectives (Korbak et al., ICML 2023, "Pretraining language models with human
 preferences"): MLE, filtering, unlikelihood, RWR, AWR and conditional training.
 
 Tensors are right-padded ``[B, T]``: ``logprobs`` the log-prob of each target token,

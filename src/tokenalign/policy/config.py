@@ -57,8 +57,9 @@ class RewardSettings:
 @dataclasses.dataclass
 class EvalSettings(PolicyEvalSettings):
     """Held-out evaluation every ``every`` iterations (and at iteration 0 and the end) on the
-    first ``prompts`` test prompts: misalignment of samples at the SPEC 3.4 evaluation
-    settings, and KL(π || π_ref) from samples at T=1 (see :class:`PolicyEvalSettings`)."""
+    first ``prompts`` test prompts: misalignment of samples at the PHF paper's evaluation
+    settings (temperature 0.7, top-p 0.9), and KL(π || π_ref) from samples at T=1 (see
+    :class:`PolicyEvalSettings`)."""
 
     every: int = 10  # iterations between evaluations (0: none)
     prompts: int = 64  # the first this many test prompts of the task

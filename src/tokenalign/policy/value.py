@@ -1,4 +1,5 @@
-"""The PPO value model: a separate backbone with a scalar head (SPEC 2.3, as FineGrainedRLHF).
+"""The PPO value model: a separate backbone with a scalar head, as in FineGrainedRLHF's
+reference settings (Wu et al., 2023).
 
 V(s_t) is read at the column before each response token (the state the token is chosen
 in), with position ids following the attention mask as for the policy. An encoder-decoder

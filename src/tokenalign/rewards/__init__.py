@@ -1,1 +1,1 @@
-"""tokenalign.rewards."""
+"""Token reward models: the model, batching, aggregation, preference losses, learning and scoring."""

@@ -1,4 +1,5 @@
-"""Sequence scores from token rewards: e_phi(y) = f({r_t}) (SPEC 1.2).
+"""Sequence scores from token rewards: e_phi(y) = f({r_t}) (sum, avg, softmax, softmin;
+Yang et al., NeurIPS 2023).
 
 Token rewards come as a tensor ``rewards[N, K, T]`` — N lists of K samples of the same
 prompt, T response positions — with a boolean ``mask[N, K, T]`` marking real response

@@ -1,4 +1,5 @@
-"""Learning token rewards from sequence-level preferences (SPEC 1.3, 2.2).
+"""Learning token rewards from sequence-level preferences: ranked lists (Yang et al.,
+NeurIPS 2023) and minimal edits (Xu et al., ACL 2024).
 
 One loop, three kinds of data:
 - ``ranked`` lists (and ``pairs`` as K = 2): token rewards are aggregated into sequence

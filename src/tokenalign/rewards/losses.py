@@ -1,4 +1,5 @@
-"""Preference losses for learning token rewards (SPEC 1.3, 2.2).
+"""Preference losses for learning token rewards: Plackett-Luce over ranked lists (Yang et
+al., NeurIPS 2023) and token classification on edit labels (Xu et al., ACL 2024).
 
 - :func:`preference_order`: best-first order of K samples from their preference scores,
   ties broken at random (shuffle, then a stable sort) — only the order is used.

@@ -1,4 +1,5 @@
-"""TokenRewardModel: any Hugging Face backbone + a per-token MLP head (SPEC 1.1, 2.2).
+"""TokenRewardModel: any Hugging Face backbone + a per-token MLP head (the guidance model of
+Yang et al., NeurIPS 2023; the token classifier of Xu et al., ACL 2024).
 
 - Causal decoders read ``prompt + response``; the reward of response token t is read at
   that token's own position, so it sees (x, y_<=t). Prompt positions get no reward.

@@ -1,10 +1,10 @@
 """Ranked lists from scored samples, and how well token guidance orders them.
 
-The alternating loop (``tokenalign align``, SPEC 1.5) learns r_φ from rankings of K
-samples per prompt and measures it on rankings it never saw. This module holds the pure
-parts of that: grouping K consecutive samples into a ranked list, a list's sequence scores
-e_φ from its token rewards (SPEC 1.2), and the pairwise accuracy of those scores against
-the preference order.
+The alternating loop (``tokenalign align``; Yang et al., NeurIPS 2023) learns r_φ from
+rankings of K samples per prompt and measures it on rankings it never saw. This module
+holds the pure parts of that: grouping K consecutive samples into a ranked list, a list's
+sequence scores e_φ from its token rewards (:mod:`tokenalign.rewards.aggregate`), and the
+pairwise accuracy of those scores against the preference order.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def group_ranked_lists(prompts: list[str], texts: list[str], preferences: list[f
 
 
 def sequence_scores(token_rewards: list[list[float]], aggregator: str, beta: float) -> list[float]:
-    """One list's sequence scores e_φ from its samples' token rewards (SPEC 1.2)."""
+    """One list's sequence scores e_φ from its samples' token rewards (sum, avg, softmax or softmin)."""
     t = max(len(r) for r in token_rewards)
     rewards = torch.zeros(1, len(token_rewards), max(t, 1))
     mask = torch.zeros_like(rewards, dtype=torch.bool)

@@ -7,7 +7,7 @@ Options default to pycodestyle's own, as the PHF scorer used them (max line leng
 pycodestyle's default ignore list), with one exception: ``# noqa`` comments are not
 honoured, so a policy cannot silence the checker by writing them.
 
-Measured pitfalls handled here (SPEC section 5):
+Pitfalls measured on the pep8 task and handled here:
 
 - *Scorer gaming by syntax errors*: pycodestyle stops at source that does not tokenize and
   reports almost nothing, so an unclosed bracket would look clean. A sample that fails the

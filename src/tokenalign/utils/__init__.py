@@ -1,1 +1,1 @@
-"""Shared helpers: atomic I/O, logging, seeding."""
+"""Shared helpers without task knowledge: I/O, logging, model loading, checkpoints, metrics logs, kernels."""
