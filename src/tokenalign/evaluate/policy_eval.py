@@ -32,7 +32,7 @@ class PolicyEvalSettings:
     # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9);
     # the KL samples use them at temperature 1 without top-p
     sampling: SamplingSettings = dataclasses.field(
-        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
+        default_factory=lambda: SamplingSettings.for_evaluation(batch_size=64))
 
 
 def distinct_n_tokens(token_lists: Sequence[Sequence[int]], n: int) -> float:

@@ -48,7 +48,7 @@ class DemoConfig:
     # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9),
     # for the base model and (same prompts, same seeds) the aligned one
     sampling: SamplingSettings = dataclasses.field(
-        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=32))
+        default_factory=lambda: SamplingSettings.for_evaluation(batch_size=32))
     n_heatmaps: int = 8
     align: DemoAlign = dataclasses.field(default_factory=DemoAlign)
     seed: int = 0

@@ -58,7 +58,7 @@ class EvalConfig:
     # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9;
     # the KL samples: temperature 1, no top-p)
     sampling: SamplingSettings = dataclasses.field(
-        default_factory=lambda: SamplingSettings(max_new_tokens=128, temperature=0.7, top_k=0, top_p=0.9, batch_size=64))
+        default_factory=lambda: SamplingSettings.for_evaluation(batch_size=64))
     compare: list[str] = dataclasses.field(default_factory=list)  # other eval folders for the Pareto plot
     red_team: RedTeamSettings = dataclasses.field(default_factory=lambda: RedTeamSettings(rounds=0))  # rounds 0 = off
     red_model: str = ""  # the red LM; "" = the task's base model

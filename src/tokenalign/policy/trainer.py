@@ -104,8 +104,8 @@ class PolicyTrainer:
         if value_model is not None:
             groups.append({"params": list(value_model.parameters()), "lr": self.objective.value_lr()})
         optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, **fused_optimizer_kwargs(self.accelerator.device))
-        # Sampling and scoring run without dropout (SPEC section 5); so does training, so the
-        # first PPO epoch sees ratio 1 exactly.
+        # Sampling and scoring run in eval mode, without dropout, so recorded log-probs equal a
+        # fresh forward pass; so does training, so the first PPO epoch sees ratio 1 exactly.
         policy.eval()
         if value_model is not None:
             value_model.eval()

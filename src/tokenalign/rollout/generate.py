@@ -50,6 +50,12 @@ class SamplingSettings:
     top_p: float = 1.0  # nucleus sampling mass (1.0: off)
     batch_size: int = 64  # prompts per sampling batch
 
+    @classmethod
+    def for_evaluation(cls, **settings: Any) -> "SamplingSettings":
+        """The PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7,
+        top-p 0.9), with ``settings`` changed."""
+        return cls(**{"temperature": 0.7, "top_p": 0.9, **settings})
+
 
 @dataclasses.dataclass
 class SamplingConfig(SamplingSettings):
