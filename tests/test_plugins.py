@@ -96,3 +96,35 @@ def test_user_objective_signal_by_hand():
     adv = objective.signal(_Rollout(), 0)["advantages"]
     # ranks within each prompt's 3 samples: (2, 0, 1) and (1.5, 1.5, 0) -> centred to [-1, 1], x2
     assert torch.allclose(adv, torch.tensor([2.0, -2.0, 0.0, 1.0, 1.0, -2.0]))
+
+
+def test_every_component_kind_resolves_by_name_and_by_module_path():
+    from tokenalign.editors import make_editor
+    from tokenalign.editors.autopep8_editor import Autopep8Editor
+    from tokenalign.errors import ConfigError
+    from tokenalign.policy.rewards import REWARD_SOURCES, scorer_source
+    from tokenalign.registry import Registry
+    from tokenalign.scorers import CallableScorer, make_scorer
+    from tokenalign.scorers.pep8 import Pep8Scorer
+    from tokenalign.tasks import get_task
+
+    assert isinstance(make_editor("autopep8"), Autopep8Editor)
+    edited = make_editor("user_components:UpperCaseEditor").edit(["x = 1\n"])
+    assert edited[0].edited == "X = 1\n" and edited[0].changed
+    assert isinstance(make_scorer("pep8"), Pep8Scorer)
+    scorer = make_scorer(SCORER)
+    assert isinstance(scorer, CallableScorer) and scorer.score(["a1b2"], [""])[0].misalignment == 0.5
+    assert get_task("pep8").name == "pep8"
+    task = get_task("user_components:two_prompt_task")
+    assert task.name == "two-prompts" and task.prompts("train") == ["def add(a, b):\n", "def greet(name):\n"]
+    assert REWARD_SOURCES.get("scorer") is scorer_source
+    assert REWARD_SOURCES.get("tokenalign.policy.rewards:scorer_source") is scorer_source
+    with pytest.raises(ConfigError, match="unknown task 'pep9' \\(did you mean pep8\\?\\)"):
+        get_task("pep9")
+    with pytest.raises(ConfigError, match="neither a tokenalign.tasks.Task"):
+        get_task("user_components:digit_share")
+    registry = Registry("thing")
+    registry.register("a")(int)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a")(float)
+    assert registry.names() == ["a"] and "a" in registry

@@ -48,3 +48,24 @@ class RankPolicyGradient(Objective):
 def digit_share(prompt: str, completion: str) -> float:
     """Misalignment: the share of the completion's characters that are digits."""
     return sum(c.isdigit() for c in completion) / max(len(completion), 1)
+
+
+def two_prompt_task():
+    """A task: the pep8 task with two prompts of the user's own."""
+    import dataclasses as dc
+
+    from tokenalign.tasks import get_task
+
+    prompts = ["def add(a, b):\n", "def greet(name):\n"]
+    return dc.replace(get_task("pep8"), name="two-prompts", load_prompts=lambda split, n=None: prompts[:n])
+
+
+class UpperCaseEditor:
+    """An editor: upper-cases each completion (a stand-in with the editor interface)."""
+
+    name = "upper"
+
+    def edit(self, completions, prompts=None):
+        from tokenalign.editors import EditResult
+
+        return [EditResult(c, c.upper(), c.upper() != c) for c in completions]

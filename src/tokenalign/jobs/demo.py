@@ -50,6 +50,9 @@ class DemoConfig:
     sampling: SamplingSettings = dataclasses.field(
         default_factory=lambda: SamplingSettings.for_evaluation(batch_size=32))
     n_heatmaps: int = 8
+    # the minimal editor that writes edits.jsonl: a registered editor (autopep8) or
+    # package.module:attribute (an editor class or instance with edit(completions, prompts))
+    editor: str = "autopep8"
     align: DemoAlign = dataclasses.field(default_factory=DemoAlign)
     seed: int = 0
     quick: bool = False
@@ -79,7 +82,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from rich.table import Table
 
     from tokenalign.data.edit_labels import edit_labels
-    from tokenalign.editors.autopep8_editor import Autopep8Editor, edit_minimality
+    from tokenalign.editors import edit_minimality, make_editor
     from tokenalign.evaluate.policy_eval import PolicyEvalSettings, PolicyEvaluation, evaluate_policy_with_samples
     from tokenalign.report import HeatmapExample, Report
     from tokenalign.rollout.generate import SamplingConfig, generate
@@ -135,7 +138,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             ranked_rows.append({"prompt": prompt, "responses": [s.completion for s, _ in group],
                                 "scores": [-r.misalignment for _, r in group]})
     # Minimal edits: an `edits` dataset for edit-supervised token rewards.
-    editor = Autopep8Editor()
+    editor = make_editor(run_cfg.editor)
     edits = editor.edit([s.completion for s in samples], [s.prompt for s in samples])
     edit_rows = [{"prompt": s.prompt, "original": e.original, "edited": e.edited}
                  for s, e in zip(samples, edits) if e.changed and not e.failed and e.edited.strip()]

@@ -48,7 +48,12 @@ def pep8_task() -> Task:
 def get_task(name: str) -> Task:
     """The task a config names: a registered name or ``package.module:attribute``."""
     obj = TASKS.get(name)
-    task = obj if isinstance(obj, Task) else obj() if callable(obj) else None
+    task = obj
+    if callable(obj) and not isinstance(obj, Task):
+        try:
+            task = obj()
+        except TypeError as err:  # a function that needs arguments is not a task builder
+            raise ConfigError(f"task {name!r} is neither a tokenalign.tasks.Task nor a function returning one ({err})") from None
     if not isinstance(task, Task):
         raise ConfigError(f"task {name!r} is neither a tokenalign.tasks.Task nor a function returning one")
     return task
