@@ -190,18 +190,15 @@ def _red_team(cfg: EvalConfig, task: Task, model, tokenizer, prompts: list[str],
 
 def _localization(rm_path: str, policy_tokenizer, samples, texts, results, metrics: dict) -> list:
     """Localization AUC of a token reward model's rewards against the gold blame."""
-    from transformers import AutoTokenizer
-
     from tokenalign.evaluate.localization import localization_auc
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import score_tokens
     from tokenalign.scorers.blame import blame_to_tokens
+    from tokenalign.utils.models import load_tokenizer
 
     rm = TokenRewardModel.from_pretrained(rm_path)
     path = Path(rm_path)
-    rm_tok = AutoTokenizer.from_pretrained(path) if (path / "tokenizer.json").is_file() else policy_tokenizer
-    if rm_tok.pad_token is None:
-        rm_tok.pad_token = rm_tok.eos_token
+    rm_tok = load_tokenizer(path) if (path / "tokenizer.json").is_file() else policy_tokenizer
     keep = [i for i, (t, r) in enumerate(zip(texts, results)) if t.strip() and not r.failed]
     scored = score_tokens(rm, rm_tok, [samples[i].prompt for i in keep], [texts[i] for i in keep])
     blames = [blame_to_tokens(results[i].blame, tr.spans, len(texts[i]))[0] for i, tr in zip(keep, scored)]

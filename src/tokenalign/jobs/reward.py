@@ -76,13 +76,12 @@ def _examples(records: list[Any], fmt: str, tokenizer, unchanged: str) -> list[A
 
 def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
     """Run reward learning as configured; returns the final metrics."""
-    from transformers import AutoTokenizer
-
     from tokenalign.config import save_config
     from tokenalign.data import load_records
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import ranking_accuracy, score_tokens
     from tokenalign.utils.io import atomic_write_json
+    from tokenalign.utils.models import load_tokenizer
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,13 +92,11 @@ def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
 
         backbone = str(base_model_path())
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or backbone, trust_remote_code=cfg.trust_remote_code)
+        tokenizer = load_tokenizer(cfg.tokenizer or backbone, trust_remote_code=cfg.trust_remote_code)
     except OSError as err:
         raise TokenalignError(f"cannot load tokenizer '{cfg.tokenizer or backbone}': {err}") from None
     if not tokenizer.is_fast:
         raise TokenalignError("a fast tokenizer (with offset mapping) is required")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
 
     loaded = load_records(cfg.data.train, cfg.data.format, skip_invalid=cfg.data.skip_invalid, field_map=cfg.data.field_map or None)
     records = list(loaded.records)

@@ -21,15 +21,14 @@ def responses_of(record: Any, fmt: str) -> list[tuple[str, str, str]]:
 def run_show(reward_model: str, data: str, fmt: str, output: str, limit: int = 20, max_length: int | None = None) -> int:
     """Score the responses of the first ``limit`` records with the reward model and write
     the heatmap to ``output``; returns how many responses it shows."""
-    from transformers import AutoTokenizer
-
     from tokenalign.data import load_records
     from tokenalign.report import HeatmapExample, write_heatmap
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import score_tokens
+    from tokenalign.utils.models import load_tokenizer
 
     model = TokenRewardModel.from_pretrained(reward_model)
-    tokenizer = AutoTokenizer.from_pretrained(reward_model)
+    tokenizer = load_tokenizer(reward_model)
     records = load_records(data, fmt).records[:limit]
     items = [x for r in records for x in responses_of(r, fmt)]
     scored = score_tokens(model, tokenizer, [p for p, _, _ in items], [r for _, r, _ in items], max_length=max_length)

@@ -345,15 +345,12 @@ def token_model_source(settings, scorer, text_fn, tokenizer, base_model: str):
     ``reward.plus_scorer`` x the scorer's sequence reward on the last token when set."""
     from pathlib import Path
 
-    from transformers import AutoTokenizer
-
     from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.utils.models import load_tokenizer
 
     path = Path(settings.token_model)
     model = TokenRewardModel.from_pretrained(path)
-    model_tokenizer = AutoTokenizer.from_pretrained(path if (path / "tokenizer.json").is_file() else base_model)
-    if model_tokenizer.pad_token is None:
-        model_tokenizer.pad_token = model_tokenizer.eos_token
+    model_tokenizer = load_tokenizer(path if (path / "tokenizer.json").is_file() else base_model)
     source = TokenModelReward(model, model_tokenizer, tokenizer, settings.aggregate, settings.scale, text_fn,
                               normalize=settings.normalize)
     if settings.plus_scorer:

@@ -39,6 +39,7 @@ from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, tok
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.metrics import MetricsWriter
 from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
+from tokenalign.utils.models import ensure_pad_token
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ class PolicyTrainer:
         config.validate()
         self.cfg = config
         self.accelerator = make_accelerator(config.mixed_precision)
-        self.tokenizer = tokenizer
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = ensure_pad_token(tokenizer)
         self.reward_source = reward_source
         self.train_prompts = list(train_prompts)
         self.data = list(data)
@@ -82,9 +81,10 @@ class PolicyTrainer:
         self.stop = list(stop)
         self.evaluate_fn = evaluate_fn
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.metrics = None  # the run's metrics.jsonl, when it has a folder
+        self.metrics = None  # the run's metrics.jsonl (the main process writes), when it has a folder
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", self.accelerator.is_main_process)
         self.iteration = 0
         self.samples_seen = 0
         self.tokens_seen = 0
@@ -117,8 +117,6 @@ class PolicyTrainer:
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False)
         self.objective.setup(self)
-        if self.out_dir is not None:
-            self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", self.accelerator.is_main_process)
 
     # ---- helpers -----------------------------------------------------------------------
     @property

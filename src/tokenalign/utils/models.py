@@ -31,19 +31,29 @@ def lm_auto_class(path: str | Path):
     return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
 
 
+def ensure_pad_token(tokenizer):
+    """The tokenizer, with EOS as its pad token when it has none (batches need one)."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(path, **kwargs):
+    """``AutoTokenizer.from_pretrained(path, **kwargs)`` with a pad token (see :func:`ensure_pad_token`)."""
+    from transformers import AutoTokenizer
+
+    return ensure_pad_token(AutoTokenizer.from_pretrained(path, **kwargs))
+
+
 def load_causal_lm(path: str):
     """A language model (in eval mode) and its tokenizer: a causal LM, or a seq2seq LM when
     its config is encoder-decoder (:func:`lm_auto_class`); pad = EOS when the tokenizer has
     no pad token. A missing or unreadable model is a one-line error naming it."""
-    from transformers import AutoTokenizer
-
     try:
         model = lm_auto_class(path).from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
     except OSError as err:
         raise TokenalignError(f"cannot load model '{path}': {err}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     use_fast_kernels(model)
     return model.eval(), tokenizer
 
