@@ -3,6 +3,7 @@ fused optimizer."""
 
 import copy
 
+import pytest
 import torch
 from transformers.activations import GELUTanh, NewGELUActivation
 
@@ -81,3 +82,36 @@ def test_fp32_training_attention_same_function_and_dtype_where_it_should(tiny_to
     torch.testing.assert_close(out.float(), ref.float(), atol=0.1, rtol=0.05)  # bf16 rounding apart
     fast.save_pretrained(tmp_path)
     assert AutoModelForCausalLM.from_pretrained(tmp_path).config._attn_implementation == "sdpa"  # not saved
+
+
+def test_a_missing_local_model_fails_at_once_in_one_line(tmp_path, capsys):
+    import time
+
+    from tokenalign.cli import main
+    from tokenalign.errors import TokenalignError
+    from tokenalign.utils.models import check_model_path, load_causal_lm
+
+    for path in (str(tmp_path / "nowhere"), "./runs/nowhere", "../nowhere", "~/nowhere/model", "runs/x/model"):
+        start = time.perf_counter()
+        with pytest.raises(TokenalignError, match="model folder '.*nowhere|model folder 'runs/x/model' does not exist"):
+            load_causal_lm(path)
+        assert time.perf_counter() - start < 5  # no hub retries
+    check_model_path("gpt2")  # a hub id is left to from_pretrained
+    check_model_path("org/name")
+    assert main(["eval", "--model", str(tmp_path / "nowhere"), "--quick", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
+
+
+def test_a_masked_lm_is_not_accepted_as_a_policy(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from tokenalign.errors import TokenalignError
+    from tokenalign.tasks.pep8 import base_model_path
+    from tokenalign.utils.models import check_model_path, load_causal_lm
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    with pytest.raises(TokenalignError, match="is a BertForMaskedLM, not a causal or sequence-to-sequence LM"):
+        load_causal_lm(str(tmp_path / "bert"))
+    check_model_path(base_model_path())  # the shipped GPT-2 is a policy

@@ -19,7 +19,7 @@ from tokenalign.scorers import make_scorer
 from tokenalign.tasks import get_task
 from tokenalign.utils.lora import wrap_lora
 from tokenalign.utils.metrics import MetricsWriter
-from tokenalign.utils.models import is_encoder_decoder, lm_auto_class, load_causal_lm
+from tokenalign.utils.models import check_model_path, is_encoder_decoder, lm_auto_class, load_causal_lm
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
     else:
         policy, tokenizer = load_causal_lm(str(ckpt / "policy") if resume else init)
         ref_path = cfg.ref_model or init
+        check_model_path(ref_path)
         ref = lm_auto_class(ref_path).from_pretrained(ref_path)
     objective = cfg.objective_class
     conditioning = objective.prepare_policy(cfg, policy, tokenizer)

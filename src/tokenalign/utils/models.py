@@ -9,8 +9,37 @@ from pathlib import Path
 from tokenalign.errors import TokenalignError
 from tokenalign.utils.kernels import use_fast_kernels
 
-__all__ = ["load_causal_lm", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
+__all__ = ["load_causal_lm", "check_model_path", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
            "decoder_start_token_id"]
+
+
+# Heads that cannot generate text: a model saved with only these is not a policy.
+_NON_GENERATIVE_HEADS = ("ForMaskedLM", "ForPreTraining", "ForSequenceClassification", "ForTokenClassification",
+                         "ForQuestionAnswering", "ForMultipleChoice", "ForNextSentencePrediction")
+
+
+def _looks_local(path: str) -> bool:
+    """A path rather than a hub id ("org/name"): absolute, relative with ./ or ../, under
+    ~, or more than one folder deep."""
+    return Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+
+
+def check_model_path(path: str | Path) -> None:
+    """Fail at once, in one line, for a model that cannot be a policy: a local path that
+    does not exist (instead of minutes of hub retries), or a folder whose config records
+    only heads that do not generate (a masked LM, a classifier)."""
+    path = str(path)
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        if _looks_local(path):
+            raise TokenalignError(f"model folder '{path}' does not exist")
+        return  # a hub id: from_pretrained resolves it (or says why not)
+    config = folder / "config.json"
+    if config.is_file():
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+        if architectures and all(a.endswith(_NON_GENERATIVE_HEADS) for a in architectures):
+            raise TokenalignError(f"model '{path}' is a {', '.join(architectures)}, not a causal or sequence-to-sequence "
+                                  "LM: a policy must generate text")
 
 
 def lm_auto_class(path: str | Path):
@@ -49,6 +78,7 @@ def load_causal_lm(path: str):
     """A language model (in eval mode) and its tokenizer: a causal LM, or a seq2seq LM when
     its config is encoder-decoder (:func:`lm_auto_class`); pad = EOS when the tokenizer has
     no pad token. A missing or unreadable model is a one-line error naming it."""
+    check_model_path(path)
     try:
         model = lm_auto_class(path).from_pretrained(path)
         tokenizer = load_tokenizer(path)
