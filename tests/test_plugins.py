@@ -128,3 +128,34 @@ def test_every_component_kind_resolves_by_name_and_by_module_path():
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("a")(float)
     assert registry.names() == ["a"] and "a" in registry
+
+
+def test_train_and_align_on_a_users_own_prompts(tmp_path):
+    """Prompts from the user's own files (JSONL for training, CSV for evaluation) reach the
+    policy, the guidance rounds and the held-out evaluation; the task's prompts do not."""
+    from tokenalign.cli import main
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.train import TrainConfig, build_trainer
+
+    train = ["Write a haiku about rain.", "Name three prime numbers.", "Describe a cat in one line."]
+    held_out = ["Say hello.", "Count to three."]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in train))
+    (tmp_path / "eval.csv").write_text("prompt\n" + "".join(f'"{p}"\n' for p in held_out))
+    cfg = from_dict(TrainConfig, {"prompts": str(tmp_path / "train.jsonl"), "eval_prompts": str(tmp_path / "eval.csv"),
+                                  "objective": "rloo", "scorer": SCORER, "eval": {"prompts": 1}, "mixed_precision": "no"})
+    trainer, _ = build_trainer(cfg)
+    assert trainer.train_prompts == train
+    out = tmp_path / "align"
+    args = ["align", "--set", f"out_dir={out}", "--set", f"policy.prompts={tmp_path / 'train.jsonl'}",
+            "--set", f"policy.eval_prompts={tmp_path / 'eval.csv'}", "--set", "policy.scorer=user_components:length_share",
+            "--set", "policy.iterations=2", "--set", "policy.prompts_per_iteration=2", "--set", "policy.samples_per_prompt=2",
+            "--set", "policy.sampling.max_new_tokens=12", "--set", "policy.eval.every=2", "--set", "policy.eval.prompts=2",
+            "--set", "policy.eval.sampling.max_new_tokens=12", "--set", "policy.mixed_precision=no",
+            "--set", "relearn_every=1", "--set", "guidance.prompts=3", "--set", "guidance.head.hidden_size=16"]
+    assert main(args) == 0
+    ranked = [json.loads(x) for x in (out / "rollout_lists.jsonl").read_text().splitlines()]
+    assert ranked and all(row["prompt"] in train for row in ranked)  # every rollout ranked came from the file
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["iteration"] == 0 and rows[0]["eval_syntax_failure_rate"] == 0.0  # scored by the user's scorer
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["policy"]["prompts"] == str(tmp_path / "train.jsonl")

@@ -69,3 +69,8 @@ class UpperCaseEditor:
         from tokenalign.editors import EditResult
 
         return [EditResult(c, c.upper(), c.upper() != c) for c in completions]
+
+
+def length_share(prompt: str, completion: str) -> float:
+    """Misalignment: the completion's length in characters over 50, capped at 1 (shorter is better)."""
+    return min(len(completion), 50) / 50

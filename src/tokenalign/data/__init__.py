@@ -1,7 +1,7 @@
 """Data formats, loaders with validation, truncation and edit-diff token labels."""
 
 from tokenalign.data.edit_labels import EditLabelConfig, TokenLabels, edit_labels
-from tokenalign.data.loading import LoadResult, load_records
+from tokenalign.data.loading import LoadResult, load_prompts, load_records
 from tokenalign.data.records import (
     RECORD_TYPES,
     EditRecord,
@@ -15,6 +15,7 @@ from tokenalign.data.records import (
 from tokenalign.data.truncation import TruncationCounter, truncate_pair
 
 __all__ = [
+    "load_prompts",
     "EditLabelConfig",
     "TokenLabels",
     "edit_labels",

@@ -418,3 +418,10 @@ def load_records(
         log.warning("%s: %d of %d records with warnings (%s); first: %s",
                     src, len(warnings), n_read, _summarise(warnings), warnings[0])
     return LoadResult(src, fmt, records, problems, warnings, n_read)
+
+
+def load_prompts(source: str | Path, split: str = "train") -> list[str]:
+    """The ``prompt`` field of every row of ``source`` (any source :func:`load_records`
+    reads: JSONL, JSON, CSV, Parquet, a saved or named dataset); rows are validated as
+    ``prompts`` records, and a source without one is an error."""
+    return [r.prompt for r in load_records(source, "prompts", split=split).records]

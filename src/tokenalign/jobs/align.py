@@ -113,7 +113,6 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     save_config(cfg, out / "config.yaml")
     pcfg = dataclasses.replace(cfg.policy, out_dir=str(out))
     task = get_task(pcfg.task)
-    train_prompts = task.prompts("train")
     guidance_dir = out / "guidance"
     rounds = sorted(guidance_dir.glob("round-*")) if guidance_dir.is_dir() else []
     if rounds:
@@ -133,6 +132,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
                              cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
 
     trainer, resume_from = build_trainer(pcfg, out, reward_source=guidance_source)
+    train_prompts = trainer.train_prompts  # the same prompts for the guidance rounds as for the policy
     if resume_from is not None:
         trainer.load_state(resume_from)
     rollout_lists = MetricsWriter(rollout_path, trainer.accelerator.is_main_process)

@@ -74,9 +74,9 @@ class EvalConfig:
 
 def _load_prompts(cfg: EvalConfig, task: Task) -> list[str]:
     if cfg.prompts:
-        from tokenalign.data import load_records
+        from tokenalign.data import load_prompts
 
-        prompts = [r.prompt for r in load_records(cfg.prompts, "prompts").records]
+        prompts = load_prompts(cfg.prompts)
     else:
         prompts = task.prompts("test")
     if not prompts:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from tokenalign.data import load_prompts
 from tokenalign.policy.config import TrainConfig
 from tokenalign.scorers import make_scorer
 from tokenalign.tasks import get_task
@@ -40,7 +41,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
     cfg.validate_sources()
     task = get_task(cfg.task)
     scorer = make_scorer(cfg.scorer) if cfg.scorer else task.scorer
-    eval_prompts = task.prompts("test", cfg.eval.prompts)
+    train_prompts = load_prompts(cfg.prompts) if cfg.prompts else task.prompts("train")
+    eval_prompts = load_prompts(cfg.eval_prompts)[: cfg.eval.prompts] if cfg.eval_prompts else task.prompts("test", cfg.eval.prompts)
     init = cfg.model or task.base_model
     ckpt = out / "checkpoint" if out is not None else None
     resume = ckpt is not None and (ckpt / "state.json").is_file()
@@ -76,7 +78,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
             return evaluate_policy(trainer.unwrapped_policy, trainer.tokenizer, eval_prompts, scorer, cfg.eval,
                                    list(task.stop), task.text_fn, trainer.ref_logprobs, conditioning=cond)
 
-    trainer = PolicyTrainer(cfg, policy, tokenizer, reward, task.prompts("train"), ref_policy=ref, value_model=value,
+    trainer = PolicyTrainer(cfg, policy, tokenizer, reward, train_prompts, ref_policy=ref, value_model=value,
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,
                             data=data, out_dir=out)
     return trainer, (ckpt if resume else None)

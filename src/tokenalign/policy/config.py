@@ -94,6 +94,12 @@ class TrainConfig:
     # package.module:attribute (a Scorer class or instance, or fn(prompt, completion) -> misalignment);
     # "" = the task's own scorer
     scorer: str = ""
+    # training prompts: a file or dataset with a `prompt` field (JSONL, JSON, CSV, Parquet, a
+    # save_to_disk folder); "" = the task's train split
+    prompts: str = ""
+    # held-out prompts of the periodic evaluation (the first eval.prompts of them), as `prompts`;
+    # "" = the task's test split
+    eval_prompts: str = ""
     model: str = ""  # policy initialisation; "" = the task's base model
     ref_model: str = ""  # reference for the KL; "" = the initial policy
     # a registered objective (ppo, reinforce, rloo, wmle, dpg, fdpg, cdpg, phf-mle, phf-filter,
