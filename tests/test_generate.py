@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -87,3 +88,29 @@ def test_cut_at_stop_keeps_whole_tokens_before_the_stop(tiny_tokenizer):
     assert _cut_at_stop(tiny_tokenizer, ids, text, ["\nwhile "]) == (ids, text, False)
     first, kept, stopped = _cut_at_stop(tiny_tokenizer, ids, text, ["    return"])
     assert (first, kept, stopped) == ([], "", True)
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(tiny_tokenizer, caplog):
+    """A prompt that does not fit beside max_new_tokens is cut from the left (counted and
+    warned), never a crash; a budget that leaves no room at all is a one-line error."""
+    import logging
+
+    from conftest import build_tiny_lm
+
+    from tokenalign.errors import ConfigError
+    from tokenalign.rollout.generate import SamplingConfig, generate
+
+    model = build_tiny_lm(tiny_tokenizer, n_positions=32)
+    long_prompt = "def f(x):\n" + "    x = x + 1\n" * 20
+    short_prompt = "def g():\n"
+    assert len(tiny_tokenizer(long_prompt)["input_ids"]) > 32
+    cfg = SamplingConfig(max_new_tokens=8, temperature=1.0, top_p=1.0, seed=0)
+    with caplog.at_level(logging.WARNING, logger="tokenalign.rollout.generate"):
+        samples = generate(model, tiny_tokenizer, [long_prompt, short_prompt], cfg, progress=False)
+    assert "1 of 2 prompts do not fit" in caplog.text
+    long_ids = tiny_tokenizer(long_prompt, add_special_tokens=False)["input_ids"]
+    assert samples[0].prompt == long_prompt and samples[0].prompt_ids == long_ids[-24:]  # 32 - 8 kept
+    assert len(samples[0].prompt_ids) + len(samples[0].generated_ids) <= 32
+    assert samples[1].prompt_ids == tiny_tokenizer(short_prompt, add_special_tokens=False)["input_ids"]
+    with pytest.raises(ConfigError, match="max_new_tokens=32 leaves no room for a prompt"):
+        generate(model, tiny_tokenizer, [short_prompt], SamplingConfig(max_new_tokens=32), progress=False)

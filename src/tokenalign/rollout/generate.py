@@ -413,10 +413,28 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
 
 
 @torch.no_grad()
+def _prompt_limit(model, max_new_tokens: int) -> int | None:
+    """How many prompt tokens fit beside ``max_new_tokens`` in a decoder's context (None: no
+    fixed context); a budget that leaves no room for a prompt is a one-line error."""
+    from tokenalign.errors import ConfigError
+    from tokenalign.utils.models import context_length
+
+    context = context_length(model.config)
+    if context is None:
+        return None
+    if max_new_tokens >= context:
+        raise ConfigError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's context of "
+                          f"{context} tokens")
+    return context - max_new_tokens
+
+
 def generate(
     model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True, conditioning=None
 ) -> list[Sample]:
     """Sample one completion per prompt (repeat prompts for several samples each).
+
+    A decoder-only model's prompt that does not fit beside ``max_new_tokens`` in its context
+    keeps its last tokens (counted, with one warning), never a crash.
 
     ``conditioning`` (a :class:`tokenalign.objectives.conditioning.Conditioning`) samples a
     conditionally trained model from ``<|good|>``; the samples' text and ids are plain.
@@ -441,6 +459,8 @@ def generate(
         # model.generate applies them (beam search, too): the recorded log-probs do not.
         log.warning("the model's generation_config sets %s: sampling applies them, its recorded log-probs do not",
                     ", ".join(_generation_extras(model)))
+    prompt_limit = None if encoder_decoder else _prompt_limit(model, cfg.max_new_tokens)
+    truncated = 0
     torch.manual_seed(cfg.seed)
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("sampling", total=len(prompts))
@@ -450,6 +470,9 @@ def generate(
             encoded = [encode_prompt(tokenizer, p) for p in batch]
             if conditioning is not None:
                 plain_prompts, encoded = encoded, [conditioning.encode_prompt(tokenizer, p) for p in batch]
+            if prompt_limit is not None:
+                truncated += sum(len(e) > prompt_limit for e in encoded)
+                encoded = [e[-prompt_limit:] for e in encoded]
             width = max(len(e) for e in encoded)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -499,5 +522,8 @@ def generate(
                 sample.conditioned_ids = (encoded[i], conditioning.raw_prefix(raw, len(sample.generated_ids)))
                 samples.append(sample)
             bar.update(task, advance=len(batch))
+    if truncated:
+        log.warning("%d of %d prompts do not fit beside max_new_tokens=%d in the model's context: their last %d "
+                    "tokens were kept (Sample.prompt_ids)", truncated, len(prompts), cfg.max_new_tokens, prompt_limit)
     model.train(was_training)
     return samples
