@@ -216,3 +216,16 @@ def test_update_in_chunks_gives_the_whole_batch_gradient(tiny_tokenizer, objecti
     assert any(g.abs().sum() > 0 for g in results[0])
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_save_model_writes_a_folder_eval_loads(tiny_tokenizer, tmp_path):
+    from tokenalign.utils.models import load_causal_lm
+
+    cfg = _config("reinforce", "token", iterations=1)
+    trainer = _trainer(cfg, tiny_tokenizer)
+    trainer.fit()
+    path = trainer.save_model(tmp_path / "model")
+    model, tokenizer = load_causal_lm(str(path))
+    assert tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
+    for a, b in zip(model.state_dict().values(), trainer.unwrapped_policy.state_dict().values()):
+        assert torch.equal(a, b)

@@ -112,17 +112,15 @@ def write_initial_eval(trainer, resuming: bool) -> None:
 
 def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """After training: model/, summary.json and report.html (when all iterations ran)."""
-    from tokenalign.utils.io import atomic_path, atomic_write_json
+    from tokenalign.utils.io import atomic_write_json
 
     if trainer.iteration < cfg.iterations:
         log.info("stopped at iteration %d of %d; rerun the same command to resume", trainer.iteration, cfg.iterations)
         return {"iteration": trainer.iteration, "finished": False}
     summary: dict[str, Any] = {"iteration": trainer.iteration, "finished": True, "samples_seen": trainer.samples_seen,
                                "tokens_seen": trainer.tokens_seen}
+    trainer.save_model(out / "model")  # every process calls it: it waits for the others
     if trainer.accelerator.is_main_process:
-        with atomic_path(out / "model") as tmp:
-            trainer.unwrapped_policy.save_pretrained(tmp, safe_serialization=True)
-            trainer.tokenizer.save_pretrained(tmp)
         rows = MetricsWriter(out / "metrics.jsonl").rows()
         evals = [r for r in rows if any(k.startswith("eval_") for k in r)]
         if evals:

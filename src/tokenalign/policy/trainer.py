@@ -364,6 +364,20 @@ class PolicyTrainer:
             dist.destroy_process_group()
 
     # ---- checkpoints -------------------------------------------------------------------
+    def save_model(self, path: str | Path) -> Path:
+        """Write the trained policy (safetensors), its tokenizer and config to ``path``,
+        atomically: a folder ``from_pretrained`` and ``tokenalign eval`` load as it is (a
+        LoRA policy writes its adapters, which load onto their base model)."""
+        from tokenalign.utils.io import atomic_path
+
+        path = Path(path)
+        if self.accelerator.is_main_process:
+            with atomic_path(path) as tmp:
+                self.unwrapped_policy.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+        self.accelerator.wait_for_everyone()
+        return path
+
     def save_state(self, path: str | Path) -> Path:
         """Atomic checkpoint folder (:mod:`tokenalign.utils.checkpoint`): policy/, value/,
         optimizer.pt, the objective's state, state.json."""
