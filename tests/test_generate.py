@@ -114,3 +114,14 @@ def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(tiny_tokenizer, 
     assert samples[1].prompt_ids == tiny_tokenizer(short_prompt, add_special_tokens=False)["input_ids"]
     with pytest.raises(ConfigError, match="max_new_tokens=32 leaves no room for a prompt"):
         generate(model, tiny_tokenizer, [short_prompt], SamplingConfig(max_new_tokens=32), progress=False)
+
+
+def test_sampling_runs_without_autograd(tiny_tokenizer):
+    """No graph is built while sampling (it also selects the no-grad kernels under bf16)."""
+    from conftest import build_tiny_lm
+
+    model = build_tiny_lm(tiny_tokenizer)
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+    generate(model, tiny_tokenizer, ["def f():\n"], SamplingConfig(max_new_tokens=4, seed=0), progress=False)
+    assert seen and not any(seen)

@@ -412,7 +412,6 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
     return out, (out_lp if record else None)  # type: ignore[return-value]
 
 
-@torch.no_grad()
 def _prompt_limit(model, max_new_tokens: int) -> int | None:
     """How many prompt tokens fit beside ``max_new_tokens`` in a decoder's context (None: no
     fixed context); a budget that leaves no room for a prompt is a one-line error."""
@@ -428,6 +427,7 @@ def _prompt_limit(model, max_new_tokens: int) -> int | None:
     return context - max_new_tokens
 
 
+@torch.no_grad()
 def generate(
     model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True, conditioning=None
 ) -> list[Sample]:
