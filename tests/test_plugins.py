@@ -159,3 +159,28 @@ def test_train_and_align_on_a_users_own_prompts(tmp_path):
     assert rows[0]["iteration"] == 0 and rows[0]["eval_syntax_failure_rate"] == 0.0  # scored by the user's scorer
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["policy"]["prompts"] == str(tmp_path / "train.jsonl")
+
+
+def test_a_trl_reward_function_is_a_scorer(tmp_path):
+    """A function with TRL's reward signature (prompts, completions, **kwargs) -> rewards
+    works unchanged: the policy trains on its rewards, failures fail their sample only."""
+    import math
+
+    from user_components import brevity_reward
+
+    from tokenalign.cli import main
+    from tokenalign.scorers import RewardFunctionScorer, make_scorer
+
+    scorer = make_scorer("user_components:brevity_reward")
+    assert isinstance(scorer, RewardFunctionScorer)
+    results = scorer.score(["ab", "abcd"], ["p", "q"])
+    assert [r.misalignment for r in results] == [0.02, 0.04] and not any(r.failed for r in results)
+    flaky = RewardFunctionScorer(lambda prompts, completions, **kw: [1.0, math.nan])
+    assert [r.failed for r in flaky.score(["a", "b"])] == [False, True]
+    broken = RewardFunctionScorer(lambda prompts, completions, **kw: [1.0])  # one reward for two completions
+    assert all(r.failed and "returned 1 rewards" in r.failure for r in broken.score(["a", "b"]))
+    out = tmp_path / "trl"
+    assert main(_args(out, "objective=rloo", "scorer=user_components:brevity_reward", "eval.every=0")) == 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["reward"] < 0 and r["reward"] == pytest.approx(-r["train_misalignment"]) for r in rows)
+    assert brevity_reward(["p"], ["x" * 50]) == [-0.5]

@@ -74,3 +74,8 @@ class UpperCaseEditor:
 def length_share(prompt: str, completion: str) -> float:
     """Misalignment: the completion's length in characters over 50, capped at 1 (shorter is better)."""
     return min(len(completion), 50) / 50
+
+
+def brevity_reward(prompts, completions, **kwargs):
+    """A reward function with TRL's signature: shorter completions are better."""
+    return [-len(c) / 100 for c in completions]

@@ -8,6 +8,7 @@ from tokenalign.scorers.base import (
     SCORERS,
     Blame,
     CallableScorer,
+    RewardFunctionScorer,
     ScoreResult,
     Scorer,
     failure_kind,
@@ -16,5 +17,5 @@ from tokenalign.scorers.base import (
     summarize_scores,
 )
 
-__all__ = ["SCORERS", "Blame", "CallableScorer", "ScoreResult", "Scorer", "failure_kind", "make_scorer", "register_scorer",
+__all__ = ["SCORERS", "Blame", "CallableScorer", "RewardFunctionScorer", "ScoreResult", "Scorer", "failure_kind", "make_scorer", "register_scorer",
            "summarize_scores"]

@@ -22,7 +22,8 @@ from tokenalign.registry import Registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "failure_kind", "summarize_scores", "SCORERS",
+__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "RewardFunctionScorer", "failure_kind", "summarize_scores",
+           "SCORERS",
            "register_scorer", "make_scorer"]
 
 SCORERS: Registry = Registry("scorer", builtins="tokenalign.scorers.pep8")
@@ -110,6 +111,52 @@ class CallableScorer:
         return out
 
 
+class RewardFunctionScorer:
+    """Wrap a TRL-style reward function ``fn(prompts, completions, **kwargs) -> list[float]``
+    (higher is better) as a scorer: misalignment = -reward, so a reward source built on
+    it (``reward.source: scorer``) trains on exactly the function's rewards. A ``None`` or
+    non-finite reward fails that sample (``crash: ...``) with ``failure_score``; an
+    exception fails the batch's samples, logged once per exception type.
+    """
+
+    def __init__(self, fn: Callable[..., Sequence[float | None]], name: str = "reward function",
+                 failure_score: float = 1.0) -> None:
+        self.fn, self.name, self.failure_score = fn, name, failure_score
+        self._logged: set[str] = set()
+
+    def _failed(self, completion: str, reason: str) -> ScoreResult:
+        return ScoreResult(self.failure_score, n_chars=len(completion), failed=True, failure=f"crash: {reason}")
+
+    def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
+        prompts = check_lengths(completions, prompts)
+        try:
+            rewards = list(self.fn(prompts=list(prompts), completions=list(completions)))
+            if len(rewards) != len(completions):
+                raise ValueError(f"returned {len(rewards)} rewards for {len(completions)} completions")
+        except Exception as err:  # a reward function's failure fails its samples, never the run
+            kind = type(err).__name__
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.warning("reward function %s raised %s: %s; its samples are scored as failures", self.name, kind, err)
+            return [self._failed(c, f"{kind}: {err}") for c in completions]
+        out = []
+        for c, r in zip(completions, rewards):
+            ok = r is not None and math.isfinite(float(r))
+            out.append(ScoreResult(-float(r), n_chars=len(c)) if ok else self._failed(c, f"reward is {r}"))
+        return out
+
+
+def _is_reward_function(fn: Callable) -> bool:
+    """TRL's reward-function signature: keyword parameters ``prompts`` and ``completions``."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "prompts" in params and "completions" in params
+
+
 def summarize_scores(results: Sequence[ScoreResult]) -> dict[str, float]:
     """What every evaluation reports for a batch: misalignment beside the failure counts.
 
@@ -144,8 +191,9 @@ def summarize_scores(results: Sequence[ScoreResult]) -> dict[str, float]:
 
 def make_scorer(spec: str) -> Scorer:
     """The scorer a config names: a registered name or ``package.module:attribute`` that
-    is a scorer class (built with no arguments), a scorer instance (has ``score``), or a
-    function ``fn(prompt, completion) -> misalignment`` (lower is better)."""
+    is a scorer class (built with no arguments), a scorer instance (has ``score``), a TRL
+    reward function ``fn(prompts, completions, **kwargs) -> rewards`` (higher is better),
+    or a function ``fn(prompt, completion) -> misalignment`` (lower is better)."""
     from tokenalign.errors import ConfigError
 
     obj = SCORERS.get(spec)
@@ -154,5 +202,5 @@ def make_scorer(spec: str) -> Scorer:
     if callable(getattr(obj, "score", None)):
         return obj
     if callable(obj):
-        return CallableScorer(obj, name=spec)
+        return RewardFunctionScorer(obj, name=spec) if _is_reward_function(obj) else CallableScorer(obj, name=spec)
     raise ConfigError(f"scorer {spec!r} is neither a scorer (with .score) nor a function (prompt, completion) -> float")
