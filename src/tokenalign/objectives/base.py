@@ -27,6 +27,7 @@ import torch
 
 from tokenalign.errors import ConfigError
 from tokenalign.objectives.advantages import kl_penalty
+from tokenalign.objectives.losses import masked_mean
 from tokenalign.registry import Registry
 from tokenalign.rollout.batch import Rollout, TokenBatch
 
@@ -175,8 +176,6 @@ class Objective:
 
     def entropy_term(self, chunk: Chunk) -> torch.Tensor | float:
         """``entropy_coef`` x the mean negative entropy of the chunk's tokens (0 when off)."""
-        from tokenalign.objectives.losses import masked_mean
-
         coef = self.cfg.entropy_coef
         return coef * masked_mean(chunk.neg_entropy, chunk.mask) if coef else 0.0
 
