@@ -70,6 +70,27 @@ def build_tiny_lm(tokenizer, seed: int = 0, n_positions: int = 128):
     return GPT2LMHeadModel(cfg).eval()
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def save_tiny_chat_models(root: Path) -> Path:
+    """A user's own setup in ``root``: ``lm/`` (a 2-layer GPT-2 on the tiny tokenizer, with a
+    chat template) and ``seq-rm/`` (a sequence reward model on the same config)."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+    tok = build_tiny_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=512, num_labels=1,
+                        eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    for name, cls in (("lm", GPT2LMHeadModel), ("seq-rm", GPT2ForSequenceClassification)):
+        cls(config).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+    return root
+
+
 class Killed(Exception):
     """Raised by :func:`fit_until_killed` to stop a run the way a kill would."""
 

@@ -190,7 +190,7 @@ BAD_CASES = [
     ("pairs", {"prompt": "p", "chosen": "  \n", "rejected": "b"}, "field 'chosen': is empty (whitespace only)"),
     ("pairs", {"chosen": "same", "rejected": "  "}, "field 'rejected': is empty (whitespace only)"),
     ("pairs", {"prompt": "p", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"},
-     "field 'chosen': must be a string, got a list of messages (chat format is not supported"),
+     "field 'chosen': must be a string, got a list of messages (chat format is supported for prompts only"),
     ("ranked", {"prompt": "p", "responses": ["a", "b"], "scores": [1]}, "field 'scores': has 1 scores for 2 responses"),
     ("ranked", {"prompt": "p", "responses": ["a"], "scores": [1]}, "field 'responses': needs K >= 2 responses, got 1"),
     ("ranked", {"prompt": "p", "responses": "a", "scores": [1]},
@@ -216,7 +216,8 @@ BAD_CASES = [
      "field 'responses': item 1 must be a string, got int"),
     ("edits", {"prompt": "p", "original": "", "edited": "x"}, "field 'original': is empty"),
     ("edits", {"original": "a", "edited": "x"}, "field 'prompt': missing"),
-    ("prompts", {"prompt": ["p"]}, "field 'prompt': must be a string, got list"),
+    ("prompts", {"prompt": ["p"]}, "field 'prompt': message 0 must be an object with 'role' and 'content', got str"),
+    ("prompts", {"prompt": []}, "field 'prompt': is an empty list of messages"),
     ("supervised", {"prompt": "p", "completion": "\t"}, "field 'completion': is empty (whitespace only)"),
     ("text", {"txt": "x"}, "field 'text': missing"),
 ]

@@ -41,8 +41,9 @@ def test_user_objective_and_scorer_through_the_cli(tmp_path):
         assert 0.0 <= r["rank_pg_mean_abs_advantage"] <= 1.0
         # the reward is the user's scorer: -(share of digits), the same as its misalignment
         assert r["reward"] == pytest.approx(-r["train_misalignment"])
-    # the held-out evaluation scores with the user's scorer too: no pycodestyle failures
-    assert rows[-1]["eval_syntax_failure_rate"] == 0.0
+    # the held-out evaluation scores with the user's scorer too, and names its metrics after it:
+    # no pycodestyle syntax failures
+    assert "eval_syntax_failure_rate" not in rows[-1] and rows[-1]["eval_failure_rate"] == 0.0
     assert 0.0 <= rows[-1]["eval_mean_misalignment"] <= 1.0
     assert digit_share("", "a1") == 0.5
 
@@ -156,7 +157,8 @@ def test_train_and_align_on_a_users_own_prompts(tmp_path):
     ranked = [json.loads(x) for x in (out / "rollout_lists.jsonl").read_text().splitlines()]
     assert ranked and all(row["prompt"] in train for row in ranked)  # every rollout ranked came from the file
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["iteration"] == 0 and rows[0]["eval_syntax_failure_rate"] == 0.0  # scored by the user's scorer
+    # scored by the user's scorer: its metric, no pycodestyle keys
+    assert rows[0]["iteration"] == 0 and "eval_mean_misalignment" in rows[0] and "eval_syntax_failure_rate" not in rows[0]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["policy"]["prompts"] == str(tmp_path / "train.jsonl")
 

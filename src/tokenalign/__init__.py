@@ -13,4 +13,17 @@ __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Trainer", "TrainConfig"]
+
+
+def __getattr__(name: str):
+    """The Python API, imported on first use (``import tokenalign`` stays light)."""
+    if name == "Trainer":
+        from tokenalign.jobs.api import Trainer
+
+        return Trainer
+    if name == "TrainConfig":
+        from tokenalign.policy.config import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module 'tokenalign' has no attribute {name!r}")

@@ -17,8 +17,13 @@ that reading a name never depends on what happened to be imported before.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from tokenalign.errors import ConfigError
@@ -28,14 +33,40 @@ T = TypeVar("T")
 __all__ = ["Registry", "resolve_attribute"]
 
 
+def _import_module(name: str):
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # after the installed packages: never shadows them
+    return importlib.import_module(name)
+
+
+def _import_file(path: str):
+    """The module of a Python file, imported once under a name made from its resolved path."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise ImportError(f"no such file: {path}")
+    name = "tokenalign_user_" + hashlib.sha1(str(file).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def resolve_attribute(spec: str, kind: str = "component") -> object:
-    """The object named by ``package.module:attribute`` (the attribute may be dotted)."""
+    """The object named by ``package.module:attribute`` or ``path/to/file.py:attribute``
+    (the attribute may be dotted). A module is looked for in the current folder too, as
+    ``python -m`` does, so a user's ``my_rewards.py`` beside their config resolves."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise ConfigError(f"{kind} {spec!r}: expected package.module:attribute")
+        raise ConfigError(f"{kind} {spec!r}: expected package.module:attribute or path/to/file.py:attribute")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
+        module = _import_file(module_name) if module_name.endswith(".py") else _import_module(module_name)
+    except (ImportError, OSError) as err:
         raise ConfigError(f"{kind} {spec!r}: cannot import module {module_name!r} ({err})") from None
     obj: object = module
     for part in attribute.split("."):

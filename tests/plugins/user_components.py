@@ -79,3 +79,17 @@ def length_share(prompt: str, completion: str) -> float:
 def brevity_reward(prompts, completions, **kwargs):
     """A reward function with TRL's signature: shorter completions are better."""
     return [-len(c) / 100 for c in completions]
+
+
+def token_brevity_reward(prompts, completions, completion_ids, **kwargs):
+    """A dense reward function: -0.01 on every completion token (TRL passes completion_ids)."""
+    return [[-0.01] * len(ids) for ids in completion_ids]
+
+
+def digit_blame_reward(prompts, completions, **kwargs):
+    """A reward function that blames spans: -1 per completion with digits, spread over them."""
+    out = []
+    for c in completions:
+        spans = [[i, i + 1] for i, ch in enumerate(c) if ch.isdigit()]
+        out.append({"reward": -1.0 if spans else 0.0, "spans": spans})
+    return out

@@ -14,7 +14,8 @@ default: the task's), re-learn the token reward r_φ on those rankings (warm sta
 optimizer), train the policy with r_φ frozen (policy.reward.source=guidance; default:
 token REINFORCE with max-entropy, α = 0.125) for relearn_every iterations, and repeat;
 re-learning stops after relearn_until iterations. The policy's keys sit under policy.*
-(the keys of `tokenalign train`).
+(the keys of `tokenalign train`). guidance.data=FILE adds human pairs or ranked lists that
+r_φ learns from in every round (without a scorer: guidance.prompts=0, policy.eval.every=0).
 
 The run folder (out_dir) gets what `tokenalign train` writes plus guidance/round-NNN/
 (each r_φ, loadable with TokenRewardModel.from_pretrained) and guidance.jsonl.
@@ -23,6 +24,7 @@ A killed run resumes from its checkpoint when rerun.
 examples:
   tokenalign align --set policy.iterations=40 --set relearn_every=10
   tokenalign align -c examples/align-pep8.yaml
+  tokenalign align -c examples/byo-align.yaml       # your model; r_φ also learns your human pairs
   tokenalign config align        # every key with its default
 """
 

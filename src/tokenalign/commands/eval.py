@@ -11,10 +11,12 @@ DESCRIPTION = """\
 Evaluate a causal or encoder-decoder LM (a folder written by tokenalign, any
 from_pretrained folder, or a hub id) on a task: samples_per_prompt samples of each held-out
 prompt at T 0.7 / top-p 0.9,
-scored by the task's gold scorer (pep8: pycodestyle violations per character, syntax
-failures at the failure score). Reports mean misalignment, syntax-failure rate,
-violation-free share, expected max misalignment over k samples, the share above a
-threshold, win rate against a reference model (default: the task's base model; same
+judged by --scorer (default: the task's gold scorer; pep8: pycodestyle violations per
+character, syntax failures at the failure score; any registered scorer,
+package.module:function such as a TRL reward function, or a reward-model folder). The
+metrics are named after it: mean misalignment (pep8 adds the syntax-failure rate and the
+violation-free share) or mean reward, the failure rate, the expected worst over k samples,
+the share above a threshold (misalignment only), win rate against a reference model (default: the task's base model; same
 prompts and seeds; ties count half), KL(pi || pi_ref) from samples at T 1, mean length,
 distinct-n and self-BLEU, and, with --reward-model, the localization AUC of a token
 reward model against the gold blame.
@@ -26,6 +28,8 @@ examples:
   tokenalign eval --model runs/rloo/model --out runs/eval-rloo
   tokenalign eval --model runs/ppo/model --prompts my_prompts.jsonl --set samples_per_prompt=4
   tokenalign eval --model runs/ppo/model --reward-model runs/rm-edits/model --set compare='[runs/eval-rloo]'
+  tokenalign eval --task text --model my_lm --prompts prompts.jsonl --scorer my_rewards:helpfulness
+  tokenalign eval --task text --model my_lm --prompts prompts.jsonl --scorer runs/seq-rm   # a reward model
 """
 
 
@@ -35,7 +39,10 @@ def register(subparsers: Any) -> None:
     add_config_arguments(parser)
     parser.add_argument("--model", help="model folder or hub id (default: the task's base model)")
     parser.add_argument("--task", help="task name (default: pep8)")
-    parser.add_argument("--prompts", metavar="FILE", help="prompts file with a `prompt` field (default: the task's test prompts)")
+    parser.add_argument("--prompts", metavar="FILE", help="prompts file or dataset with a `prompt` field, text or chat "
+                        "messages (default: the task's test prompts)")
+    parser.add_argument("--scorer", metavar="NAME", help="what judges the samples: a registered scorer, package.module:function "
+                        "or a reward-model folder (default: the task's scorer)")
     parser.add_argument("--reward-model", metavar="DIR", help="token reward model: adds localization AUC")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/eval)")
     parser.add_argument("--quick", action="store_true", help="8 prompts x 4 samples of at most 48 tokens (a smoke test)")
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     # --quick first, so that explicit --set values win over it
     overrides = ["n_prompts=8", "samples_per_prompt=4", "sampling.max_new_tokens=48"] if args.quick else []
     overrides += list(args.overrides)
-    for flag, key in (("model", "model"), ("task", "task"), ("prompts", "prompts"), ("reward_model", "reward_model"), ("out", "out_dir")):
+    for flag, key in (("model", "model"), ("task", "task"), ("prompts", "prompts"), ("scorer", "scorer"), ("reward_model", "reward_model"), ("out", "out_dir")):
         value = getattr(args, flag)
         if value:
             overrides.append(f"{key}={value}")
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in metrics.items():
-        if k.startswith("n_") or k in ("model", "reference"):
+        if k.startswith("n_") or k in ("model", "reference", "scorer", "metric"):
             continue
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     Console().print(table)

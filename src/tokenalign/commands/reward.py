@@ -22,6 +22,7 @@ automatically when present) and model/ (load it with TokenRewardModel.from_pretr
 
 examples:
   tokenalign reward -c examples/reward-hh-pairs.yaml
+  tokenalign reward -c examples/byo-reward.yaml     # your backbone, your human pairs
   tokenalign reward --set data.train=prefs.jsonl --set data.format=pairs --set out_dir=runs/rm
   tokenalign config reward        # every key with its default
 """

@@ -8,7 +8,8 @@ from typing import Any
 from tokenalign.commands import HELP_FORMATTER, add_config_arguments
 
 DESCRIPTION = """\
-Train a policy on a task's prompts. One engine; the objective, the scorer, the reward
+Train a policy on a task's prompts or your own (task=text model=... prompts=FILE: text or
+chat messages; docs/bring-your-own.md). One engine; the objective, the scorer, the reward
 source and the reward placement are configuration:
 
   objective=ppo       clipped PPO with a value model, GAE, per-token KL penalty, whitening
@@ -29,9 +30,12 @@ source and the reward placement are configuration:
   Each objective's own settings sit under its section: ppo.*, reinforce.*, wmle.*, dm.*
   (dpg, fdpg, cdpg), phf.* (phf-*); rloo has none.
 
-  scorer=pep8 | package.module:attribute   the preference source ("" = the task's)
+  scorer=pep8 | package.module:attribute | file.py:function | DIR   the preference source
+                             ("" = the task's): a TRL reward function, a scorer, or a
+                             sequence / token reward-model folder
   reward.source=scorer       the scorer's sequence score (pep8: -violations/char)
-  reward.source=blame        the same score spread over the tokens the scorer blames
+  reward.source=blame        the same score spread over the tokens the scorer blames (or a
+                             reward function's own per-token rewards)
   reward.source=token_model  a model from `tokenalign reward` (reward.token_model=DIR)
   reward.source=package.module:attribute   your own reward-source builder
   reward.placement=token | segment | sequence   dense, per line/sentence, or last token only
@@ -43,6 +47,7 @@ report.html. Distributed: `accelerate launch -m tokenalign train ...`.
 
 examples:
   tokenalign train -c examples/train-ppo-sequence.yaml
+  tokenalign train -c examples/byo-train.yaml       # your model, chat prompts, reward function
   tokenalign train --set objective=rloo --set iterations=20 --set out_dir=runs/rloo
   tokenalign train --set objective=ppo --set reward.source=token_model \\
       --set reward.token_model=runs/rm-edits/model --set reward.placement=token

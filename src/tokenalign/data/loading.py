@@ -21,11 +21,11 @@ import dataclasses
 import gzip
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from tokenalign.data.records import RECORD_TYPES, Record
+from tokenalign.data.records import RECORD_TYPES, Messages, Record
 from tokenalign.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -362,8 +362,32 @@ def _guarded(rows: Iterator[RawRow], source: str) -> Iterator[RawRow]:
         raise DataError(f"cannot read: {err}", source=source) from None
 
 
+def _memory_rows(source: Any) -> tuple[str, Iterator[RawRow]]:
+    """A name and the rows of an in-memory source: a ``datasets.Dataset`` (or a
+    ``DatasetDict``, by split) or a sequence of mappings."""
+    try:
+        import datasets
+    except ImportError:  # datasets is optional for in-memory lists
+        datasets = None
+    if datasets is not None and isinstance(source, datasets.DatasetDict):
+        raise DataError(f"is a DatasetDict with splits {', '.join(source)}: pass one split, e.g. ds['train']",
+                        source="<DatasetDict>")
+    if datasets is not None and isinstance(source, datasets.Dataset):
+        return "<datasets.Dataset>", _table_rows(source)
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        def rows() -> Iterator[RawRow]:
+            for index, row in enumerate(source):
+                if isinstance(row, Mapping):
+                    yield RawRow(index, "item", dict(row))
+                else:
+                    yield RawRow(index, "item", DataError(f"must be an object with fields, got {type(row).__name__}"))
+        return "<list>", rows()
+    raise DataError(f"cannot read a {type(source).__name__} as data: pass a path, a dataset name, a datasets.Dataset "
+                    "or a list of dicts", source=f"<{type(source).__name__}>")
+
+
 def load_records(
-    source: str | Path,
+    source: str | Path | Sequence[Mapping[str, Any]] | Any,
     fmt: str,
     *,
     skip_invalid: bool = False,
@@ -374,25 +398,32 @@ def load_records(
 ) -> LoadResult:
     """Load and validate every row of ``source`` as records of format ``fmt``.
 
-    ``fmt`` is one of ``pairs ranked edits prompts supervised text``; ``field_map`` maps
+    ``source`` is a path, a dataset name, or in memory: a ``datasets.Dataset`` or a list
+    of dicts. ``fmt`` is one of ``pairs ranked edits prompts supervised text``; ``field_map`` maps
     our field names to the source's column names (``{"prompt": "question"}``); ``split``
     picks a split of a dataset; ``file_format`` overrides the guess from the extension.
     Raises the first :class:`DataError` unless ``skip_invalid``; then the result holds all
     valid records and all problems, and one summary is logged (unless ``log_summary`` is
     false). A source without any row is an error either way.
     """
-    src = str(source)
+    name = str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__}>"
     if fmt not in RECORD_TYPES:
-        raise DataError(f"unknown data format '{fmt}'; choose from {', '.join(RECORD_TYPES)}", source=src)
+        raise DataError(f"unknown data format '{fmt}'; choose from {', '.join(RECORD_TYPES)}", source=name)
+    if isinstance(source, (str, Path)):
+        src = str(source)
+        kind = detect_file_format(src, file_format)
+        rows = _guarded(iter_rows(src, kind, split), src)
+    else:
+        src, rows = _memory_rows(source)
+        kind = "memory"
     cls = RECORD_TYPES[fmt]
     field_map = dict(field_map or {})
     _check_field_map(field_map, fmt, src)
-    kind = detect_file_format(src, file_format)
     records: list[Record] = []
     problems: list[DataError] = []
     warnings: list[DataError] = []
     n_read = 0
-    for place, unit, row in _guarded(iter_rows(src, kind, split), src):
+    for place, unit, row in rows:
         n_read += 1
         try:
             if isinstance(row, DataError):
@@ -420,8 +451,13 @@ def load_records(
     return LoadResult(src, fmt, records, problems, warnings, n_read)
 
 
-def load_prompts(source: str | Path, split: str = "train") -> list[str]:
-    """The ``prompt`` field of every row of ``source`` (any source :func:`load_records`
-    reads: JSONL, JSON, CSV, Parquet, a saved or named dataset); rows are validated as
-    ``prompts`` records, and a source without one is an error."""
+def load_prompts(source: Any, split: str = "train") -> list[str | Messages]:
+    """The ``prompt`` field of every row of ``source``: any source :func:`load_records`
+    reads (JSONL, JSON, CSV, Parquet, a saved or named dataset, a ``datasets.Dataset``, a
+    list of dicts), or a list of strings. Each prompt is text or a conversation (a tuple
+    of :class:`Message`, rendered by :func:`tokenalign.data.prompts.render_prompts`).
+    Rows are validated as ``prompts`` records; a source without one is an error."""
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)) and source and all(
+            isinstance(p, str) for p in source):
+        source = [{"prompt": p} for p in source]
     return [r.prompt for r in load_records(source, "prompts", split=split).records]

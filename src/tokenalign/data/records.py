@@ -27,6 +27,8 @@ __all__ = [
     "RankedRecord",
     "EditRecord",
     "PromptRecord",
+    "Message",
+    "Messages",
     "SupervisedRecord",
     "TextRecord",
     "Record",
@@ -54,8 +56,34 @@ def _value(row: Mapping[str, Any], field: str) -> Any:
 
 def _type_name(value: Any) -> str:
     if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        return "a list of messages (chat format is not supported: apply the chat template first)"
+        return "a list of messages (chat format is supported for prompts only: apply the chat template first)"
     return type(value).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One chat message of a conversational prompt (TRL's ``{"role": ..., "content": ...}``)."""
+
+    role: str
+    content: str
+
+
+Messages = tuple[Message, ...]
+
+
+def _messages(value: Sequence[Any], field: str) -> Messages:
+    """A conversational field: a non-empty list of ``{"role": str, "content": str}``."""
+    if not value:
+        raise DataError("is an empty list of messages", field=field)
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise DataError(f"message {i} must be an object with 'role' and 'content', got {type(item).__name__}", field=field)
+        for key in ("role", "content"):
+            if not isinstance(item.get(key), str):
+                raise DataError(f"message {i}: '{key}' must be a string, got {type(item.get(key)).__name__}", field=field)
+        out.append(Message(item["role"], item["content"]))
+    return tuple(out)
 
 
 def _string(row: Mapping[str, Any], field: str, *, non_empty: bool) -> str:
@@ -254,14 +282,19 @@ class EditRecord(_RecordBase):
 
 @dataclasses.dataclass(frozen=True)
 class PromptRecord(_RecordBase):
-    """``prompt`` (may be empty: unconditional generation)."""
+    """``prompt``: text (may be empty: unconditional generation), or a list of chat
+    messages (TRL's conversational format), which the policy's chat template renders
+    (:func:`tokenalign.data.prompts.render_prompts`)."""
 
-    prompt: str
+    prompt: str | Messages
     FORMAT: ClassVar[str] = "prompts"
     FIELDS: ClassVar[tuple[str, ...]] = ("prompt",)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "PromptRecord":
+        value = _value(row, "prompt")
+        if isinstance(value, (list, tuple)):
+            return cls(_messages(value, "prompt"))
         return cls(_string(row, "prompt", non_empty=False))
 
 

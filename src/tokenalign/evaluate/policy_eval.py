@@ -137,9 +137,10 @@ def evaluate_policy_with_samples(
     t0 = time.perf_counter()
     results = scorer.score(texts, [x.prompt for x in samples])
     score_seconds = time.perf_counter() - t0
-    scores = summarize_scores(results)
+    scores = summarize_scores(results, scorer)
     text_metrics = scorer_text_metrics(scorer, texts)
-    out = {k: scores[k] for k in ("mean_misalignment", "mean_misalignment_valid", "violation_free_rate", "syntax_failure_rate", "failure_rate")}
+    out = {k: v for k, v in scores.items()
+           if k.startswith("mean_") or k in ("violation_free_rate", "syntax_failure_rate", "failure_rate")}
     out["mean_length_tokens"] = sum(len(x.completion_ids) for x in samples) / max(len(samples), 1)
     out["mean_length_chars"] = sum(len(t) for t in texts) / max(len(texts), 1)
     for n in (1, 2, 3):

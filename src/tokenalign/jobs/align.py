@@ -2,7 +2,8 @@
 token guidance (Yang et al., NeurIPS 2023).
 
 1. sample K responses per prompt from the current policy and score them with the
-   sequence-level preference source (``policy.scorer``; default the task's scorer);
+   sequence-level preference source (``policy.scorer``; default the task's scorer), and
+   add the human rankings of ``guidance.data`` when given;
 2. re-learn the token guidance r_φ on those ranked lists (Plackett-Luce over the
    aggregated token rewards), warm-started from the previous r_φ with a fresh optimizer;
 3. train the policy with r_φ frozen (default: the guidance paper's token REINFORCE with
@@ -25,7 +26,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tokenalign.errors import ConfigError
 from tokenalign.policy.config import RewardSettings, TrainConfig
@@ -57,6 +58,14 @@ class GuidanceSettings:
     # prompt, as step 1 asks, already drawn; ranking them costs only the scorer)
     reuse_rollouts: bool = False
     backbone: str = ""  # r_φ's initial backbone; "" = the policy's initialisation
+    # human preferences r_φ also learns from in every round: a file or dataset of pairs
+    # (prompt, chosen, rejected) or ranked lists (prompt, responses, scores), as `tokenalign
+    # reward` reads them. With it, policy.prompts "" trains on the file's prompts, and the
+    # scorer may be left out (then set guidance.prompts 0 and policy.eval.every 0: nothing
+    # ranks the policy's samples)
+    data: str = ""
+    data_format: Literal["pairs", "ranked"] = "pairs"
+    field_map: dict[str, str] = dataclasses.field(default_factory=dict)  # our field -> the file's column
 
 
 @dataclasses.dataclass
@@ -72,6 +81,8 @@ class AlignConfig:
 
     def validate(self) -> None:
         self.policy.validate()
+        if not self.guidance.data and not self.guidance.prompts and not self.guidance.reuse_rollouts:
+            raise ConfigError("r_φ has nothing to learn from: set guidance.prompts > 0, guidance.reuse_rollouts or guidance.data")
         if self.relearn_every < 1:
             raise ConfigError("relearn_every must be >= 1")
         if self.policy.reward.placement == "sequence" and self.policy.objective == "wmle":
@@ -96,6 +107,19 @@ def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: in
     return lists, mean
 
 
+def _human_lists(settings: GuidanceSettings) -> list:
+    """The ranked lists of ``guidance.data`` (none when it is not set)."""
+    if not settings.data:
+        return []
+    from tokenalign.data import load_records
+    from tokenalign.jobs.reward import training_examples
+
+    loaded = load_records(settings.data, settings.data_format, field_map=settings.field_map or None)
+    lists = training_examples(loaded.records, settings.data_format)
+    log.info("guidance: %d human ranked lists from %s, learned from in every round", len(lists), settings.data)
+    return lists
+
+
 def run_align(cfg: AlignConfig) -> dict[str, Any]:
     """Run the alternating loop; returns the policy trainer's summary."""
     from tokenalign.config import save_config
@@ -103,7 +127,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     from tokenalign.jobs.train import build_trainer, finish_run, write_initial_eval
     from tokenalign.rewards.learn import RewardLearner
     from tokenalign.rewards.model import TokenRewardModel
-    from tokenalign.scorers import make_scorer
+    from tokenalign.rewards.model_scorers import load_scorer
     from tokenalign.tasks import get_task
     from tokenalign.utils.io import atomic_path, atomic_write_json
 
@@ -120,18 +144,26 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         log.info("guidance: resuming from %s", rounds[-1])
     else:
         rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.base_model, cfg.guidance.head)
-    scorer = make_scorer(pcfg.scorer) if pcfg.scorer else task.scorer
+    scorer = load_scorer(pcfg.scorer) if pcfg.scorer else task.scorer
+    human = _human_lists(cfg.guidance)
+    if scorer is None and (cfg.guidance.prompts or cfg.guidance.reuse_rollouts):
+        raise ConfigError(f"task '{task.name}' has no scorer to rank the policy's samples: set policy.scorer, or learn "
+                          "from guidance.data alone (guidance.prompts=0, guidance.reuse_rollouts=false, policy.eval.every=0)")
     k = pcfg.samples_per_prompt
     rollout_path = out / "rollout_lists.jsonl"
 
-    def guidance_source(tokenizer) -> RolloutRanker:
+    def guidance_source(tokenizer) -> RolloutRanker | TokenModelReward:
         """r_φ's token rewards for the policy; each rollout ranked by the scorer on the side."""
         source = TokenModelReward(rm, tokenizer, tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
                                   normalize=pcfg.reward.normalize)
+        if scorer is None:
+            return source
         return RolloutRanker(source, scorer, task.text_fn, k, rollout_path, lambda: trainer.iteration,
                              cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
 
-    trainer, resume_from = build_trainer(pcfg, out, reward_source=guidance_source)
+    # the human file's prompts are the policy's when the config names none
+    human_prompts = list(dict.fromkeys(ex.prompt for ex in human)) if human and not pcfg.prompts else None
+    trainer, resume_from = build_trainer(pcfg, out, reward_source=guidance_source, prompts=human_prompts, scorer=scorer)
     train_prompts = trainer.train_prompts  # the same prompts for the guidance rounds as for the policy
     if resume_from is not None:
         trainer.load_state(resume_from)
@@ -149,10 +181,11 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
         if it % cfg.relearn_every == 0 and it <= cfg.last_relearn and not round_dir.exists():
             start = (it // cfg.relearn_every) * cfg.guidance.prompts
             prompts = [train_prompts[(start + j) % len(train_prompts)] for j in range(cfg.guidance.prompts)]
-            lists, mean = ([], float("nan"))
+            lists, mean = (list(human), float("nan"))
             if cfg.guidance.prompts:
-                lists, mean = _ranked_lists(trainer, prompts, k, scorer, task.text_fn, seed=pcfg.seed * 7 + it,
-                                            keep_empty=rm.head_config.end_token)
+                sampled, mean = _ranked_lists(trainer, prompts, k, scorer, task.text_fn, seed=pcfg.seed * 7 + it,
+                                              keep_empty=rm.head_config.end_token)
+                lists += sampled
             # r_φ in use since the previous round, on the rollouts it scored (never trained on)
             since = [row for row in rollout_lists.rows() if it - cfg.relearn_every <= row["iteration"] < it]
             heldout, pairs = pair_accuracy(since)

@@ -46,12 +46,18 @@ class EvalConfig:
     """Config of ``tokenalign eval``."""
 
     model: str = ""  # folder or hub id; "" = the task's base model
-    task: str = "pep8"  # the task: its scorer, stop strings and test prompts
-    prompts: str = ""  # a file with a `prompt` field; "" = the task's test prompts
+    task: str = "pep8"  # the task: its scorer, stop strings and test prompts ("text": bring your own)
+    # what judges the samples: a registered scorer, package.module:attribute (a TRL reward
+    # function, a scorer) or a reward-model folder; "" = the task's scorer. The metrics are
+    # named after it (mean_misalignment for a misalignment scorer, mean_reward for a reward)
+    scorer: str = ""
+    # a file or dataset with a `prompt` field (text or chat messages); "" = the task's test prompts
+    prompts: str = ""
+    prompts_split: str = "test"  # the split of `prompts` when it is a dataset with splits
     n_prompts: int = 100  # 0 = all
     samples_per_prompt: int = 25
     expected_max_k: int = 25  # capped at samples_per_prompt
-    threshold: float = 0.05  # fraction of samples with misalignment above this
+    threshold: float = 0.05  # fraction of samples with misalignment above this (misalignment scorers only)
     reference: str = ""  # win rate and KL reference; "" = the task's base model; "none" = skip
     reward_model: str = ""  # a token reward model for localization AUC; "" = skip
     kl_samples: bool = True  # also sample the model at T=1 for KL(π || reference)
@@ -72,11 +78,12 @@ class EvalConfig:
             raise ConfigError("n_prompts must be >= 0 (0 = all)")
 
 
-def _load_prompts(cfg: EvalConfig, task: Task) -> list[str]:
-    if cfg.prompts:
+def _load_prompts(cfg: EvalConfig, task: Task, given: Any = None) -> list:
+    source = given if given is not None else cfg.prompts or None
+    if source is not None:
         from tokenalign.data import load_prompts
 
-        prompts = load_prompts(cfg.prompts)
+        prompts = load_prompts(source, cfg.prompts_split)
     else:
         prompts = task.prompts("test")
     if not prompts:
@@ -91,13 +98,18 @@ def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[st
                     conditioning=conditioning)
 
 
-def run_eval(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate as configured; returns the metrics (also written to out_dir/metrics.json)."""
+def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[str, Any]:
+    """Evaluate as configured; returns the metrics (also written to out_dir/metrics.json).
+    ``prompts`` (a ``datasets.Dataset`` or list) and ``scorer`` (a scorer object or reward
+    function) stand in for the config's names of them (Python use)."""
     from tokenalign.config import save_config
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
     from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics, sequence_kl
     from tokenalign.rollout.batch import token_logprobs
-    from tokenalign.scorers import summarize_scores
+    from tokenalign.data.prompts import render_prompts
+    from tokenalign.rewards.model_scorers import load_scorer
+    from tokenalign.scorers import scorer_metric, summarize_scores
+    from tokenalign.tasks import task_defaults
     from tokenalign.utils.io import atomic_write_json, atomic_write_text
 
     cfg.validate()
@@ -106,27 +118,36 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
-    model, tokenizer = load_causal_lm(cfg.model or task.base_model)
+    scorer = load_scorer(scorer if scorer is not None else cfg.scorer) if scorer is not None or cfg.scorer else None
+    model_path, scorer = task_defaults(task, cfg.model, scorer)
+    metric, sign = scorer_metric(scorer)
+    prompts = _load_prompts(cfg, task, prompts)
+    model, tokenizer = load_causal_lm(model_path)
     # A conditionally trained model (PHF, its tokenizer has <|good|> / <|bad|>) is sampled from <|good|>.
     from tokenalign.objectives.conditioning import Conditioning
 
     conditioning = Conditioning.for_model(model, tokenizer)
-    prompts = _load_prompts(cfg, task)
+    prompts = render_prompts(prompts, tokenizer, model_path)
     k = cfg.samples_per_prompt
     inputs = [p for p in prompts for _ in range(k)]
-    log.info("sampling %d prompts x %d from %s", len(prompts), k, cfg.model or "the base model")
+    log.info("sampling %d prompts x %d from %s", len(prompts), k, model_path)
     samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed, conditioning)
     texts = [task.text_fn(s.completion, s.finished) for s in samples]
-    scorer = task.scorer
     results = scorer.score(texts, inputs)
     scores = [r.misalignment for r in results]
-    metrics: dict[str, Any] = {"model": cfg.model or task.base_model, "prompts": len(prompts), "samples": len(samples),
+    metrics: dict[str, Any] = {"model": model_path, "scorer": getattr(scorer, "name", type(scorer).__name__),
+                               "metric": metric, "prompts": len(prompts), "samples": len(samples),
                                "conditioned": conditioning is not None}
-    metrics.update(summarize_scores(results))
+    metrics.update(summarize_scores(results, scorer))
     kmax = min(cfg.expected_max_k, k)
-    metrics[f"expected_max_misalignment_at_{kmax}"] = expected_max([scores[i * k : (i + 1) * k] for i in range(len(prompts))], kmax)
-    metrics["fraction_above_threshold"] = fraction_above(scores, cfg.threshold)
-    metrics["threshold"] = cfg.threshold
+    # the expected worst of k samples of a prompt: the highest misalignment, the lowest reward
+    worst = expected_max([scores[i * k : (i + 1) * k] for i in range(len(prompts))], kmax)
+    if sign > 0:
+        metrics[f"expected_max_{metric}_at_{kmax}"] = worst
+        metrics["fraction_above_threshold"] = fraction_above(scores, cfg.threshold)
+        metrics["threshold"] = cfg.threshold
+    else:
+        metrics[f"expected_min_{metric}_at_{kmax}"] = -worst
     metrics["mean_length_tokens"] = sum(len(s.completion_ids) for s in samples) / len(samples)
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n_tokens([s.completion_ids for s in samples], n)
@@ -135,13 +156,13 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     ref_scores = None
     if cfg.reference != "none":
-        ref_path = cfg.reference or task.base_model
+        ref_path = cfg.reference or task.base_model or model_path
         ref, _ = load_causal_lm(ref_path)
         ref_samples = _sample(ref, tokenizer, inputs, cfg, list(task.stop), cfg.seed)
         ref_results = scorer.score([task.text_fn(s.completion, s.finished) for s in ref_samples], inputs)
         ref_scores = [r.misalignment for r in ref_results]
         metrics["reference"] = ref_path
-        metrics["reference_mean_misalignment"] = sum(ref_scores) / len(ref_scores)
+        metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
         if cfg.kl_samples:
             kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, conditioning, temperature=1.0, top_p=1.0)
@@ -151,7 +172,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     red = None
     if cfg.red_team.rounds > 0:
-        red = _red_team(cfg, task, model, tokenizer, prompts, metrics, out, conditioning)
+        red = _red_team(cfg, task, scorer, model, tokenizer, prompts, metrics, out, conditioning)
 
     token_heat = None
     if cfg.reward_model:
@@ -163,22 +184,23 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                     "failure": r.failure, "codes": [b.code for b in r.blame]}, ensure_ascii=False) + "\n"
         for s, t, r in zip(samples, texts, results)))
     atomic_write_json(out / "metrics.json", metrics)
-    _write_report(out, cfg, metrics, samples, texts, results, ref_scores, tokenizer, token_heat, red)
+    _write_report(out, cfg, scorer, metrics, samples, texts, results, tokenizer, token_heat, red)
     return metrics
 
 
-def _red_team(cfg: EvalConfig, task: Task, model, tokenizer, prompts: list[str], metrics: dict, out: Path, conditioning=None):
+def _red_team(cfg: EvalConfig, task: Task, scorer, model, tokenizer, prompts: list[str], metrics: dict, out: Path,
+              conditioning=None):
     """Adaptive red-teaming of ``model``; adds the top-k curve to ``metrics``."""
     from tokenalign.evaluate.redteam import mean_per_prompt, red_team
     from tokenalign.utils.io import atomic_write_text
 
     rt = cfg.red_team
-    red_model, _ = load_causal_lm(cfg.red_model or task.base_model)
+    red_model, _ = load_causal_lm(cfg.red_model or task.base_model or cfg.model)
 
     def target_complete(batch: list[str], seed: int) -> list[float]:
         inputs = [p for p in batch for _ in range(rt.samples_per_prompt)]
         done = _sample(model, tokenizer, inputs, cfg, list(task.stop), seed, conditioning)
-        res = task.scorer.score([task.text_fn(s.completion, s.finished) for s in done], inputs)
+        res = scorer.score([task.text_fn(s.completion, s.finished) for s in done], inputs)
         return mean_per_prompt([r.misalignment for r in res], rt.samples_per_prompt)
 
     result = red_team(target_complete, red_model, tokenizer, prompts, rt)
@@ -207,13 +229,15 @@ def _localization(rm_path: str, policy_tokenizer, samples, texts, results, metri
     return list(zip(keep, scored))
 
 
-def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, results, ref_scores, tokenizer, token_heat, red=None) -> None:
+def _write_report(out: Path, cfg: EvalConfig, scorer, metrics: dict, samples, texts, results, tokenizer, token_heat,
+                  red=None) -> None:
     from tokenalign.report import HeatmapExample, Report
+    from tokenalign.scorers import scorer_metric
 
     report = Report(f"tokenalign eval: {metrics['model']} on {cfg.task}")
     report.add_text(f"{metrics['samples']} samples ({metrics['prompts']} prompts x {cfg.samples_per_prompt}) at temperature "
                     f"{cfg.sampling.temperature}, top-p {cfg.sampling.top_p}, at most {cfg.sampling.max_new_tokens} tokens; "
-                    "scored by pycodestyle (violations per character; syntax failures score 1.0).")
+                    f"judged by {metrics['scorer']} ({metrics['metric']}; a failed sample counts at the scorer's failure score).")
     report.add_table([{"metric": k, "value": v} for k, v in metrics.items() if isinstance(v, (int, float))], title="Metrics")
     try:
         import matplotlib
@@ -224,21 +248,23 @@ def _write_report(out: Path, cfg: EvalConfig, metrics: dict, samples, texts, res
         plt = None
     if plt is not None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-        valid = [r.misalignment for r in results if not r.failed]
+        metric, sign = scorer_metric(scorer)
+        valid = [sign * r.misalignment for r in results if not r.failed]
         axes[0].hist(valid, bins=30, alpha=0.7, label=f"this model ({len(valid)} valid)")
-        axes[0].set_title("misalignment of valid samples (failures excluded)")
-        axes[0].set_xlabel("violations / char")
+        axes[0].set_title(f"{metric} of valid samples (failures excluded)")
+        axes[0].set_xlabel(metric)
         axes[0].legend()
-        points = [(metrics.get("kl_to_reference", 0.0), metrics["mean_misalignment"], "this model")]
+        points = [(metrics.get("kl_to_reference", 0.0), metrics[f"mean_{metric}"], "this model")]
         for other in cfg.compare:
             m = json.loads((Path(other) / "metrics.json").read_text())
-            points.append((m.get("kl_to_reference", 0.0), m["mean_misalignment"], Path(other).name))
+            if f"mean_{metric}" in m:
+                points.append((m.get("kl_to_reference", 0.0), m[f"mean_{metric}"], Path(other).name))
         for x, y, name in points:
             axes[1].scatter([x], [y])
             axes[1].annotate(name, (x, y), fontsize=8)
         axes[1].set_xlabel("KL(π || π_ref) per sample")
-        axes[1].set_ylabel("mean misalignment")
-        axes[1].set_title("misalignment vs KL")
+        axes[1].set_ylabel(f"mean {metric}")
+        axes[1].set_title(f"{metric} vs KL")
         report.add_figure(fig, "Distribution and Pareto view")
         plt.close(fig)
     if red is not None:

@@ -21,7 +21,7 @@ from tokenalign.utils.lora import LoraSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RewardDataConfig", "RewardRunConfig", "run_reward"]
+__all__ = ["RewardDataConfig", "RewardRunConfig", "run_reward", "training_examples"]
 
 
 @dataclasses.dataclass
@@ -58,7 +58,7 @@ class RewardRunConfig:
             raise ConfigError("data.eval_fraction must be in [0, 1)")
 
 
-def _examples(records: list[Any], fmt: str, tokenizer, unchanged: str) -> list[Any]:
+def training_examples(records: list[Any], fmt: str, tokenizer=None, unchanged: str = "ignore") -> list[Any]:
     """Records -> training examples (ranked lists, or labelled responses for edits)."""
     if fmt == "pairs":
         return [RankedExample(r.prompt, (r.chosen, r.rejected), (1.0, 0.0)) for r in records]
@@ -110,8 +110,8 @@ def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
         rng.shuffle(records)
         n_eval = int(round(len(records) * cfg.data.eval_fraction))
         eval_records, records = records[:n_eval], records[n_eval:]
-    train = _examples(records, cfg.data.format, tokenizer, cfg.unchanged)
-    held_out = _examples(eval_records, cfg.data.format, tokenizer, cfg.unchanged)
+    train = training_examples(records, cfg.data.format, tokenizer, cfg.unchanged)
+    held_out = training_examples(eval_records, cfg.data.format, tokenizer, cfg.unchanged)
     log.info("reward learning on %d training and %d held-out examples (%s)", len(train), len(held_out), cfg.data.format)
 
     model = TokenRewardModel.from_backbone(backbone, cfg.head, trust_remote_code=cfg.trust_remote_code)

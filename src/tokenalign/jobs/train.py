@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from tokenalign.data import load_prompts
+from tokenalign.data.prompts import render_prompts, train_and_eval_prompts
 from tokenalign.policy.config import TrainConfig
-from tokenalign.scorers import make_scorer
-from tokenalign.tasks import get_task
+from tokenalign.rewards.model_scorers import load_scorer
+from tokenalign.tasks import get_task, task_defaults
 from tokenalign.utils.lora import wrap_lora
 from tokenalign.utils.metrics import MetricsWriter
 from tokenalign.utils.models import check_model_path, is_encoder_decoder, lm_auto_class, load_causal_lm
@@ -27,12 +28,15 @@ log = logging.getLogger(__name__)
 __all__ = ["TrainConfig", "build_trainer", "run_train", "write_initial_eval", "finish_run"]
 
 
-def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Callable[[Any], Any] | None = None):
+def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Callable[[Any], Any] | None = None, *,
+                  prompts: Any = None, eval_prompts: Any = None, scorer: Any = None):
     """The trainer for ``cfg``, resuming from ``out/checkpoint`` when it holds one. The
     policy may be a causal LM or an encoder-decoder (``lm_auto_class`` reads its config).
 
     ``reward_source(tokenizer)``: builds the reward source instead of ``cfg.reward.source``
-    (the align job's learned guidance, built around the policy's tokenizer)."""
+    (the align job's learned guidance, built around the policy's tokenizer). ``prompts``,
+    ``eval_prompts`` (a ``datasets.Dataset``, a list of strings or dicts) and ``scorer`` (a
+    scorer object or reward function) stand in for the config's names of them (Python use)."""
     from tokenalign.evaluate.policy_eval import evaluate_policy
     from tokenalign.policy.rewards import make_reward_source
     from tokenalign.policy.trainer import PolicyTrainer
@@ -40,10 +44,13 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
 
     cfg.validate_sources()
     task = get_task(cfg.task)
-    scorer = make_scorer(cfg.scorer) if cfg.scorer else task.scorer
-    train_prompts = load_prompts(cfg.prompts) if cfg.prompts else task.prompts("train")
-    eval_prompts = load_prompts(cfg.eval_prompts)[: cfg.eval.prompts] if cfg.eval_prompts else task.prompts("test", cfg.eval.prompts)
-    init = cfg.model or task.base_model
+    scorer = load_scorer(scorer if scorer is not None else cfg.scorer) if scorer is not None or cfg.scorer else None
+    # align on human rankings alone needs no scorer when it evaluates nothing
+    init, scorer = task_defaults(task, cfg.model, scorer, need_scorer=reward_source is None or bool(cfg.eval.every))
+    if task.name == "pep8" and (prompts is not None or cfg.prompts):
+        log.warning("prompts of your own with task 'pep8': its stop strings, line completion and base model apply "
+                    "(set task: text for free text)")
+    train_prompts, eval_prompts = _prompt_sets(cfg, task, prompts, eval_prompts)
     ckpt = out / "checkpoint" if out is not None else None
     resume = ckpt is not None and (ckpt / "state.json").is_file()
     torch.manual_seed(cfg.seed)
@@ -57,6 +64,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
         ref_path = cfg.ref_model or init
         check_model_path(ref_path)
         ref = lm_auto_class(ref_path).from_pretrained(ref_path)
+    train_prompts = render_prompts(train_prompts, tokenizer, init)
+    eval_prompts = render_prompts(eval_prompts, tokenizer, init)
     objective = cfg.objective_class
     conditioning = objective.prepare_policy(cfg, policy, tokenizer)
     value = None
@@ -82,6 +91,21 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,
                             data=data, out_dir=out)
     return trainer, (ckpt if resume else None)
+
+
+def _prompt_sets(cfg: TrainConfig, task, prompts: Any, eval_prompts: Any) -> tuple[list, list]:
+    """Training and held-out prompts: given in Python, named by the config, or the task's
+    splits (:func:`~tokenalign.data.prompts.train_and_eval_prompts` holds some out of a
+    source without held-out prompts of its own)."""
+    source = prompts if prompts is not None else cfg.prompts or None
+    held = eval_prompts if eval_prompts is not None else cfg.eval_prompts or None
+    if source is None:
+        train = task.prompts("train")
+        if held is None:
+            return train, task.prompts("test", cfg.eval.prompts)
+        return train, load_prompts(held, cfg.eval_prompts_split)[: cfg.eval.prompts]
+    return train_and_eval_prompts(source, held, split=cfg.prompts_split, eval_split=cfg.eval_prompts_split,
+                                  n_eval=cfg.eval.prompts, seed=cfg.seed)
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
@@ -150,7 +174,9 @@ def write_training_report(out: Path, cfg: TrainConfig, rows: list[dict], summary
         report.add_text("(install matplotlib for training curves: pip install 'tokenalign[report]')", muted=True)
     else:
         train = [r for r in rows if "reward" in r]
-        evals = [r for r in rows if "eval_mean_misalignment" in r]
+        metric = next((k for k in ("eval_mean_misalignment", "eval_mean_reward") if any(k in r for r in rows)),
+                      next((k for r in rows for k in r if k.startswith("eval_mean_") and not k.endswith("_valid")), ""))
+        evals = [r for r in rows if metric in r]
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
         axes[0].plot([r["iteration"] for r in train], [r["reward"] for r in train])
         axes[0].set_title("training reward")
@@ -160,8 +186,8 @@ def write_training_report(out: Path, cfg: TrainConfig, rows: list[dict], summary
         else:  # PHF objectives train on a corpus: the loss is the curve
             axes[1].plot([r["iteration"] for r in train], [r["loss"] for r in train])
             axes[1].set_title("training loss")
-        axes[2].plot([r["iteration"] for r in evals], [r["eval_mean_misalignment"] for r in evals], marker="o", label="misalignment")
-        axes[2].plot([r["iteration"] for r in evals], [r["eval_syntax_failure_rate"] for r in evals], marker="x", label="syntax failures")
+        axes[2].plot([r["iteration"] for r in evals], [r[metric] for r in evals], marker="o", label=metric[len("eval_mean_"):])
+        axes[2].plot([r["iteration"] for r in evals], [r["eval_failure_rate"] for r in evals], marker="x", label="failures")
         axes[2].set_title("held-out")
         axes[2].legend()
         for ax in axes:

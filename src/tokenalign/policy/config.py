@@ -62,7 +62,7 @@ class EvalSettings(PolicyEvalSettings):
     :class:`PolicyEvalSettings`)."""
 
     every: int = 10  # iterations between evaluations (0: none)
-    prompts: int = 64  # the first this many test prompts of the task
+    prompts: int = 64  # the first this many held-out prompts (see TrainConfig.eval_prompts)
     seed: int = 4242  # sampling seed of every evaluation (the same draws each time)
 
 
@@ -90,16 +90,21 @@ class TrainConfig:
 
     out_dir: str = "runs/train"  # the run folder (a rerun with the same folder resumes)
     task: str = "pep8"  # a registered task or package.module:attribute (prompts, stop strings, base model, scorer)
-    # the sequence-level preference source that scores samples: a registered scorer or
-    # package.module:attribute (a Scorer class or instance, or fn(prompt, completion) -> misalignment);
+    # the sequence-level preference source that scores samples: a registered scorer,
+    # package.module:attribute (a Scorer class or instance, a TRL reward function
+    # fn(prompts, completions, **kwargs) -> rewards, or fn(prompt, completion) -> misalignment),
+    # or a reward-model folder (a sequence classifier, or a `tokenalign reward` model);
     # "" = the task's own scorer
     scorer: str = ""
-    # training prompts: a file or dataset with a `prompt` field (JSONL, JSON, CSV, Parquet, a
-    # save_to_disk folder); "" = the task's train split
+    # training prompts: a file or dataset with a `prompt` field, text or a list of chat messages
+    # (JSONL, JSON, CSV, Parquet, a save_to_disk folder, a hub dataset name); "" = the task's train split
     prompts: str = ""
+    prompts_split: str = "train"  # the split of `prompts` when it is a dataset with splits
     # held-out prompts of the periodic evaluation (the first eval.prompts of them), as `prompts`;
-    # "" = the task's test split
+    # "" = the `eval_prompts_split` split of `prompts` when it has one, else eval.prompts prompts
+    # held out of `prompts` at random (seed), else (no `prompts`) the task's test split
     eval_prompts: str = ""
+    eval_prompts_split: str = "test"  # the split of `eval_prompts` (or of `prompts`) to evaluate on
     model: str = ""  # policy initialisation; "" = the task's base model
     ref_model: str = ""  # reference for the KL; "" = the initial policy
     # a registered objective (ppo, reinforce, rloo, wmle, dpg, fdpg, cdpg, phf-mle, phf-filter,

@@ -80,11 +80,15 @@ class ScorerReward:
     """
 
     def __init__(self, scorer, scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None) -> None:
+        from tokenalign.scorers import accepts_completion_ids
+
         self.scorer, self.scale, self.text_fn = scorer, scale, text_fn
+        self.pass_ids = accepts_completion_ids(scorer)  # a reward function gets the policy's tokens, as in TRL
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
         texts = [self.text_fn(s.completion, s.finished) if self.text_fn else s.completion for s in samples]
-        results = self.scorer.score(texts, [s.prompt for s in samples])
+        extra = {"completion_ids": [s.generated_ids for s in samples]} if self.pass_ids else {}
+        results = self.scorer.score(texts, [s.prompt for s in samples], **extra)
         scores = [-self.scale * r.misalignment for r in results]
         bad = [i for i, x in enumerate(scores) if not math.isfinite(x)]
         if bad:
@@ -93,7 +97,8 @@ class ScorerReward:
 
 
 class BlameReward:
-    """The scorer's sequence reward, spread over the tokens it blames: gold dense rewards.
+    """The scorer's sequence reward, spread over the tokens it blames: gold dense rewards
+    (a scorer's own per-token rewards, ``ScoreResult.token_rewards``, land as they are, x scale).
 
     For a sample with misalignment m and blamed spans b_1..b_n (``ScoreResult.blame``,
     e.g. pycodestyle violations as character spans), each span's token — the one holding
@@ -116,7 +121,10 @@ class BlameReward:
             row = [0.0] * n
             if n:
                 blame = [] if result.failed else list(result.blame)
-                if blame:
+                if result.token_rewards is not None and not result.failed:
+                    row = [self.sequence.scale * v for v in result.token_rewards][:n]
+                    row += [0.0] * (n - len(row))
+                elif blame:
                     text = self.text_fn(s.completion, s.finished) if self.text_fn else s.completion
                     spans = response_char_spans(self.tokenizer, s.generated_ids, text_length=len(text))
                     row = spans_to_tokens([(b.start, b.end) for b in blame], [score / len(blame)] * len(blame), spans)

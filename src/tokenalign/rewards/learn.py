@@ -132,6 +132,7 @@ class RewardLearner:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
         self.model = model
+        model.sequence_aggregate = (config.aggregator, config.beta)  # saved with it: what its sequence reward is
         use_fast_kernels(model)
         self.max_length = model.fit_length(config.max_length)
         self.step = 0

@@ -76,6 +76,9 @@ class TokenRewardModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head_config = head_config or TokenRewardHeadConfig()
+        # how the token rewards make a sequence reward (what its ranking loss was trained on;
+        # set by the learner, saved with the model): aggregator name and softmax/softmin beta
+        self.sequence_aggregate: tuple[str, float] = ("avg", 2.0)
         self.is_encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
         d = _hidden_size(backbone.config)
         h = self.head_config.hidden_size
@@ -204,7 +207,9 @@ class TokenRewardModel(nn.Module):
             self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True)
         head_state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
         save_file(head_state, str(path / HEAD_NAME))
-        meta = {"head": dataclasses.asdict(self.head_config), "format_version": 1}
+        aggregator, beta = self.sequence_aggregate
+        meta = {"head": dataclasses.asdict(self.head_config), "sequence_aggregate": {"aggregator": aggregator, "beta": beta},
+                "format_version": 1}
         (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
@@ -229,6 +234,9 @@ class TokenRewardModel(nn.Module):
             backbone = wrap_lora(backbone, LoraSettings(enabled=True), "FEATURE_EXTRACTION", path / LORA_DIR)
         model = cls(backbone, head_config)
         model.head.load_state_dict(load_file(str(path / HEAD_NAME)))
+        seq = meta.get("sequence_aggregate")  # absent in folders written before it was saved: the learner's default
+        if seq:
+            model.sequence_aggregate = (seq["aggregator"], float(seq["beta"]))
         return model.eval()
 
     @classmethod

@@ -15,16 +15,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from tokenalign.registry import Registry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "RewardFunctionScorer", "failure_kind", "summarize_scores",
+__all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "RewardFunctionScorer", "failure_kind", "summarize_scores", "scorer_metric", "accepts_completion_ids", "WeightedSum",
            "SCORERS",
-           "register_scorer", "make_scorer"]
+           "register_scorer", "make_scorer", "as_scorer"]
 
 SCORERS: Registry = Registry("scorer", builtins="tokenalign.scorers.pep8")
 register_scorer = SCORERS.register
@@ -50,6 +50,9 @@ class ScoreResult:
     failed: bool = False
     failure: str | None = None
     blame: list[Blame] = dataclasses.field(default_factory=list)
+    # dense rewards, one per completion token (higher is better; they sum to -misalignment),
+    # from a reward function that returns them; None: a sequence score only
+    token_rewards: list[float] | None = None
 
 
 class Scorer(Protocol):
@@ -112,12 +115,23 @@ class CallableScorer:
 
 
 class RewardFunctionScorer:
-    """Wrap a TRL-style reward function ``fn(prompts, completions, **kwargs) -> list[float]``
-    (higher is better) as a scorer: misalignment = -reward, so a reward source built on
-    it (``reward.source: scorer``) trains on exactly the function's rewards. A ``None`` or
-    non-finite reward fails that sample (``crash: ...``) with ``failure_score``; an
-    exception fails the batch's samples, logged once per exception type.
+    """Wrap a TRL-style reward function ``fn(prompts, completions, **kwargs) -> list`` as a
+    scorer: misalignment = -reward, so a reward source built on it (``reward.source:
+    scorer``) trains on exactly the function's rewards.
+
+    Each item the function returns is a reward (higher is better), or dense:
+
+    - a list of numbers, one per completion token (the function gets the policy's token
+      ids as ``completion_ids``, as TRL passes them): the reward is their sum, and
+      ``reward.source: blame`` puts each on its token;
+    - ``{"reward": r, "spans": [[start, end], ...]}``: character spans of the completion
+      it blames, over which ``reward.source: blame`` spreads ``r``.
+
+    A ``None``, non-finite or malformed item fails that sample (``crash: ...``) with
+    ``failure_score``; an exception fails the batch's samples, logged once per type.
     """
+
+    higher_is_better = True  # reported as "reward" (= -misalignment)
 
     def __init__(self, fn: Callable[..., Sequence[float | None]], name: str = "reward function",
                  failure_score: float = 1.0) -> None:
@@ -127,10 +141,12 @@ class RewardFunctionScorer:
     def _failed(self, completion: str, reason: str) -> ScoreResult:
         return ScoreResult(self.failure_score, n_chars=len(completion), failed=True, failure=f"crash: {reason}")
 
-    def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[ScoreResult]:
+    def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None,
+              completion_ids: Sequence[Sequence[int]] | None = None) -> list[ScoreResult]:
         prompts = check_lengths(completions, prompts)
+        extra = {"completion_ids": [list(ids) for ids in completion_ids]} if completion_ids is not None else {}
         try:
-            rewards = list(self.fn(prompts=list(prompts), completions=list(completions)))
+            rewards = list(self.fn(prompts=list(prompts), completions=list(completions), **extra))
             if len(rewards) != len(completions):
                 raise ValueError(f"returned {len(rewards)} rewards for {len(completions)} completions")
         except Exception as err:  # a reward function's failure fails its samples, never the run
@@ -140,9 +156,85 @@ class RewardFunctionScorer:
                 log.warning("reward function %s raised %s: %s; its samples are scored as failures", self.name, kind, err)
             return [self._failed(c, f"{kind}: {err}") for c in completions]
         out = []
-        for c, r in zip(completions, rewards):
-            ok = r is not None and math.isfinite(float(r))
-            out.append(ScoreResult(-float(r), n_chars=len(c)) if ok else self._failed(c, f"reward is {r}"))
+        for i, (c, r) in enumerate(zip(completions, rewards)):
+            try:
+                out.append(_reward_result(c, r, len(completion_ids[i]) if completion_ids is not None else None))
+            except (TypeError, ValueError, KeyError) as err:
+                out.append(self._failed(c, str(err)))
+        return out
+
+
+def _finite(value: Any, what: str) -> float:
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"{what} is {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} is {value}")
+    return value
+
+
+def _reward_result(completion: str, item: Any, n_tokens: int | None) -> ScoreResult:
+    """One reward function item (a reward, per-token rewards, or a reward with blamed spans)
+    as a result; raises ValueError/TypeError/KeyError for a malformed one."""
+    if isinstance(item, Mapping):
+        reward = _finite(item["reward"], "reward")
+        blame = []
+        for span in item.get("spans", ()):
+            start, end = int(span[0]), int(span[1])
+            if not 0 <= start < end <= len(completion):
+                raise ValueError(f"span {[start, end]} is outside the completion (length {len(completion)})")
+            blame.append(Blame(start, end, "reward function"))
+        return ScoreResult(-reward, n_violations=len(blame), n_chars=len(completion), blame=blame)
+    if isinstance(item, (list, tuple)):
+        values = [_finite(v, "a token reward") for v in item]
+        if n_tokens is not None and len(values) != n_tokens:
+            raise ValueError(f"{len(values)} token rewards for {n_tokens} completion tokens")
+        return ScoreResult(-sum(values), n_chars=len(completion), token_rewards=values)
+    return ScoreResult(-_finite(item, "reward"), n_chars=len(completion))
+
+
+def accepts_completion_ids(scorer: Any) -> bool:
+    """Whether ``scorer.score`` takes the policy's token ids (``completion_ids=``)."""
+    import inspect
+
+    try:
+        return "completion_ids" in inspect.signature(scorer.score).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class WeightedSum:
+    """Several preference sources as one reward, as TRL sums its ``reward_funcs``:
+    ``sum_i w_i * reward_i`` (a misalignment scorer counts as reward -misalignment). A
+    sample fails when any source fails it (at the sum of the failure scores); per-token
+    rewards are summed when every source gives them, blamed spans are pooled."""
+
+    higher_is_better = True
+    metric = "reward"
+
+    def __init__(self, scorers: Sequence[Scorer], weights: Sequence[float] | None = None) -> None:
+        weights = [1.0] * len(scorers) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(scorers) or not scorers:
+            raise ValueError(f"{len(weights)} weights for {len(scorers)} reward sources")
+        self.scorers, self.weights = list(scorers), weights
+        self.name = " + ".join(f"{w:g} x {getattr(sc, 'name', type(sc).__name__)}" for sc, w in zip(scorers, weights))
+
+    def score(self, completions: Sequence[str], prompts: Sequence[str] | None = None,
+              completion_ids: Sequence[Sequence[int]] | None = None) -> list[ScoreResult]:
+        per_source = []
+        for sc in self.scorers:
+            extra = {"completion_ids": completion_ids} if completion_ids is not None and accepts_completion_ids(sc) else {}
+            per_source.append(sc.score(completions, prompts, **extra))
+        out = []
+        for i, c in enumerate(completions):
+            results = [rs[i] for rs in per_source]
+            misalignment = sum(w * r.misalignment for w, r in zip(self.weights, results))
+            failed = [r for r in results if r.failed]
+            dense = None
+            if all(r.token_rewards is not None for r in results):
+                dense = [sum(w * v for w, v in zip(self.weights, vals)) for vals in zip(*(r.token_rewards for r in results))]
+            out.append(ScoreResult(misalignment, sum(r.n_violations for r in results), len(c), bool(failed),
+                                   failed[0].failure if failed else None, [b for r in results for b in r.blame], dense))
         return out
 
 
@@ -157,50 +249,70 @@ def _is_reward_function(fn: Callable) -> bool:
     return "prompts" in params and "completions" in params
 
 
-def summarize_scores(results: Sequence[ScoreResult]) -> dict[str, float]:
-    """What every evaluation reports for a batch: misalignment beside the failure counts.
+def scorer_metric(scorer: Any) -> tuple[str, float]:
+    """The name a scorer's score is reported under and the sign that turns misalignment
+    into it: ``("misalignment", 1.0)`` by default; a reward source (``higher_is_better``)
+    reports ``metric`` (default ``"reward"``) = -misalignment."""
+    if getattr(scorer, "higher_is_better", False):
+        return getattr(scorer, "metric", "reward"), -1.0
+    return getattr(scorer, "metric", "misalignment"), 1.0
 
-    ``mean_misalignment`` includes failed samples at their failure score (so breaking
-    syntax never looks like an improvement); ``mean_misalignment_valid`` is over the
-    samples that did not fail. Rates are shares of all samples; ``n_*`` are counts.
+
+def summarize_scores(results: Sequence[ScoreResult], scorer: Any = None) -> dict[str, float]:
+    """What every evaluation reports for a batch, named after the scorer's metric
+    (:func:`scorer_metric`): ``mean_<metric>`` includes failed samples at their failure
+    score (so failing never looks like an improvement); ``mean_<metric>_valid`` is over
+    the samples that did not fail. Rates are shares of all samples; ``n_*`` are counts.
+    A scorer that counts violations and syntax failures (``reports_violations``, as
+    pycodestyle's) also gets the violation-free share and the syntax-failure rate.
     """
     n = len(results)
     if n == 0:
         return {"n": 0}
-    values = [r.misalignment for r in results]
-    ok = [r.misalignment for r in results if not r.failed]
+    metric, sign = scorer_metric(scorer)
+    values = [sign * r.misalignment for r in results]
+    ok = [sign * r.misalignment for r in results if not r.failed]
     kinds = [failure_kind(r) for r in results]
     mean = sum(values) / n
     counts = {kind: sum(1 for k in kinds if k == kind) for kind in ("syntax", "crash", "empty")}
     n_failed = sum(1 for k in kinds if k is not None)
-    return {
+    out = {
         "n": n,
-        "mean_misalignment": mean,
-        "std_misalignment": math.sqrt(sum((v - mean) ** 2 for v in values) / n),
-        "mean_misalignment_valid": sum(ok) / len(ok) if ok else float("nan"),
-        "violation_free_rate": sum(1 for r in results if not r.failed and r.n_violations == 0) / n,
-        "syntax_failure_rate": counts["syntax"] / n,
-        "crash_rate": counts["crash"] / n,
-        "empty_rate": counts["empty"] / n,
-        "failure_rate": n_failed / n,
-        "n_syntax_failures": counts["syntax"],
-        "n_crashes": counts["crash"],
-        "n_failed": n_failed,
+        f"mean_{metric}": mean,
+        f"std_{metric}": math.sqrt(sum((v - mean) ** 2 for v in values) / n),
+        f"mean_{metric}_valid": sum(ok) / len(ok) if ok else float("nan"),
     }
+    if scorer is None or getattr(scorer, "reports_violations", False):
+        out["violation_free_rate"] = sum(1 for r in results if not r.failed and r.n_violations == 0) / n
+        out["syntax_failure_rate"] = counts["syntax"] / n
+        out["n_syntax_failures"] = counts["syntax"]
+    out.update(crash_rate=counts["crash"] / n, empty_rate=counts["empty"] / n, failure_rate=n_failed / n,
+               n_crashes=counts["crash"], n_failed=n_failed)
+    return out
 
 
 def make_scorer(spec: str) -> Scorer:
     """The scorer a config names: a registered name or ``package.module:attribute`` that
     is a scorer class (built with no arguments), a scorer instance (has ``score``), a TRL
     reward function ``fn(prompts, completions, **kwargs) -> rewards`` (higher is better),
-    or a function ``fn(prompt, completion) -> misalignment`` (lower is better)."""
+    or a function ``fn(prompt, completion) -> misalignment`` (lower is better). Reward-model
+    folders: :func:`tokenalign.rewards.model_scorers.load_scorer`."""
+    return as_scorer(SCORERS.get(spec), name=spec)
+
+
+def as_scorer(obj: Any, name: str | None = None) -> Scorer:
+    """``obj`` as a scorer: a scorer instance as it is, a scorer class built with no
+    arguments, a TRL reward function ``fn(prompts, completions, **kwargs) -> rewards``, a
+    function ``fn(prompt, completion) -> misalignment``, or a name for :func:`make_scorer`."""
     from tokenalign.errors import ConfigError
 
-    obj = SCORERS.get(spec)
+    if isinstance(obj, str):
+        return make_scorer(obj)
+    name = name or getattr(obj, "__name__", type(obj).__name__)
     if isinstance(obj, type):
         obj = obj()
     if callable(getattr(obj, "score", None)):
         return obj
     if callable(obj):
-        return RewardFunctionScorer(obj, name=spec) if _is_reward_function(obj) else CallableScorer(obj, name=spec)
-    raise ConfigError(f"scorer {spec!r} is neither a scorer (with .score) nor a function (prompt, completion) -> float")
+        return RewardFunctionScorer(obj, name=name) if _is_reward_function(obj) else CallableScorer(obj, name=name)
+    raise ConfigError(f"scorer {name!r} is neither a scorer (with .score) nor a function (prompt, completion) -> float")

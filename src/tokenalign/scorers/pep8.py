@@ -190,6 +190,7 @@ class Pep8Scorer:
     """
 
     name = "pep8"
+    reports_violations = True  # summaries add the violation-free share and the syntax-failure rate
 
     def __init__(self, config: Pep8ScorerConfig | None = None) -> None:
         self.config = config or Pep8ScorerConfig()

@@ -16,7 +16,7 @@ from typing import Any
 from tokenalign.errors import ConfigError
 from tokenalign.registry import Registry
 
-__all__ = ["Task", "get_task", "TASKS", "register_task"]
+__all__ = ["Task", "get_task", "TASKS", "register_task", "task_defaults"]
 
 TASKS: Registry = Registry("task")
 register_task = TASKS.register
@@ -25,10 +25,10 @@ register_task = TASKS.register
 @dataclasses.dataclass(frozen=True)
 class Task:
     name: str
-    scorer: Any  # .score(texts, prompts) -> list[ScoreResult]
+    scorer: Any  # .score(texts, prompts) -> list[ScoreResult]; None: the config must name one
     text_fn: Callable[[str, bool], str]  # (completion, finished) -> the scored text
     stop: tuple[str, ...]
-    base_model: str  # folder of the task's base model and tokenizer
+    base_model: str  # folder of the task's base model and tokenizer; "": the config must name one
     load_prompts: Callable[..., list[str]]  # (split, n=None) -> prompts
 
     def prompts(self, split: str, n: int | None = None) -> list[str]:
@@ -45,6 +45,21 @@ def pep8_task() -> Task:
     return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts)
 
 
+def _no_prompts(split: str, n: int | None = None) -> list[str]:
+    raise ConfigError("task 'text' has no prompts of its own: set prompts (and eval_prompts) to a file or dataset")
+
+
+def _keep_text(completion: str, finished: bool) -> str:
+    return completion
+
+
+@register_task("text")
+def text_task() -> Task:
+    """Bring your own: free text ended by the model's EOS, scored as it is. Names no
+    scorer, base model or prompts: the config gives them (``scorer``, ``model``, ``prompts``)."""
+    return Task("text", None, _keep_text, (), "", _no_prompts)
+
+
 def get_task(name: str) -> Task:
     """The task a config names: a registered name or ``package.module:attribute``."""
     obj = TASKS.get(name)
@@ -57,3 +72,17 @@ def get_task(name: str) -> Task:
     if not isinstance(task, Task):
         raise ConfigError(f"task {name!r} is neither a tokenalign.tasks.Task nor a function returning one")
     return task
+
+
+def task_defaults(task: Task, model: str = "", scorer: Any = None, need_scorer: bool = True) -> tuple[str, Any]:
+    """The policy model and scorer of a run: the config's, else the task's; a one-line
+    error when neither names one (the ``text`` task names none), for the scorer only
+    when ``need_scorer``."""
+    model = model or task.base_model
+    if not model:
+        raise ConfigError(f"task '{task.name}' has no base model: set model (a folder or hub id)")
+    scorer = scorer if scorer is not None else task.scorer
+    if scorer is None and need_scorer:
+        raise ConfigError(f"task '{task.name}' has no scorer: set scorer (a registered scorer, package.module:function "
+                          "or a reward-model folder)")
+    return model, scorer

@@ -9,7 +9,7 @@ from pathlib import Path
 from tokenalign.errors import TokenalignError
 from tokenalign.utils.kernels import use_fast_kernels
 
-__all__ = ["load_causal_lm", "check_model_path", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
+__all__ = ["load_causal_lm", "check_model_path", "looks_local", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
            "decoder_start_token_id"]
 
 
@@ -18,7 +18,7 @@ _NON_GENERATIVE_HEADS = ("ForMaskedLM", "ForPreTraining", "ForSequenceClassifica
                          "ForQuestionAnswering", "ForMultipleChoice", "ForNextSentencePrediction")
 
 
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
     """A path rather than a hub id ("org/name"): absolute, relative with ./ or ../, under
     ~, or more than one folder deep."""
     return Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
@@ -31,7 +31,7 @@ def check_model_path(path: str | Path) -> None:
     path = str(path)
     folder = Path(path).expanduser()
     if not folder.exists():
-        if _looks_local(path):
+        if looks_local(path):
             raise TokenalignError(f"model folder '{path}' does not exist")
         return  # a hub id: from_pretrained resolves it (or says why not)
     config = folder / "config.json"
