@@ -226,3 +226,49 @@ def test_the_readme_python_example_runs(byo, tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "api" / "model" / "config.json").is_file()
     assert json.loads((tmp_path / "runs" / "api" / "summary.json").read_text())["finished"]
+
+
+def test_reward_align_eval_from_python(byo, tmp_path):
+    """The jobs behind the commands, called from Python with Python objects."""
+    import datasets
+    from user_components import brevity_reward
+
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.align import AlignConfig, run_align
+    from tokenalign.jobs.eval import EvalConfig, run_eval
+    from tokenalign.jobs.reward import RewardRunConfig, run_reward
+
+    final = run_reward(from_dict(RewardRunConfig, {
+        "out_dir": str(tmp_path / "rm"), "backbone": str(byo / "lm"), "data": {"train": str(byo / "pairs.jsonl")},
+        "learn": {"epochs": 1, "mixed_precision": "no"}, "head": {"hidden_size": 8}}))
+    assert "eval_ranking_accuracy" in final
+    # a token reward model folder is a scorer: the reward-learning run's model judges an eval
+    chat = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in ENGLISH[:3]])
+    metrics = run_eval(from_dict(EvalConfig, {"task": "text", "model": str(byo / "lm"), "scorer": str(tmp_path / "rm" / "model"),
+                                              "out_dir": str(tmp_path / "eval"), "samples_per_prompt": 2, "reference": "none",
+                                              "sampling": {"max_new_tokens": 8}}), prompts=chat)
+    assert metrics["metric"] == "reward" and metrics["prompts"] == 3
+    # its sequence reward is the average of its token rewards (the aggregate it was trained on)
+    from tokenalign.rewards.model import TokenRewardModel
+    from tokenalign.rewards.model_scorers import load_scorer
+    from tokenalign.rewards.scoring import score_tokens
+    from tokenalign.utils.models import load_tokenizer
+
+    rm_dir = tmp_path / "rm" / "model"
+    assert TokenRewardModel.from_pretrained(rm_dir).sequence_aggregate == ("avg", 2.0)
+    [tr] = score_tokens(TokenRewardModel.from_pretrained(rm_dir), load_tokenizer(str(rm_dir)), ["Say hi."], [" Hello there."])
+    [res] = load_scorer(str(rm_dir)).score([" Hello there."], ["Say hi."])
+    assert -res.misalignment == pytest.approx(sum(tr.rewards) / len(tr.rewards), abs=1e-6)
+    # a reward function object in place of the config's name
+    metrics = run_eval(from_dict(EvalConfig, {"task": "text", "model": str(byo / "lm"), "out_dir": str(tmp_path / "eval2"),
+                                              "samples_per_prompt": 2, "reference": "none", "sampling": {"max_new_tokens": 8}}),
+                       prompts=ENGLISH[:2], scorer=brevity_reward)
+    samples = _rows(tmp_path / "eval2" / "samples.jsonl")
+    assert metrics["mean_reward"] == pytest.approx(sum(-len(s["completion"]) / 100 for s in samples) / len(samples))
+    summary = run_align(from_dict(AlignConfig, {
+        "out_dir": str(tmp_path / "align"), "relearn_every": 1,
+        "policy": {"task": "text", "model": str(byo / "lm"), "prompts": str(byo / "prompts.jsonl"),
+                   "scorer": "user_components:brevity_reward", "iterations": 2, "prompts_per_iteration": 2,
+                   "samples_per_prompt": 2, "mixed_precision": "no", "eval": {"every": 0}, "sampling": {"max_new_tokens": 8}},
+        "guidance": {"data": str(byo / "pairs.jsonl"), "prompts": 2, "head": {"hidden_size": 8}}}))
+    assert summary["finished"] and summary["guidance_heldout_pairs"] >= 0

@@ -74,8 +74,10 @@ class SequenceModelScorer:
 
 
 class TokenModelScorer:
-    """A tokenalign token reward model's sequence reward (its training aggregate of the
-    token rewards) for ``prompt + completion``."""
+    """A tokenalign token reward model's sequence reward for ``prompt + completion``: the
+    aggregate of its token rewards it was trained on, per sample (``sum``; ``avg``: their
+    mean; ``softmax``/``softmin``: beta log-sum-exp), without the list-level length scale
+    the ranking loss multiplies in, so samples of different prompts compare."""
 
     higher_is_better = True
     metric = "reward"
@@ -97,8 +99,10 @@ class TokenModelScorer:
         how, beta = self.model.sequence_aggregate
         out = []
         for c, tr in zip(completions, score_tokens(self.model, self.tokenizer, prompts, list(completions), self.batch_size)):
-            values = torch.tensor([tr.rewards], dtype=torch.float64)
-            reward = float(aggregate(values, torch.ones_like(values, dtype=torch.bool), how, beta)[0]) if tr.rewards else 0.0
+            values = torch.tensor([[tr.rewards]], dtype=torch.float64)  # [N=1, K=1, T]
+            reward = float(aggregate(values, torch.ones_like(values, dtype=torch.bool), how, beta).flatten()[0]) if tr.rewards else 0.0
+            if how != "sum" and tr.rewards:  # per sample, without the list's mean-length scale Lbar (= L for one sample)
+                reward /= len(tr.rewards)
             out.append(ScoreResult(-reward, n_chars=len(c)))
         return out
 
