@@ -272,3 +272,13 @@ def test_reward_align_eval_from_python(byo, tmp_path):
                    "samples_per_prompt": 2, "mixed_precision": "no", "eval": {"every": 0}, "sampling": {"max_new_tokens": 8}},
         "guidance": {"data": str(byo / "pairs.jsonl"), "prompts": 2, "head": {"hidden_size": 8}}}))
     assert summary["finished"] and summary["guidance_heldout_pairs"] >= 0
+
+
+def test_align_reads_human_edits_as_pairs(tmp_path):
+    from tokenalign.jobs.align import GuidanceSettings, _human_lists
+
+    rows = [{"prompt": "Say hi.", "original": "HELLO!!!", "edited": "Hello!"},
+            {"prompt": "Name a fruit.", "original": "Apple.", "edited": "Apple."}]  # no edit: no preference
+    (tmp_path / "edits.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [ex] = _human_lists(GuidanceSettings(data=str(tmp_path / "edits.jsonl"), data_format="edits"))
+    assert ex.responses == ("Hello!", "HELLO!!!") and ex.scores == (1.0, 0.0)

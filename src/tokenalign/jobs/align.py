@@ -59,12 +59,13 @@ class GuidanceSettings:
     reuse_rollouts: bool = False
     backbone: str = ""  # r_φ's initial backbone; "" = the policy's initialisation
     # human preferences r_φ also learns from in every round: a file or dataset of pairs
-    # (prompt, chosen, rejected) or ranked lists (prompt, responses, scores), as `tokenalign
-    # reward` reads them. With it, policy.prompts "" trains on the file's prompts, and the
+    # (prompt, chosen, rejected), ranked lists (prompt, responses, scores) or minimal edits
+    # (prompt, original, edited), as `tokenalign reward` reads them. With it, policy.prompts "" trains on the file's prompts, and the
     # scorer may be left out (then set guidance.prompts 0 and policy.eval.every 0: nothing
     # ranks the policy's samples)
     data: str = ""
-    data_format: Literal["pairs", "ranked"] = "pairs"
+    # pairs | ranked | edits (an edit is a pair: the edited response preferred to the original)
+    data_format: Literal["pairs", "ranked", "edits"] = "pairs"
     field_map: dict[str, str] = dataclasses.field(default_factory=dict)  # our field -> the file's column
 
 
@@ -115,7 +116,12 @@ def _human_lists(settings: GuidanceSettings) -> list:
     from tokenalign.jobs.reward import training_examples
 
     loaded = load_records(settings.data, settings.data_format, field_map=settings.field_map or None)
-    lists = training_examples(loaded.records, settings.data_format)
+    if settings.data_format == "edits":
+        from tokenalign.rewards.learn import RankedExample
+
+        lists = [RankedExample(r.prompt, (r.edited, r.original), (1.0, 0.0)) for r in loaded.records if r.edited != r.original]
+    else:
+        lists = training_examples(loaded.records, settings.data_format)
     log.info("guidance: %d human ranked lists from %s, learned from in every round", len(lists), settings.data)
     return lists
 

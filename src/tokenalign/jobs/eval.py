@@ -58,7 +58,7 @@ class EvalConfig:
     samples_per_prompt: int = 25
     expected_max_k: int = 25  # capped at samples_per_prompt
     threshold: float = 0.05  # fraction of samples with misalignment above this (misalignment scorers only)
-    reference: str = ""  # win rate and KL reference; "" = the task's base model; "none" = skip
+    reference: str = ""  # win rate and KL reference; "" = the task's base model (task text: none); "none" = skip
     reward_model: str = ""  # a token reward model for localization AUC; "" = skip
     kl_samples: bool = True  # also sample the model at T=1 for KL(π || reference)
     # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9;
@@ -155,8 +155,10 @@ def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[s
     metrics.update(scorer_text_metrics(scorer, texts))
 
     ref_scores = None
-    if cfg.reference != "none":
-        ref_path = cfg.reference or task.base_model or model_path
+    ref_path = "" if cfg.reference == "none" else cfg.reference or task.base_model
+    if cfg.reference != "none" and not ref_path:
+        log.info("no reference model (task '%s' has no base model): set reference for the win rate and KL", task.name)
+    if ref_path:
         ref, _ = load_causal_lm(ref_path)
         ref_samples = _sample(ref, tokenizer, inputs, cfg, list(task.stop), cfg.seed)
         ref_results = scorer.score([task.text_fn(s.completion, s.finished) for s in ref_samples], inputs)
