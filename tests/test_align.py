@@ -3,6 +3,7 @@ happen on schedule, each r_φ is saved, and the policy trains against it."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -14,11 +15,13 @@ def test_align_loop_smoke(tmp_path):
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig, run_align
 
+    tensorboard = importlib.util.find_spec("tensorboard") is not None  # the trackers' check rides along when installed
     cfg = from_dict(AlignConfig, {
         "out_dir": str(tmp_path / "align"),
         "relearn_every": 2,
         "policy": {"iterations": 4, "prompts_per_iteration": 2, "samples_per_prompt": 3, "mixed_precision": "no",
-                   "sampling": {"max_new_tokens": 24}, "eval": {"every": 4, "prompts": 4, "sampling": {"max_new_tokens": 24}}},
+                   "sampling": {"max_new_tokens": 24}, "eval": {"every": 4, "prompts": 4, "sampling": {"max_new_tokens": 24}},
+                   "report_to": "tensorboard" if tensorboard else "none"},
         "guidance": {"prompts": 6, "head": {"hidden_size": 32}, "learn": {"epochs": 1, "batch_size": 4, "mixed_precision": "no"}},
     })
     summary = run_align(cfg)
@@ -38,3 +41,10 @@ def test_align_loop_smoke(tmp_path):
     assert all(0 <= r["iteration"] < 4 and len(r["guidance_scores"]) == len(r["responses"]) for r in lists)
     assert summary["guidance_heldout_pairs"] >= (1 if lists else 0)
     assert "previous_heldout_accuracy" in guidance[1]
+    if tensorboard:  # the guidance rounds log to the policy run's trackers, under guidance/
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(out / "tensorboard" / "tokenalign"))
+        events.Reload()
+        assert [e.step for e in events.Scalars("guidance/lists")] == [0, 2]
+        assert [e.step for e in events.Scalars("reward")] == [1, 2, 3, 4]

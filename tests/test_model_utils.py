@@ -84,8 +84,10 @@ def test_fp32_training_attention_same_function_and_dtype_where_it_should(tiny_to
     assert AutoModelForCausalLM.from_pretrained(tmp_path).config._attn_implementation == "sdpa"  # not saved
 
 
-def test_a_missing_local_model_fails_at_once_in_one_line(tmp_path, capsys):
+def test_a_missing_local_model_fails_at_once_in_one_line(tmp_path, capsys, monkeypatch):
     import time
+
+    from huggingface_hub import constants
 
     from tokenalign.cli import main
     from tokenalign.errors import TokenalignError
@@ -96,8 +98,12 @@ def test_a_missing_local_model_fails_at_once_in_one_line(tmp_path, capsys):
         with pytest.raises(TokenalignError, match="model folder '.*nowhere|model folder 'runs/x/model' does not exist"):
             load_causal_lm(path)
         assert time.perf_counter() - start < 5  # no hub retries
-    check_model_path("gpt2")  # a hub id is left to from_pretrained
-    check_model_path("org/name")
+    with monkeypatch.context() as online:  # the suite runs offline (tests/test_hub_offline.py: the offline checks)
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            online.delenv(name, raising=False)
+        online.setattr(constants, "HF_HUB_OFFLINE", False)
+        check_model_path("gpt2")  # a hub id is left to from_pretrained
+        check_model_path("org/name")
     assert main(["eval", "--model", str(tmp_path / "nowhere"), "--quick", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]

@@ -16,14 +16,14 @@ report.html) plus guidance/round-NNN/ (each r_φ), guidance.jsonl (its fit metri
 previous r_φ's ranking accuracy on the rollouts it scored since its round) and
 rollout_lists.jsonl (every rollout's prompts ranked by the preference source, with r_φ's
 sequence scores of them: r_φ's held-out ranking accuracy, and its next round's data with
-``guidance.reuse_rollouts``).
+``guidance.reuse_rollouts``). With ``policy.report_to``, each guidance round's row goes to
+the policy run's trackers too, under ``guidance/``, at the iteration it was learned at.
 A killed run resumes from the policy checkpoint and the latest guidance model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +34,8 @@ from tokenalign.policy.rollout_ranker import RolloutRanker
 from tokenalign.rewards.learn import RewardLearnConfig
 from tokenalign.rewards.model import TokenRewardHeadConfig
 from tokenalign.rewards.ranking import group_ranked_lists, pair_accuracy
-from tokenalign.utils.metrics import MetricsWriter
+from tokenalign.utils.metrics import MetricsWriter, format_metrics
+from tokenalign.utils.tracking import resolve_report_to
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class AlignConfig:
             raise ConfigError("wmle needs token rewards")
         if self.policy.samples_per_prompt < 2:
             raise ConfigError("policy.samples_per_prompt must be >= 2: the guidance learns from rankings of K samples")
+        if resolve_report_to(self.guidance.learn.report_to):
+            raise ConfigError("guidance.learn.report_to: the guidance rounds log to the policy run's trackers; "
+                              "set policy.report_to instead")
 
     @property
     def last_relearn(self) -> int:
@@ -203,7 +207,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             if lists:
                 # One mixed-precision setting per process (accelerate's state is shared): the policy's.
                 learn_cfg = dataclasses.replace(cfg.guidance.learn, seed=cfg.guidance.learn.seed + it,
-                                                mixed_precision=pcfg.mixed_precision)
+                                                mixed_precision=pcfg.mixed_precision, report_to="none")
                 learner = RewardLearner(rm, trainer.tokenizer, learn_cfg)  # warm start: same model, fresh optimizer
                 history = learner.fit(lists)
             else:  # a tiny run can draw only ties: keep r_φ as it is rather than fail the run
@@ -216,7 +220,9 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
             row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean,
                    "previous_heldout_accuracy": heldout, "previous_heldout_pairs": pairs, **(history[-1] if history else {})}
             guidance_log.append(row)
-            log.info("guidance round at iteration %d: %s", it, json.dumps(row))
+            if trainer.accelerator.is_main_process:
+                trainer.trackers.log(row, step=it, prefix="guidance/")
+            log.info("guidance round at iteration %d: %s", it, format_metrics(row))
         rm.eval()
         trainer.fit(until=min(end, (it // cfg.relearn_every + 1) * cfg.relearn_every))
     summary = finish_run(trainer, pcfg, out)

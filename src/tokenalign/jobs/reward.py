@@ -3,7 +3,9 @@
 Loads pairs / ranked lists / edits, builds the model on a backbone, trains with
 :class:`~tokenalign.rewards.learn.RewardLearner`, evaluates on held-out data each epoch
 (ranking accuracy; token accuracy for edits; localization AUC when a gold-blame scorer
-is configured) and writes a run folder: config.yaml, metrics.jsonl, checkpoint/, model/.
+is configured) and writes a run folder: config.yaml, metrics.jsonl (a row per epoch),
+steps.jsonl (a row per ``learn.log_every`` steps), checkpoint/, model/, and the
+``learn.report_to`` trackers' files.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
                     right += (r > threshold) == (label == 1.0)
         return {"eval_token_accuracy": right / total if total else float("nan")}
 
-    learner = RewardLearner(model, tokenizer, cfg.learn, out_dir=out)
+    learner = RewardLearner(model, tokenizer, cfg.learn, out_dir=out, run_config=cfg)
     history = learner.fit(train, evaluate_fn=evaluate, resume_from=resume)
     learner.model.save_pretrained(out / "model", tokenizer=tokenizer)
     final = history[-1] if history else {}

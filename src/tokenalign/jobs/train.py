@@ -2,7 +2,8 @@
 
 The run folder gets config.yaml, metrics.jsonl, checkpoint/ (resumed from automatically
 when present), model/ (the trained policy, loadable with ``from_pretrained``),
-summary.json and report.html (training curves and held-out evaluation).
+summary.json and report.html (training curves and held-out evaluation), and the
+``report_to`` trackers' files (tensorboard/, wandb/, mlruns/).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def write_initial_eval(trainer, resuming: bool) -> None:
     metrics = trainer.metrics
     if resuming or trainer.evaluate_fn is None or metrics is None or metrics.exists() or not trainer.accelerator.is_main_process:
         return
-    metrics.append({"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
+    trainer.record({"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
 
 
 def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:

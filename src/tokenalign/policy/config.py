@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 from tokenalign.errors import ConfigError
 from tokenalign.evaluate.policy_eval import PolicyEvalSettings
 from tokenalign.rollout.generate import SamplingSettings
+from tokenalign.utils.tracking import resolve_report_to
 
 from tokenalign.utils.lora import LoraSettings  # re-exported: policy LoRA (the reference is the adapter-free base)
 
@@ -134,6 +135,13 @@ class TrainConfig:
     save_every: int = 1  # iterations between checkpoints
     seed: int = 0  # every random choice derives from (seed, iteration): the same seed, the same run
     stop_after_iterations: int = 0  # stop this invocation early (checkpointed; rerun resumes)
+    # experiment trackers that get every metrics row (accelerate's): none, tensorboard, wandb, mlflow,
+    # several as a list or "a,b", or all (those installed). Files go under out_dir: tensorboard/,
+    # wandb/ (offline unless WANDB_MODE is set), mlruns/ (unless MLFLOW_TRACKING_URI is set)
+    report_to: str | list[str] = "none"
+    # a progress bar over iterations (main process); without a logging setup (Python, a notebook)
+    # the metric lines print above it
+    progress: bool = True
     # the objective's own settings (its Settings dataclass); None = its defaults
     objective_settings: Any = dataclasses.field(
         default=None, metadata={"selector": "objective", "section_for": _objective_section})
@@ -161,6 +169,7 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.sampling.temperature <= 0:
             raise ConfigError("sampling.temperature must be > 0 for training (log-probs are of the sampled distribution)")
+        resolve_report_to(self.report_to)
         validate = getattr(self.objective_settings, "validate", None)
         if callable(validate):
             validate()

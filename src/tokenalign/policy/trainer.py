@@ -18,11 +18,12 @@ parts marked *):
 accelerate owns devices, mixed precision and distribution: each process samples its
 share of the prompts and gradients are averaged by DDP. Checkpoints are atomic folders;
 everything random derives from (seed, iteration), so a resumed run continues exactly.
+Each iteration's metrics row goes to metrics.jsonl, the ``report_to`` trackers and one
+log line.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,8 @@ from tokenalign.policy.config import TrainConfig
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
 from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
-from tokenalign.utils.metrics import MetricsWriter
+from tokenalign.utils.logging import TrainingProgress
+from tokenalign.utils.metrics import MetricsWriter, format_metrics
 from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
 from tokenalign.utils.models import ensure_pad_token
 
@@ -68,11 +70,15 @@ class PolicyTrainer:
         data: Sequence[Any] = (),
         out_dir: str | Path | None = None,
     ) -> None:
+        from tokenalign.config import to_dict
         from tokenalign.utils.accel import make_accelerator
+        from tokenalign.utils.tracking import Trackers, accelerator_kwargs, resolve_report_to
 
         config.validate()
         self.cfg = config
-        self.accelerator = make_accelerator(config.mixed_precision)
+        report_to = resolve_report_to(config.report_to)
+        self.accelerator = make_accelerator(config.mixed_precision, **accelerator_kwargs(report_to, out_dir))
+        self.trackers = Trackers(self.accelerator, report_to, out_dir, to_dict(config) if report_to else {})
         self.tokenizer = ensure_pad_token(tokenizer)
         self.reward_source = reward_source
         self.train_prompts = list(train_prompts)
@@ -280,6 +286,15 @@ class PolicyTrainer:
         return {k: v / max(len(steps), 1) for k, v in sums.items()}
 
     # ---- the loop ----------------------------------------------------------------------
+    def record(self, row: dict[str, Any]) -> None:
+        """Write a metrics row (it carries its ``iteration``): metrics.jsonl and the trackers
+        (main process; other processes do nothing)."""
+        if not self.accelerator.is_main_process:
+            return
+        if self.metrics is not None:
+            self.metrics.append(row)
+        self.trackers.log(row, step=row["iteration"])
+
     def _rollout_stats(self, ro: Rollout, seconds: float) -> dict[str, float]:
         mask = ro.batch.response_mask
         # Rollouts of the policy: KL to the reference (zero for a corpus batch, not reported).
@@ -311,11 +326,10 @@ class PolicyTrainer:
     ) -> list[dict]:
         """Run the configured iterations (from a checkpoint if given), or up to iteration
         ``until``; returns the metrics rows of this call."""
-        from rich.progress import Progress
-
         cfg, acc = self.cfg, self.accelerator
         if resume_from is not None and (Path(resume_from) / "state.json").is_file():
             self.load_state(resume_from)
+        self.trackers.start(self.iteration)
         self.objective.on_fit_start(self)
         rows: list[dict] = []
         stop_at = cfg.iterations
@@ -323,8 +337,7 @@ class PolicyTrainer:
             stop_at = min(stop_at, until)
         elif cfg.stop_after_iterations:
             stop_at = min(stop_at, self.iteration + cfg.stop_after_iterations)
-        with Progress(disable=not acc.is_main_process, transient=True) as bar:
-            task = bar.add_task(f"{cfg.objective}", total=cfg.iterations, completed=self.iteration)
+        with TrainingProgress(log, cfg.objective, cfg.iterations, self.iteration, cfg.progress and acc.is_main_process) as bar:
             while self.iteration < stop_at:
                 t0 = time.perf_counter()
                 ro = self.objective.batch(self, self.iteration)
@@ -343,11 +356,10 @@ class PolicyTrainer:
                     acc.wait_for_everyone()
                 if acc.is_main_process:
                     rows.append(row)
-                    if self.metrics is not None:
-                        self.metrics.append(row)
-                    bar.update(task, completed=self.iteration,
+                    self.record(row)
+                    bar.update(completed=self.iteration,
                                description=f"{cfg.objective} reward {row['reward']:.3f} kl {row.get('kl', 0.0):.2f}")
-                    log.info("iteration %d: %s", self.iteration, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+                    bar.line("iteration %d: %s", self.iteration, format_metrics(row))
                 if self.out_dir is not None and cfg.save_every and (self.iteration % cfg.save_every == 0 or self.iteration == cfg.iterations):
                     self.save_state(self.out_dir / "checkpoint")
                 if on_iteration is not None:
@@ -355,10 +367,11 @@ class PolicyTrainer:
         return rows
 
     def close(self) -> None:
-        """End a distributed run cleanly: wait for every process, then destroy the process
-        group (a gloo group alive at interpreter exit can abort the process)."""
+        """End a run cleanly: finish its trackers, wait for every process, then destroy the
+        process group (a gloo group alive at interpreter exit can abort the process)."""
         import torch.distributed as dist
 
+        self.trackers.close()
         self.accelerator.wait_for_everyone()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

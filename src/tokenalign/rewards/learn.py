@@ -8,6 +8,10 @@ One loop, three kinds of data:
 - ``edits``: the token classifier objective on edit-diff labels (BCE on the raw head
   output; the reward is then 2 p(good) - 1 with ``bounding: centered_sigmoid``).
 
+Every ``log_every`` optimizer steps a row (loss and accuracy since the last row, learning
+rate, throughput) goes to steps.jsonl, the ``report_to`` trackers and one log line; each
+epoch's row goes to metrics.jsonl and the trackers too.
+
 accelerate handles the device, mixed precision and gradient accumulation. Checkpoints are
 atomic folders holding everything for an exact resume (weights, optimizer, scheduler,
 RNG states, position in the epoch); the data order of each epoch is a function of
@@ -37,8 +41,10 @@ from tokenalign.rewards.aggregate import aggregate
 from tokenalign.rewards.batching import collate_for_reward, pack_shared_prompt, pad_token_id
 from tokenalign.rewards.losses import plackett_luce_loss, preference_order, token_label_loss
 from tokenalign.rewards.model import TokenRewardModel
-from tokenalign.utils.io import append_jsonl
 from tokenalign.utils.kernels import fused_optimizer_kwargs, use_fast_kernels
+from tokenalign.utils.logging import TrainingProgress
+from tokenalign.utils.metrics import MetricsWriter, format_metrics
+from tokenalign.utils.tracking import resolve_report_to
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +80,23 @@ class RewardLearnConfig:
     share_prompt: bool = True
     # Recompute the backbone's activations in the backward pass (~23% less peak memory, ~40% more time).
     gradient_checkpointing: bool = False
+    log_every: int = 10  # optimizer steps between per-step metric lines and rows (steps.jsonl, trackers); 0 = none
+    # experiment trackers that get the per-step and per-epoch rows (accelerate's): none, tensorboard,
+    # wandb, mlflow, several as a list or "a,b", or all (those installed); files go under the run
+    # folder as for `tokenalign train` (align: set policy.report_to, its rounds log there)
+    report_to: str | list[str] = "none"
+    # a progress bar over steps (main process); without a logging setup (Python, a notebook) the
+    # metric lines print above it
+    progress: bool = True
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise ConfigError("batch_size, grad_accum and epochs must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.log_every < 0:
+            raise ConfigError(f"log_every must be >= 0, got {self.log_every}")
+        resolve_report_to(self.report_to)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,16 +138,57 @@ class _Tokens:
     responses: tuple[array, ...]
 
 
+class _StepWindow:
+    """Loss, accuracy counts and throughput of the micro-batches since the last per-step row."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.correct = self.judged = 0.0
+        self.examples = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: float, stats: dict[str, float], examples: int) -> None:
+        self.losses.append(loss)
+        self.correct += stats.get("correct", 0.0)
+        self.judged += stats.get("judged", 0.0)
+        self.examples += examples
+
+    def row(self) -> dict[str, float]:
+        """``loss`` (mean), ``accuracy`` (when the batches had pairs or labels) and ``examples_per_second``."""
+        out = {"loss": sum(self.losses) / max(len(self.losses), 1)}
+        if self.judged:
+            out["accuracy"] = self.correct / self.judged
+        out["examples_per_second"] = self.examples / max(time.perf_counter() - self.start, 1e-9)
+        return out
+
+
 class RewardLearner:
-    """Trains a :class:`TokenRewardModel` on ranked lists or token-labelled responses."""
+    """Trains a :class:`TokenRewardModel` on ranked lists or token-labelled responses.
 
-    def __init__(self, model: TokenRewardModel, tokenizer, config: RewardLearnConfig, out_dir: str | Path | None = None):
+    ``out_dir``: where checkpoint/, metrics.jsonl (a row per epoch), steps.jsonl (a row per
+    ``log_every`` steps) and the trackers' files go; None: nothing is written.
+    ``run_config``: the config the trackers record (default: ``config``), e.g. the whole
+    ``tokenalign reward`` config.
+    """
+
+    def __init__(self, model: TokenRewardModel, tokenizer, config: RewardLearnConfig, out_dir: str | Path | None = None,
+                 run_config: Any = None):
+        from tokenalign.config import to_dict
         from tokenalign.utils.accel import make_accelerator
+        from tokenalign.utils.tracking import Trackers, accelerator_kwargs, resolve_report_to
 
+        config.validate()
         self.config = config
         self.tokenizer = tokenizer
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.grad_accum)
+        report_to = resolve_report_to(config.report_to)
+        self.accelerator = make_accelerator(config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+                                            **accelerator_kwargs(report_to, out_dir))
+        recorded = run_config if run_config is not None else config
+        self.trackers = Trackers(self.accelerator, report_to, out_dir, to_dict(recorded) if report_to else {})
+        main = self.accelerator.is_main_process
+        self.epoch_log = MetricsWriter(self.out_dir / "metrics.jsonl", main) if self.out_dir is not None else None
+        self.step_log = MetricsWriter(self.out_dir / "steps.jsonl", main) if self.out_dir is not None else None
         self.model = model
         model.sequence_aggregate = (config.aggregator, config.beta)  # saved with it: what its sequence reward is
         use_fast_kernels(model)
@@ -181,10 +239,13 @@ class RewardLearner:
         examples: Sequence[RankedExample],
         generator: torch.Generator | None = None,
         tokens: Sequence[_Tokens] | None = None,
+        stats: dict[str, float] | None = None,
     ) -> torch.Tensor:
         """Plackett-Luce loss of a batch of lists (lists may have different K).
 
-        ``tokens``: the examples' :meth:`tokenize` output, when already tokenized."""
+        ``tokens``: the examples' :meth:`tokenize` output, when already tokenized. ``stats``:
+        gets ``judged``, the adjacent pairs of the preference order (ties excluded), and
+        ``correct``, those the sequence scores order right (added to what it holds)."""
         if tokens is None:
             tokens = self.tokenize(examples)
         k_max = max(len(e.responses) for e in examples)
@@ -220,11 +281,23 @@ class RewardLearner:
         for i, ex in enumerate(examples):
             pref[i, : len(ex.scores)] = torch.tensor(ex.scores, dtype=torch.float64)
         seq = aggregate(dense, mask, self.config.aggregator, self.config.beta, sample_mask=sample_mask)
-        order = preference_order(pref, sample_mask.cpu(), generator=generator).to(seq.device)
+        order_cpu = preference_order(pref, sample_mask.cpu(), generator=generator)
+        order = order_cpu.to(seq.device)
+        if stats is not None:
+            with torch.no_grad():
+                s = seq.detach().float().gather(-1, order).cpu()
+                p = pref.gather(-1, order_cpu)
+                m = sample_mask.cpu().gather(-1, order_cpu)
+                ranked = (p[:, :-1] > p[:, 1:]) & m[:, :-1] & m[:, 1:]
+                stats["correct"] = stats.get("correct", 0.0) + float(((s[:, :-1] > s[:, 1:]) & ranked).sum())
+                stats["judged"] = stats.get("judged", 0.0) + float(ranked.sum())
         return plackett_luce_loss(seq.gather(-1, order), sample_mask.gather(-1, order))
 
-    def labelled_loss(self, examples: Sequence[LabelledExample], tokens: Sequence[_Tokens] | None = None) -> torch.Tensor:
-        """Token-classification loss on edit-diff labels (BCE on the raw head output)."""
+    def labelled_loss(self, examples: Sequence[LabelledExample], tokens: Sequence[_Tokens] | None = None,
+                      stats: dict[str, float] | None = None) -> torch.Tensor:
+        """Token-classification loss on edit-diff labels (BCE on the raw head output).
+
+        ``stats``: gets ``judged``, the labelled tokens, and ``correct``, those the head classifies right."""
         if tokens is None:
             tokens = self.tokenize(examples)
         batch = self._collate([tk.prompt for tk in tokens], [tk.responses[0] for tk in tokens])
@@ -234,9 +307,22 @@ class RewardLearner:
             pos = batch.response_mask[i].nonzero().squeeze(-1)
             n = min(len(pos), len(ex.labels))
             labels[i, pos[:n]] = torch.tensor(ex.labels[:n], device=z.device, dtype=labels.dtype)
+        if stats is not None:
+            with torch.no_grad():
+                known = (labels == 0) | (labels == 1)
+                stats["correct"] = stats.get("correct", 0.0) + float(((z.detach() > 0) == (labels == 1))[known].sum())
+                stats["judged"] = stats.get("judged", 0.0) + float(known.sum())
         return token_label_loss(z, labels)
 
     # ---- training ----------------------------------------------------------------------
+    def _record(self, rows: MetricsWriter | None, row: dict[str, Any]) -> None:
+        """A metrics row (it carries its ``step``) to its JSONL file and the trackers (main process)."""
+        if not self.accelerator.is_main_process:
+            return
+        if rows is not None:
+            rows.append(row)
+        self.trackers.log(row, step=row["step"])
+
     def _epoch_order(self, train: Sequence[Any], epoch: int) -> list[int]:
         """The example order of an epoch: a function of (seed, epoch) only, for exact resume.
 
@@ -273,7 +359,8 @@ class RewardLearner:
         """Train for ``config.epochs``; returns the per-epoch metrics history.
 
         ``evaluate_fn(model) -> dict`` runs after each epoch; ``on_step(learner)`` after each
-        optimizer step (for callers that log or stop early).
+        optimizer step (for callers that log or stop early). The trackers are finished when
+        it returns.
         """
         from tokenalign.utils.checkpoint import load_checkpoint, save_checkpoint
         from transformers import get_linear_schedule_with_warmup
@@ -295,6 +382,9 @@ class RewardLearner:
             self.step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
             self.history = state.get("history", [])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, self.step, start_epoch, start_batch)
+            for rows in (self.epoch_log, self.step_log):
+                if rows is not None:
+                    rows.trim(self.step, key="step")  # rows of steps after the checkpoint (written before a kill) are redone
         tokens = self.tokenize(train)
         if cfg.gradient_checkpointing:
             backbone = self.model.backbone
@@ -316,51 +406,67 @@ class RewardLearner:
                 {"step": self.step, "epoch": epoch, "batch": batch, "history": self.history},
             )
 
-        from rich.progress import Progress
-
-        with Progress(transient=True, disable=not self.accelerator.is_main_process) as progress:
-            task = progress.add_task("reward learning", total=n_batches * cfg.epochs, completed=start_epoch * n_batches + start_batch)
-            for epoch in range(start_epoch, cfg.epochs):
-                order = self._epoch_order(train, epoch)
-                self.model.train()
-                losses = []
-                t0 = time.perf_counter()
-                first = start_batch if epoch == start_epoch else 0
-                for b in range(first, n_batches):
-                    picked = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                    items, item_tokens = [train[i] for i in picked], [tokens[i] for i in picked]
-                    with self.accelerator.accumulate(self.model), self.accelerator.autocast():
-                        if labelled:
-                            loss = loss_fn(items, tokens=item_tokens)
-                        else:
-                            gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100003 + b)
-                            loss = loss_fn(items, generator=gen, tokens=item_tokens)
-                        self.accelerator.backward(loss)
+        main = self.accelerator.is_main_process
+        since = _StepWindow()  # micro-batches since the last per-step row
+        self.trackers.start(self.step)
+        try:
+            with TrainingProgress(log, "reward learning", n_batches * cfg.epochs, start_epoch * n_batches + start_batch,
+                                  cfg.progress and main) as progress:
+                for epoch in range(start_epoch, cfg.epochs):
+                    order = self._epoch_order(train, epoch)
+                    self.model.train()
+                    losses = []
+                    epoch_stats: dict[str, float] = {}
+                    t0 = time.perf_counter()
+                    first = start_batch if epoch == start_epoch else 0
+                    for b in range(first, n_batches):
+                        picked = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                        items, item_tokens = [train[i] for i in picked], [tokens[i] for i in picked]
+                        stats: dict[str, float] = {}
+                        with self.accelerator.accumulate(self.model), self.accelerator.autocast():
+                            if labelled:
+                                loss = loss_fn(items, tokens=item_tokens, stats=stats)
+                            else:
+                                gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100003 + b)
+                                loss = loss_fn(items, generator=gen, tokens=item_tokens, stats=stats)
+                            self.accelerator.backward(loss)
+                            if self.accelerator.sync_gradients:
+                                self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                            optimizer.step()
+                            if scheduler is not None and self.accelerator.sync_gradients:
+                                scheduler.step()
+                            optimizer.zero_grad()
+                        losses.append(loss.item())
+                        since.add(losses[-1], stats, len(items))
+                        for key, v in stats.items():
+                            epoch_stats[key] = epoch_stats.get(key, 0.0) + v
                         if self.accelerator.sync_gradients:
-                            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                        optimizer.step()
-                        if scheduler is not None and self.accelerator.sync_gradients:
-                            scheduler.step()
-                        optimizer.zero_grad()
-                    if self.accelerator.sync_gradients:
-                        self.step += 1
-                        if cfg.save_every and self.step % cfg.save_every == 0:
-                            checkpoint(epoch, b + 1)
-                        if on_step is not None:
-                            on_step(self)
-                    losses.append(loss.item())
-                    progress.update(task, advance=1, description=f"reward learning  loss {losses[-1]:.4f}")
-                metrics = {"epoch": epoch + 1, "step": self.step, "train_loss": sum(losses) / max(len(losses), 1),
-                           "seconds": time.perf_counter() - t0}
-                if evaluate_fn is not None and cfg.eval_every_epoch:
-                    self.model.eval()
-                    with torch.no_grad():  # no autograd graph (or its memory) while evaluating
-                        metrics.update(evaluate_fn(self.accelerator.unwrap_model(self.model)))
-                self.history.append(metrics)
-                if self.out_dir is not None and self.accelerator.is_main_process:
-                    append_jsonl(self.out_dir / "metrics.jsonl", metrics)
-                log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-                checkpoint(epoch + 1, 0)
+                            self.step += 1
+                            if cfg.log_every and self.step % cfg.log_every == 0:
+                                row = {"step": self.step, "epoch": round(epoch + (b + 1) / n_batches, 4), **since.row(),
+                                       "lr": optimizer.param_groups[0]["lr"]}
+                                self._record(self.step_log, row)
+                                progress.line("reward learning step %d: %s", self.step, format_metrics(row, skip=("step",)))
+                                since = _StepWindow()
+                            if cfg.save_every and self.step % cfg.save_every == 0:
+                                checkpoint(epoch, b + 1)
+                            if on_step is not None:
+                                on_step(self)
+                        progress.update(advance=1, description=f"reward learning  loss {losses[-1]:.4f}")
+                    metrics = {"epoch": epoch + 1, "step": self.step, "train_loss": sum(losses) / max(len(losses), 1)}
+                    if epoch_stats.get("judged"):
+                        metrics["train_accuracy"] = epoch_stats["correct"] / epoch_stats["judged"]
+                    metrics["seconds"] = time.perf_counter() - t0
+                    if evaluate_fn is not None and cfg.eval_every_epoch:
+                        self.model.eval()
+                        with torch.no_grad():  # no autograd graph (or its memory) while evaluating
+                            metrics.update(evaluate_fn(self.accelerator.unwrap_model(self.model)))
+                    self.history.append(metrics)
+                    self._record(self.epoch_log, metrics)
+                    progress.line("reward learning epoch %d: %s", epoch + 1, format_metrics(metrics, skip=("epoch",)))
+                    checkpoint(epoch + 1, 0)
+        finally:
+            self.trackers.close()
         self.model = self.accelerator.unwrap_model(self.model)
         if cfg.gradient_checkpointing:
             _set_checkpointing(self.model.backbone, False)

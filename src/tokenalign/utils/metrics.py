@@ -1,8 +1,10 @@
-"""A run's JSONL log of per-iteration rows (metrics.jsonl, rollout_lists.jsonl).
+"""A run's JSONL log of per-iteration rows (metrics.jsonl, rollout_lists.jsonl), and
+the one-line form of a row that training loops log.
 
-Every row carries an ``iteration``. A killed run resumes from its last checkpoint, so rows
-written after it (by iterations that are redone) must go: :meth:`MetricsWriter.trim` drops
-them in one atomic rewrite, leaving the kept lines byte for byte as they were.
+Every row carries an ``iteration`` (reward learning's rows: a ``step``). A killed run
+resumes from its last checkpoint, so rows written after it (by iterations that are
+redone) must go: :meth:`MetricsWriter.trim` drops them in one atomic rewrite, leaving the
+kept lines byte for byte as they were.
 """
 
 from __future__ import annotations
@@ -13,7 +15,18 @@ from typing import Any
 
 from tokenalign.utils.io import append_jsonl, atomic_write_text
 
-__all__ = ["MetricsWriter"]
+__all__ = ["MetricsWriter", "format_metrics"]
+
+
+def format_metrics(row: dict[str, Any], skip: tuple[str, ...] = ("iteration",)) -> str:
+    """``key=value`` pairs on one line, numbers to 4 significant digits: a metric line that
+    reads at a glance and that a console has no reason to wrap (no JSON, no spaces inside a value)."""
+    def value(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v).replace(" ", "_")
+
+    return " ".join(f"{k}={value(v)}" for k, v in row.items() if k not in skip)
 
 
 class MetricsWriter:
@@ -43,11 +56,12 @@ class MetricsWriter:
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    def trim(self, keep_through_iteration: int) -> None:
+    def trim(self, keep_through_iteration: int, key: str = "iteration") -> None:
         """Drop the rows of iterations after ``keep_through_iteration`` (a row without an
-        iteration counts as iteration 0), atomically; the kept lines are unchanged."""
+        iteration counts as iteration 0), atomically; the kept lines are unchanged. ``key``:
+        the counter rows carry (``step`` for reward learning's rows)."""
         if not self.is_main_process or not self.path.is_file():
             return
         keep = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.strip() and json.loads(line).get("iteration", 0) <= keep_through_iteration]
+                if line.strip() and json.loads(line).get(key, 0) <= keep_through_iteration]
         atomic_write_text(self.path, "".join(keep))

@@ -4,6 +4,7 @@ or a sequence-to-sequence LM (T5, BART) when its config is encoder-decoder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tokenalign.errors import TokenalignError
@@ -24,16 +25,44 @@ def looks_local(path: str) -> bool:
     return Path(path).is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
 
 
+def _offline_setting() -> str | None:
+    """The variable that puts the Hugging Face hub offline (``HF_HUB_OFFLINE``, or transformers'
+    ``TRANSFORMERS_OFFLINE``), when one is set truthy now or was when huggingface_hub loaded."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return name
+    from huggingface_hub import constants
+
+    return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds the hub model ``repo_id``: its config.json
+    (a LoRA adapter: adapter_config.json) at the ``main`` revision, as ``from_pretrained``
+    looks it up offline."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in ("config.json", "adapter_config.json"))
+    except HFValidationError:  # not a valid hub id either: from_pretrained will say so
+        return True
+
+
 def check_model_path(path: str | Path) -> None:
     """Fail at once, in one line, for a model that cannot be a policy: a local path that
-    does not exist (instead of minutes of hub retries), or a folder whose config records
+    does not exist (instead of minutes of hub retries), a hub id that is not in the local
+    cache while the hub is offline (``HF_HUB_OFFLINE``), or a folder whose config records
     only heads that do not generate (a masked LM, a classifier)."""
     path = str(path)
     folder = Path(path).expanduser()
     if not folder.exists():
         if looks_local(path):
             raise TokenalignError(f"model folder '{path}' does not exist")
-        return  # a hub id: from_pretrained resolves it (or says why not)
+        offline = _offline_setting()
+        if offline and not _in_hub_cache(path):
+            raise TokenalignError(f"model '{path}' is not in the local Hugging Face cache and {offline} is set")
+        return  # a hub id: from_pretrained resolves it (from the cache when offline)
     config = folder / "config.json"
     if config.is_file():
         architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
