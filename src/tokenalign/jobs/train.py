@@ -16,6 +16,7 @@ import torch
 
 from tokenalign.data import load_prompts
 from tokenalign.policy.config import TrainConfig
+from tokenalign.rollout.generate import fit_prompts
 from tokenalign.scorers import make_scorer
 from tokenalign.tasks import get_task
 from tokenalign.utils.lora import wrap_lora
@@ -59,6 +60,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
         ref = lm_auto_class(ref_path).from_pretrained(ref_path)
     objective = cfg.objective_class
     conditioning = objective.prepare_policy(cfg, policy, tokenizer)
+    train_prompts = fit_prompts(train_prompts, tokenizer, policy, cfg.sampling, conditioning)
+    eval_prompts = fit_prompts(eval_prompts, tokenizer, policy, cfg.eval.sampling, conditioning)
     value = None
     if objective.needs_value_model:
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
