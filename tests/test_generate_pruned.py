@@ -122,7 +122,7 @@ def test_first_two_tokens_follow_the_model_distribution(tiny_tokenizer):
 
     for prune in (True, False):
         cfg = SamplingConfig(max_new_tokens=2, temperature=temperature, top_k=top_k, top_p=1.0, batch_size=n, seed=7,
-                             prune_finished=prune)
+                             prune_finished=prune, token_healing="off")
         samples = generate(model, tok, [prompt] * n, cfg, progress=False)
         counts: dict[tuple[int, int], int] = {}
         for s in samples:
@@ -189,10 +189,10 @@ def test_samples_respect_limits_and_stops_and_have_finite_logprobs(tiny_tokenize
         s.generated_ids for s in generate(model, tok, prompts, SamplingConfig(**{**cfg.__dict__, "seed": 6}), progress=False)]
     assert any(s.finished for s in samples) and any(not s.finished for s in samples)
     for s, p in zip(samples, prompts):
-        assert s.prompt == p and s.prompt_ids == encode_prompt(tok, p)
+        assert s.prompt == p and s.prompt_ids == encode_prompt(tok, p)[: -1 if s.healed else None]
         assert len(s.completion_ids) <= len(s.generated_ids) <= 12
         assert s.generated_ids[: len(s.completion_ids)] == s.completion_ids
-        assert s.completion == tok.decode(s.completion_ids) and not any(x in s.completion for x in stops)
+        assert s.completion == tok.decode(s.completion_ids)[len(s.healed) :] and not any(x in s.completion for x in stops)
         if s.finished:
             assert s.generated_ids[-1] == tok.eos_token_id or any(x in tok.decode(s.generated_ids) for x in stops)
         else:

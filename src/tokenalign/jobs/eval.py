@@ -32,7 +32,7 @@ import torch
 
 from tokenalign.errors import ConfigError, TokenalignError
 from tokenalign.evaluate.redteam import RedTeamSettings
-from tokenalign.rollout.generate import SamplingSettings
+from tokenalign.rollout.generate import SamplingSettings, fit_prompts
 from tokenalign.tasks import Task, get_task
 from tokenalign.utils.models import load_causal_lm
 
@@ -127,7 +127,7 @@ def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[s
     from tokenalign.objectives.conditioning import Conditioning
 
     conditioning = Conditioning.for_model(model, tokenizer)
-    prompts = render_prompts(prompts, tokenizer, model_path)
+    prompts = fit_prompts(render_prompts(prompts, tokenizer, model_path), tokenizer, model, cfg.sampling, conditioning)
     k = cfg.samples_per_prompt
     inputs = [p for p in prompts for _ in range(k)]
     log.info("sampling %d prompts x %d from %s", len(prompts), k, model_path)

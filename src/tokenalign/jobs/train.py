@@ -19,6 +19,7 @@ from tokenalign.data import load_prompts
 from tokenalign.data.prompts import render_prompts, train_and_eval_prompts
 from tokenalign.policy.config import TrainConfig
 from tokenalign.rewards.model_scorers import load_scorer
+from tokenalign.rollout.generate import fit_prompts
 from tokenalign.tasks import get_task, task_defaults
 from tokenalign.utils.lora import wrap_lora
 from tokenalign.utils.metrics import MetricsWriter
@@ -69,6 +70,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
     eval_prompts = render_prompts(eval_prompts, tokenizer, init)
     objective = cfg.objective_class
     conditioning = objective.prepare_policy(cfg, policy, tokenizer)
+    train_prompts = fit_prompts(train_prompts, tokenizer, policy, cfg.sampling, conditioning)
+    eval_prompts = fit_prompts(eval_prompts, tokenizer, policy, cfg.eval.sampling, conditioning)
     value = None
     if objective.needs_value_model:
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)

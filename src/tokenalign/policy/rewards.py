@@ -126,7 +126,7 @@ class BlameReward:
                     row += [0.0] * (n - len(row))
                 elif blame:
                     text = self.text_fn(s.completion, s.finished) if self.text_fn else s.completion
-                    spans = response_char_spans(self.tokenizer, s.generated_ids, text_length=len(text))
+                    spans = response_char_spans(self.tokenizer, s.generated_ids, text_length=len(text), skip=len(s.healed))
                     row = spans_to_tokens([(b.start, b.end) for b in blame], [score / len(blame)] * len(blame), spans)
                 row[-1] += score - sum(row)  # what no token took (failures, spans past the text)
             token_rewards.append(row)
@@ -213,7 +213,8 @@ class TokenModelReward:
         shift, div = self._normalizer(scored)
         end_token = bool(getattr(getattr(self.model, "head_config", None), "end_token", False))
         for s, text, tr in zip(samples, texts, scored):
-            spans = response_char_spans(self.policy_tokenizer, s.generated_ids, text_length=len(text))
+            spans = response_char_spans(self.policy_tokenizer, s.generated_ids, text_length=len(text),
+                                        skip=len(s.healed))
             normed = [(v - shift) / div for v in tr.rewards]
             if end_token and normed:
                 # the end-of-response token's reward lands on the policy token that ended the
@@ -259,13 +260,14 @@ class DensePlusSequenceReward:
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 
-def segment_ends(tokenizer, ids: Sequence[int], kind: Literal["line", "sentence"] = "line") -> list[bool]:
+def segment_ends(tokenizer, ids: Sequence[int], kind: Literal["line", "sentence"] = "line", skip: int = 0) -> list[bool]:
     """Which tokens end a segment: a line (the token holding a newline) or a sentence (the
-    token holding ``.``, ``!`` or ``?`` followed by white space). The last token always does."""
+    token holding ``.``, ``!`` or ``?`` followed by white space). The last token always does.
+    ``skip``: decoded characters that are the prompt's (a healed sample's ``Sample.healed``)."""
     if not ids:
         return []
-    text = tokenizer.decode(list(ids))
-    spans = response_char_spans(tokenizer, ids)
+    text = tokenizer.decode(list(ids))[skip:]
+    spans = response_char_spans(tokenizer, ids, skip=skip)
     if kind == "line":
         boundaries = [i for i, c in enumerate(text) if c == "\n"]
     elif kind == "sentence":

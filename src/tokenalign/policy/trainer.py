@@ -227,7 +227,8 @@ class PolicyTrainer:
         token_rewards = self.tensor_rows(out.token_rewards, width) if out.token_rewards is not None else None
         seg = None
         if cfg.reward.placement == "segment":
-            seg = self.tensor_rows([segment_ends(self.tokenizer, s.generated_ids, cfg.reward.segment) for s in samples], width) > 0
+            seg = self.tensor_rows([segment_ends(self.tokenizer, s.generated_ids, cfg.reward.segment, len(s.healed))
+                                   for s in samples], width) > 0
         rewards = place_rewards(cfg.reward.placement, batch.response_mask, scores, token_rewards, seg)
         return Rollout(list(samples), batch, logprobs.float(), ref.float(), rewards, scores, token_rewards,
                        values.float() if values is not None else None, list(out.details), extra)

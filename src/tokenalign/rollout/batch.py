@@ -173,11 +173,14 @@ def token_logprobs(
     return result
 
 
-def response_char_spans(tokenizer, ids: Sequence[int], text_length: int | None = None) -> list[tuple[int, int]]:
-    """Character span of each token in ``tokenizer.decode(ids)``.
+def response_char_spans(tokenizer, ids: Sequence[int], text_length: int | None = None,
+                        skip: int = 0) -> list[tuple[int, int]]:
+    """Character span of each token in ``tokenizer.decode(ids)[skip:]``.
 
     Tokens past ``text_length`` (e.g. the tokens that spelled a stop string after the
-    scored text ends) get the empty span ``(text_length, text_length)``.
+    scored text ends) get the empty span ``(text_length, text_length)``. ``skip``: decoded
+    characters before the text (a healed sample's ``Sample.healed``, prompt text its first
+    token re-spells), counted in the first token's span, which then starts at 0.
     """
     pieces = [tokenizer.decode([i]) for i in ids]
     full = tokenizer.decode(list(ids))
@@ -185,6 +188,8 @@ def response_char_spans(tokenizer, ids: Sequence[int], text_length: int | None =
         ends = torch.tensor([len(x) for x in pieces]).cumsum(0).tolist()
     else:  # multi-byte characters split across tokens: decode prefixes instead
         ends = [len(tokenizer.decode(list(ids[: k + 1]))) for k in range(len(ids))]
+    if skip:
+        ends = [max(e - skip, 0) for e in ends]
     spans, start = [], 0
     for end in ends:
         spans.append((min(start, end), end))

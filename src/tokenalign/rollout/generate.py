@@ -12,6 +12,13 @@ encoder (padding at the end, as ``rollout.batch.encoder_decoder_inputs`` feeds i
 training), the completion comes from its decoder, and stop strings are matched on the
 decoder's generated text; the behaviour log-probs are recorded from the logits
 ``model.generate`` returns (``output_logits``).
+
+Token healing (``SamplingSettings.token_healing``): BPE merges a newline with the next
+line's indentation, so a prompt ending in "\n" ends at a token boundary the model never saw
+before indented code, and it mostly answers with nothing. The sampler backs the prompt off
+by its last token and lets the first sampled token be only one whose text starts with the
+dropped text (``_FirstTokenPrefix``); the sample's text is still what follows the user's
+prompt (``Sample.healed``).
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SamplingSettings", "SamplingConfig", "Sample", "encode_prompt", "first_stop", "generate"]
+__all__ = ["SamplingSettings", "SamplingConfig", "Sample", "encode_prompt", "first_stop", "fit_prompts", "generate"]
 
 
 @dataclasses.dataclass
@@ -49,6 +57,16 @@ class SamplingSettings:
     top_k: int = 0  # keep the k most likely tokens (0: off)
     top_p: float = 1.0  # nucleus sampling mass (1.0: off)
     batch_size: int = 64  # prompts per sampling batch
+    # token healing of a decoder-only model's prompt: back it off by its last token and make
+    # the first sampled token re-spell that token's text, so a prompt ending in "\n" samples
+    # like one ending in ":" (BPE merges "\n" with the next line's indentation). "whitespace":
+    # prompts whose last token ends in white space; "always": every prompt; "off": none.
+    # Not for encoder-decoders or conditioned (PHF control token) sampling.
+    token_healing: Literal["off", "whitespace", "always"] = "whitespace"
+    # a prompt that does not fit beside max_new_tokens in the model's context: "truncate" keeps
+    # its last tokens (counted, one warning per sampling call); "skip" leaves it out where the
+    # jobs load prompts (``fit_prompts``, counted and warned)
+    long_prompts: Literal["truncate", "skip"] = "truncate"
 
     @classmethod
     def for_evaluation(cls, **settings: Any) -> "SamplingSettings":
@@ -96,6 +114,10 @@ class Sample:
     # A conditionally trained model's view (``tokenalign.objectives.conditioning``): its prompt
     # ids and generated ids with the control tokens; None for plain sampling.
     conditioned_ids: tuple[list[int], list[int]] | None = None
+    # Token healing: the text of the prompt's last token, which ``prompt_ids`` leave out and
+    # the first generated token re-spells (its text starts with it); "" when not healed. The
+    # completion is the text after it: ``decode(completion_ids)[len(healed):]``.
+    healed: str = ""
     # log π(token | context) of each generated id at the sampling temperature, without
     # top-k / top-p (what ``token_logprobs`` computes), taken from the sampler's own logits
     # so a rollout needs no second forward pass of the policy; None where the sampler did
@@ -109,15 +131,24 @@ class _StopOnStrings:
 
     (transformers' own ``stop_strings`` also matches across the prompt boundary: a prompt
     ending in a newline would stop on a first generated "def ".) Only the last few
-    generated tokens are decoded at each step, so the check is cheap.
+    generated tokens are decoded at each step, so the check is cheap. ``healed`` (one text per
+    row, token healing) is prompt text the generated tokens re-spell: not searched. ``rows``
+    (the pruned loop's running rows) says which rows ``input_ids`` holds.
     """
 
-    def __init__(self, tokenizer, stops: Sequence[str], prompt_width: int, window: int = 12) -> None:
+    def __init__(self, tokenizer, stops: Sequence[str], prompt_width: int, window: int = 12,
+                 healed: Sequence[str] = ()) -> None:
         self.tokenizer, self.stops, self.start, self.window = tokenizer, list(stops), prompt_width, window
+        self.healed = list(healed) if any(healed) else []
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor | None = None,
+                 **kwargs) -> torch.Tensor:
         # Special tokens (EOS, a conditioned model's control tokens) are not text.
-        tails = self.tokenizer.batch_decode(input_ids[:, self.start :][:, -self.window :], skip_special_tokens=True)
+        generated = input_ids[:, self.start :]
+        tails = self.tokenizer.batch_decode(generated[:, -self.window :], skip_special_tokens=True)
+        if self.healed and generated.shape[1] <= self.window:  # the tails begin with the healed text
+            healed = self.healed if rows is None else [self.healed[r] for r in rows.tolist()]
+            tails = [t[len(h) :] if t.startswith(h) else t for t, h in zip(tails, healed)]
         done = [any(s in t for s in self.stops) for t in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
@@ -127,41 +158,106 @@ def first_stop(text: str, stops: Sequence[str]) -> int:
     return min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
 
 
-def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: Sequence[str]) -> tuple[list[int], str, bool]:
-    cut = first_stop(text, stops)
+def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: Sequence[str], skip: int = 0) -> tuple[list[int], str, bool]:
+    """``ids`` (decoding to ``text``) cut before the first stop string in ``text[skip:]``, and
+    their text from ``skip`` on (``skip``: healed prompt text the first token re-spells)."""
+    cut = first_stop(text[skip:], stops)
     if cut < 0:
-        return ids, text, False
+        return ids, text[skip:], False
     k = len(ids)
-    while k > 0 and len(tokenizer.decode(ids[:k])) > cut:
+    while k > 0 and len(tokenizer.decode(ids[:k])) > cut + skip:
         k -= 1
-    return ids[:k], tokenizer.decode(ids[:k]), True
+    return ids[:k], tokenizer.decode(ids[:k])[skip:], True
 
 
 def _finish_row(tokenizer, prompt: str, prompt_ids: list[int], ids: list[int], stops: Sequence[str], eos_id, pad_id,
-                logprobs: list[float] | None = None) -> Sample:
+                logprobs: list[float] | None = None, healed: str = "") -> Sample:
     """One generated row -> a Sample. A stop string wins over a later EOS (a stopped row is
     padded, and the pad token may be the EOS token). ``logprobs`` (one per id in ``ids``)
-    are cut to the generated ids, which are always a prefix of ``ids``."""
+    are cut to the generated ids, which are always a prefix of ``ids``. ``healed``: the
+    prompt text the first id re-spells (token healing), left out of the completion."""
     eos_at = ids.index(eos_id) if eos_id in ids else len(ids)
     emitted = ids[:eos_at]
     if eos_at == len(ids):
         while emitted and emitted[-1] == pad_id:
             emitted.pop()
     text = tokenizer.decode(emitted)
-    kept, text, stopped = _cut_at_stop(tokenizer, emitted, text, stops)
+    if healed and emitted and not text.startswith(healed):  # a decoder that rewrites text (cleanup)
+        log.warning("a healed sample's text %r does not start with the healed prompt text %r", text[:20], healed)
+        healed = ""
+    kept, text, stopped = _cut_at_stop(tokenizer, emitted, text, stops, len(healed))
     if stopped:  # train on the tokens up to the one that completed the stop string
-        k = len(kept) + 1
-        while k < len(emitted) and not any(s in tokenizer.decode(emitted[len(kept) : k]) for s in stops):
+        k, skip = len(kept) + 1, 0 if kept else len(healed)
+        while k < len(emitted) and not any(s in tokenizer.decode(emitted[len(kept) : k])[skip:] for s in stops):
             k += 1
         generated = emitted[:k]
     elif eos_at < len(ids):
         generated = emitted + [eos_id]
     else:
         generated = emitted
-    sample = Sample(prompt, text, kept, stopped or eos_at < len(ids), generated, prompt_ids)
+    sample = Sample(prompt, text, kept, stopped or eos_at < len(ids), generated, prompt_ids, healed=healed)
     if logprobs is not None:
         sample.logprobs = logprobs[: len(generated)]
     return sample
+
+
+class _TokenTexts:
+    """A tokenizer's token texts (each id decoded alone, once) and, for each healed text seen,
+    the ids whose text starts with it: a one-off scan of the vocabulary per distinct text."""
+
+    def __init__(self, tokenizer) -> None:
+        self.texts: list[str] = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        self._starting: dict[str, torch.Tensor] = {}
+
+    def starting_with(self, prefix: str) -> torch.Tensor:
+        if prefix not in self._starting:
+            self._starting[prefix] = torch.tensor([i for i, t in enumerate(self.texts) if t.startswith(prefix)],
+                                                  dtype=torch.long)
+        return self._starting[prefix]
+
+
+_TOKEN_TEXTS: "weakref.WeakKeyDictionary[Any, _TokenTexts]" = weakref.WeakKeyDictionary()
+
+
+def _token_texts(tokenizer) -> _TokenTexts:
+    """The tokenizer's :class:`_TokenTexts`, built on first use and kept as long as it lives."""
+    if tokenizer not in _TOKEN_TEXTS:
+        _TOKEN_TEXTS[tokenizer] = _TokenTexts(tokenizer)
+    return _TOKEN_TEXTS[tokenizer]
+
+
+def _healed_texts(tokenizer, encoded: Sequence[Sequence[int]], mode: str) -> list[str]:
+    """For each prompt's ids, the text of the last token to back off and heal ("" for none):
+    never the only token, a special token, or one that is not whole characters; in
+    ``whitespace`` mode only a token ending in white space."""
+    if mode == "off":
+        return [""] * len(encoded)
+    special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[e[-1]] if e else [] for e in encoded])
+    return [t if len(e) > 1 and e[-1] not in special and t and "\ufffd" not in t
+            and (mode == "always" or t[-1].isspace()) else ""
+            for e, t in zip(encoded, texts)]
+
+
+class _FirstTokenPrefix:
+    """Logits processor of token healing: at the first step (``prompt_width`` ids in), a
+    healed row may only sample tokens whose text starts with its healed text (``allowed``:
+    the ids of each row, None for a row not healed); later steps are untouched."""
+
+    def __init__(self, allowed: Sequence[torch.Tensor | None], prompt_width: int) -> None:
+        self.allowed, self.start = list(allowed), prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] != self.start:
+            return scores
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        healed = [i for i, a in enumerate(self.allowed) if a is not None]
+        keep[healed] = False
+        rows = torch.cat([torch.full((len(self.allowed[i]),), i, dtype=torch.long) for i in healed])
+        cols = torch.cat([self.allowed[i] for i in healed])
+        inside = cols < scores.shape[-1]  # a tokenizer may have more ids than the model's head
+        keep[rows[inside].to(scores.device), cols[inside].to(scores.device)] = True
+        return scores.masked_fill(~keep, -torch.inf)
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
@@ -350,13 +446,13 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
     """Sample one left-padded batch with the KV cache, dropping each row from the batch (and
     the cache) as soon as it finishes, so the cost follows the tokens actually generated.
 
-    A row finishes on EOS, when a stopping criterion (called with ``(ids, scores)``, ids the
-    running rows' prompt and generated tokens) says so, or after ``max_new_tokens``. Returns
-    each row's generated ids, including the token that finished it, as ``model.generate``
-    would give them without its trailing padding, and, when ``logprob_temperature`` is
-    given, each id's log-prob under ``softmax(logits / logprob_temperature)`` (None
-    otherwise). Positions follow the attention mask: a row's next position is its number of
-    real tokens so far.
+    A row finishes on EOS, when a stopping criterion (called with ``(ids, scores, rows=rows)``,
+    ids the running rows' prompt and generated tokens, rows their indices in the batch) says
+    so, or after ``max_new_tokens``. Returns each row's generated ids, including the token
+    that finished it, as ``model.generate`` would give them without its trailing padding,
+    and, when ``logprob_temperature`` is given, each id's log-prob under
+    ``softmax(logits / logprob_temperature)`` (None otherwise). Positions follow the
+    attention mask: a row's next position is its number of real tokens so far.
     """
     from transformers import DynamicCache
 
@@ -392,7 +488,7 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         done = token == eos_id if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
         for criterion in criteria:
-            done |= criterion(ids, scores).to(device)
+            done |= criterion(ids, scores, rows=rows).to(device)
         if step == max_new_tokens - 1:
             done[:] = True
         if bool(done.any()):
@@ -427,6 +523,35 @@ def _prompt_limit(model, max_new_tokens: int) -> int | None:
     return context - max_new_tokens
 
 
+def fit_prompts(prompts: Sequence[str], tokenizer, model, settings: SamplingSettings, conditioning=None) -> list[str]:
+    """The prompts to sample as ``settings.long_prompts`` says: all of them (``truncate``:
+    the sampler keeps the last tokens of one that does not fit beside ``max_new_tokens`` in
+    the model's context), or those that fit (``skip``); either way the long ones are counted
+    in a warning. Nothing left is a one-line error. ``conditioning``: count the tokens of
+    the conditioned prompts the sampler will read."""
+    from tokenalign.errors import TokenalignError
+    from tokenalign.utils.models import is_encoder_decoder
+
+    limit = None if is_encoder_decoder(model) else _prompt_limit(model, settings.max_new_tokens)
+    if limit is None or not prompts:
+        return list(prompts)
+    encode = conditioning.encode_prompt if conditioning is not None else encode_prompt
+    fits = [len(encode(tokenizer, p)) <= limit for p in prompts]
+    n_long = fits.count(False)
+    if not n_long:
+        return list(prompts)
+    what = (f"{n_long} of {len(prompts)} prompts are longer than the {limit} tokens that fit beside "
+            f"max_new_tokens={settings.max_new_tokens} in the model's context")
+    if settings.long_prompts == "truncate":
+        log.warning("%s: their last %d tokens are sampled from (long_prompts: truncate)", what, limit)
+        return list(prompts)
+    kept = [p for p, ok in zip(prompts, fits) if ok]
+    if not kept:
+        raise TokenalignError(f"{what}: none is left to sample (long_prompts: skip)")
+    log.warning("%s: skipped (long_prompts: skip), %d left", what, len(kept))
+    return kept
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, prompts: Sequence[str], config: SamplingConfig | None = None, progress: bool = True, conditioning=None
@@ -434,7 +559,12 @@ def generate(
     """Sample one completion per prompt (repeat prompts for several samples each).
 
     A decoder-only model's prompt that does not fit beside ``max_new_tokens`` in its context
-    keeps its last tokens (counted, with one warning), never a crash.
+    keeps its last tokens (counted, with one warning), never a crash (``fit_prompts`` leaves
+    such prompts out instead, with ``long_prompts: skip``). A prompt healed as
+    ``cfg.token_healing`` says has ``Sample.prompt_ids`` without its last token, which the
+    first generated token re-spells; ``Sample.completion`` is the text after the prompt.
+    The recorded log-probs are of the model's distribution, without the healing constraint
+    (as without top-k / top-p).
 
     ``conditioning`` (a :class:`tokenalign.objectives.conditioning.Conditioning`) samples a
     conditionally trained model from ``<|good|>``; the samples' text and ids are plain.
@@ -460,6 +590,11 @@ def generate(
         log.warning("the model's generation_config sets %s: sampling applies them, its recorded log-probs do not",
                     ", ".join(_generation_extras(model)))
     prompt_limit = None if encoder_decoder else _prompt_limit(model, cfg.max_new_tokens)
+    if cfg.token_healing not in ("off", "whitespace", "always"):
+        raise ValueError(f"token_healing must be off, whitespace or always, not {cfg.token_healing!r}")
+    # An encoder-decoder's prompt is the encoder's, with no boundary to heal; a conditioned
+    # prompt ends in control tokens placed where the next segment starts.
+    heal = cfg.token_healing != "off" and not encoder_decoder and conditioning is None
     truncated = 0
     torch.manual_seed(cfg.seed)
     with Progress(transient=True, disable=not progress) as bar:
@@ -473,6 +608,14 @@ def generate(
             if prompt_limit is not None:
                 truncated += sum(len(e) > prompt_limit for e in encoded)
                 encoded = [e[-prompt_limit:] for e in encoded]
+            healed = [""] * len(batch)
+            if heal and cfg.max_new_tokens > 0:
+                healed = _healed_texts(tokenizer, encoded, cfg.token_healing)
+                if any(healed):
+                    texts = _token_texts(tokenizer)
+                    allowed = [torch.cat([texts.starting_with(h), torch.tensor(e[-1:])]) if h else None
+                               for e, h in zip(encoded, healed)]
+                    encoded = [e[:-1] if h else e for e, h in zip(encoded, healed)]
             width = max(len(e) for e in encoded)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -487,8 +630,8 @@ def generate(
                 prefix = 1
             greedy = cfg.greedy or cfg.temperature == 0
             max_new = cfg.max_new_tokens
-            criteria: list = [_StopOnStrings(tokenizer, cfg.stop, prefix)] if cfg.stop else []
-            extra_processors: list = []
+            criteria: list = [_StopOnStrings(tokenizer, cfg.stop, prefix, healed=healed)] if cfg.stop else []
+            extra_processors: list = [_FirstTokenPrefix(allowed, width)] if any(healed) else []
             if conditioning is not None:
                 # Control tokens do not count: the budget is of plain tokens (the raw limit
                 # leaves room for one control token per plain token at most).
@@ -515,7 +658,7 @@ def generate(
                 raw = rows[i]
                 if conditioning is None:
                     samples.append(_finish_row(tokenizer, prompt, encoded[i], raw, cfg.stop, eos_id, pad_id,
-                                               row_logprobs[i] if row_logprobs is not None else None))
+                                               row_logprobs[i] if row_logprobs is not None else None, healed[i]))
                     continue
                 plain = conditioning.strip(raw)[: cfg.max_new_tokens]  # padding after a budget stop is cut
                 sample = _finish_row(tokenizer, prompt, plain_prompts[i], plain, cfg.stop, eos_id, pad_id)
