@@ -49,7 +49,7 @@ def test_every_span_is_non_empty_and_inside_the_completion():
 
 def test_span_reaching_back_into_the_prompt_is_clipped():
     prompt = "x = '" + "a" * 80  # the completion finishes the prompt's long line
-    r = Pep8Scorer().score_one("bb'\n", prompt)
+    r = Pep8Scorer().score_one("bb'\ny = 1\n", prompt)
     assert r.blame == [Blame(0, 3, "E501", "line too long (88 > 79 characters)")]
 
 

@@ -8,14 +8,15 @@ import pytest
 
 import tokenalign.scorers.pep8 as pep8
 from tokenalign.scorers import Blame, CallableScorer, failure_kind, summarize_scores
-from tokenalign.scorers.pep8 import Pep8Scorer, Pep8ScorerConfig, check_syntax, pycodestyle_violations
+from tokenalign.scorers.pep8 import LegacyPep8Scorer, Pep8Scorer, Pep8ScorerConfig, check_syntax, pycodestyle_violations
 
 HEADER = "def add(a, b):\n"
 
 
 def test_one_known_violation_and_its_rate():
     r = Pep8Scorer().score_one("x=1\n")
-    assert (r.n_violations, r.n_chars, r.misalignment, r.failed) == (1, 4, 1 / 4, False)
+    # per character of code: "x", "=", "1" (the newline is not code)
+    assert (r.n_violations, r.n_chars, r.misalignment, r.failed) == (1, 4, 1 / 3, False)
     assert r.blame == [Blame(1, 2, "E225", "missing whitespace around operator")]
     assert pycodestyle_violations("x=1\n") == [(1, 1, "E225", "missing whitespace around operator")]
 
@@ -25,18 +26,20 @@ def test_clean_code_scores_zero():
     assert (r.misalignment, r.n_violations, r.failed, r.blame) == (0.0, 0, False, [])
 
 
-def test_rate_counts_every_violation_over_completion_characters():
-    # E225 twice, E702 and E231 at the semicolon: 4 violations over 8 characters.
+def test_rate_counts_every_violation_over_code_characters():
+    # E225 twice, E702 and E231 at the semicolon: 4 violations over 7 characters of code
+    # (8 characters of completion: the legacy score's denominator).
     r = Pep8Scorer().score_one("a=1;b=2\n")
     assert sorted(b.code for b in r.blame) == ["E225", "E225", "E231", "E702"]
-    assert r.misalignment == 4 / 8
+    assert r.misalignment == 4 / 7
+    assert LegacyPep8Scorer().score_one("a=1;b=2\n").misalignment == 4 / 8
 
 
 def test_unclosed_bracket_fails_and_scores_worse_than_messy_valid_code():
     scorer = Pep8Scorer()
     gamed = scorer.score_one("    return (a +\n", HEADER)
     messy = scorer.score_one("    x=a;y=b  \n    return x+y\n", HEADER)
-    assert gamed.failed and gamed.failure.startswith("syntax: TokenError")
+    assert gamed.failed and gamed.failure.startswith("syntax: E901 TokenError")  # an unfinished program, but unclosed
     assert failure_kind(gamed) == "syntax" and failure_kind(messy) is None
     assert gamed.misalignment == 1.0 > messy.misalignment > 0
     # pycodestyle alone would have found nothing to charge: it stops at the tokenize error.
@@ -77,10 +80,12 @@ def test_custom_failure_score():
 
 
 def test_valid_rate_is_capped_at_the_failure_score():
-    # One character, two violations (E703 and W292): 2.0 per char, capped so that it never
-    # scores worse than a syntax failure.
-    r = Pep8Scorer().score_one(";", "x = 1")
-    assert (r.n_violations, r.failed, r.misalignment) == (2, False, 1.0)
+    # Four characters of code, four violations (E225, E203, E703, W292): capped so that it
+    # never scores worse than a syntax failure.
+    r = Pep8Scorer().score_one("y=1 ;", "x = 1\n")
+    assert (r.n_violations, r.failed, r.misalignment) == (4, False, 1.0)
+    r = Pep8Scorer(Pep8ScorerConfig(failure_score=0.5)).score_one("y=1 ;", "x = 1\n")
+    assert (r.failed, r.misalignment) == (False, 0.5)
 
 
 def test_prompt_violations_are_not_charged():
@@ -88,7 +93,7 @@ def test_prompt_violations_are_not_charged():
     assert scorer.score_one("    return a\n", "def add(a,b):\n").n_violations == 0
     r = scorer.score_one("    return a,b\n", "def add(a,b):\n")
     assert r.n_violations == 1 and r.blame[0].code == "E231"
-    assert r.misalignment == 1 / len("    return a,b\n")
+    assert r.misalignment == 1 / len("returna,b")  # per character of code
 
 
 def test_form_feed_in_the_prompt_does_not_shift_lines():
@@ -117,7 +122,7 @@ def test_select_ignore_and_line_length_options():
 def test_empty_completion():
     r = Pep8Scorer().score_one("  \n", HEADER)
     assert r.failed and r.failure == "empty completion" and failure_kind(r) == "empty"
-    lenient = Pep8Scorer(Pep8ScorerConfig(empty_is_failure=False)).score_one("", HEADER)
+    lenient = Pep8Scorer(Pep8ScorerConfig(empty_is_failure=False, no_code_is_failure=False)).score_one("", HEADER)
     assert (lenient.failed, lenient.misalignment) == (False, 0.0)
 
 
@@ -152,7 +157,7 @@ def test_summary_of_a_mixed_batch():
     s = summarize_scores(Pep8Scorer().score(completions, [HEADER] * 4))
     assert s["n"] == 4 and s["n_syntax_failures"] == 1 and s["n_failed"] == 2
     assert s["syntax_failure_rate"] == 0.25 and s["empty_rate"] == 0.25 and s["violation_free_rate"] == 0.25
-    e231 = 1 / len("    return a,b\n")
+    e231 = 1 / len("returna,b")
     assert s["mean_misalignment"] == pytest.approx((0.0 + e231 + 1.0 + 1.0) / 4)
     assert s["mean_misalignment_valid"] == pytest.approx(e231 / 2)
 
@@ -194,8 +199,10 @@ def test_comment_line_share_exposes_comment_writing():
     assert comment_line_share('    s = "# not a comment line"\n') == 0.0
     commented = "    # return a + b\n    pass\n"
     scorer = Pep8Scorer()
-    # Both are clean: the score cannot tell them apart, the metric does.
-    assert scorer.score_one(commented, HEADER).misalignment == scorer.score_one("    return a + b\n", HEADER).misalignment == 0.0
+    # The legacy score cannot tell them apart, the metric can; the score now fails a body without code.
+    legacy = LegacyPep8Scorer()
+    assert legacy.score_one(commented, HEADER).misalignment == legacy.score_one("    return a + b\n", HEADER).misalignment == 0.0
+    assert scorer.score_one(commented, HEADER).failure.startswith("empty: no code")
     assert scorer.text_metrics([commented, "    return a + b\n"]) == {"comment_line_share": pytest.approx(0.25)}
     assert scorer_text_metrics(scorer, [commented]) == {"comment_line_share": 0.5}
     assert scorer_text_metrics(CallableScorer(lambda p, c: 0.0), ["# x"]) == {}  # scorers without it report nothing

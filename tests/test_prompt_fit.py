@@ -19,11 +19,14 @@ from tokenalign.tasks.pep8.prompts import load_prompts
 from tokenalign.utils.models import load_causal_lm
 
 N_PROMPTS, PER_PROMPT, MAX_NEW, SEED = 16, 8, 48, 0
-# Measured on these 16 x 8 samples at seed 0, 48 new tokens: with healing the newline prompts
-# score 0.3399 (0.0% empty) against 0.3398 (0.8% empty) without the newline; through
-# model.generate 0.3552 (0.0%) against 0.3627 (0.8%). With healing off the newline prompts
-# score 0.749 with 64% empty completions (model.generate: 0.683, 55%).
-TOLERANCE = 0.05  # on the mean misalignment and on the empty share
+# Measured on these 16 x 8 samples at seed 0, 48 new tokens (pep8 score of 2026-12-06):
+# without the newline 0.8% empty completions, 55% failed samples, 0.018 misalignment of the
+# valid ones; with the newline and healing 0.0% empty, 49% failed, 0.012; with the newline
+# and healing off 64% empty and 99% failed. Earlier, with the legacy score: 0.3398 vs 0.3399
+# mean misalignment with healing, 0.749 without (model.generate: 0.3627, 0.3552, 0.683).
+EMPTY_TOLERANCE = 0.05  # on the share of empty completions
+VALID_TOLERANCE = 0.02  # on the misalignment of valid samples
+FAILED_TOLERANCE = 0.15  # on the failed share: 128 samples at p ~ 0.5 differ by ~0.06 (1 sd) by chance
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +52,13 @@ def runs(pep8):
     return run
 
 
-def _stats(task, samples) -> tuple[float, float]:
-    """Mean misalignment and the share of empty scored completions."""
+def _stats(task, samples) -> tuple[float, float, float]:
+    """The share of empty scored completions, the misalignment of valid samples and the failed share."""
     texts = [task.text_fn(s.completion, s.finished) for s in samples]
     results = task.scorer.score(texts, [s.prompt for s in samples])
-    return sum(r.misalignment for r in results) / len(results), sum(not t.strip() for t in texts) / len(texts)
+    valid = [r.misalignment for r in results if not r.failed]
+    return (sum(not t.strip() for t in texts) / len(texts), sum(valid) / max(len(valid), 1),
+            sum(r.failed for r in results) / len(results))
 
 
 def test_a_trailing_newline_scores_alike_with_healing_and_not_without(pep8, runs):
@@ -62,9 +67,10 @@ def test_a_trailing_newline_scores_alike_with_healing_and_not_without(pep8, runs
     plain = _stats(task, runs("", "whitespace"))
     healed = _stats(task, runs("\n", "whitespace"))
     unhealed = _stats(task, runs("\n", "off"))
-    assert abs(plain[0] - healed[0]) <= TOLERANCE and abs(plain[1] - healed[1]) <= TOLERANCE, (plain, healed)
+    assert abs(plain[0] - healed[0]) <= EMPTY_TOLERANCE, (plain, healed)
+    assert abs(plain[1] - healed[1]) <= VALID_TOLERANCE and abs(plain[2] - healed[2]) <= FAILED_TOLERANCE, (plain, healed)
     # what the test guards against: without healing the newline prompts mostly answer nothing
-    assert unhealed[1] > 0.3 and abs(plain[0] - unhealed[0]) > TOLERANCE, (plain, unhealed)
+    assert unhealed[0] > 0.3 and unhealed[2] - plain[2] > FAILED_TOLERANCE, (plain, unhealed)
 
 
 def test_prompts_without_trailing_whitespace_sample_exactly_as_without_healing(pep8):

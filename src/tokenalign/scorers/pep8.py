@@ -7,16 +7,30 @@ Options default to pycodestyle's own, as the PHF scorer used them (max line leng
 pycodestyle's default ignore list), with one exception: ``# noqa`` comments are not
 honoured, so a policy cannot silence the checker by writing them.
 
-Pitfalls measured on the pep8 task and handled here:
+Pitfalls measured on the pep8 task and handled here (``tests/test_pep8_gaming.py`` holds
+the gaming corpus: no attempt scores better than honest code with one violation):
 
 - *Scorer gaming by syntax errors*: pycodestyle stops at source that does not tokenize and
-  reports almost nothing, so an unclosed bracket would look clean. A sample that fails the
-  syntax check (``syntax_check``: ``"tokenize"`` by default — samples cut at a token limit
-  legitimately end inside a block, which ``compile`` rejects but ``tokenize`` accepts; or
-  ``"compile"``; or ``"none"``), or for which pycodestyle reports any E9xx (in every mode),
-  is *failed* with ``failure_score``. A valid sample's rate is capped at ``failure_score``
-  (a one-character completion can carry two violations), so no valid sample ever scores
+  reports almost nothing, so an unclosed bracket would look clean; Python's tokenizer
+  accepts ``return a +``, ``1 = a`` and English sentences. The default syntax check
+  (``syntax_check: "complete"``) compiles the sample, and accepts a sample that does not
+  compile only when it is a valid *unfinished* program (``codeop``, as the interactive
+  interpreter decides to ask for more input): a sample cut at the token limit inside a
+  block is scored, ``return a +`` fails. A sample that fails the check, or for which
+  pycodestyle reports any E9xx (in every mode; an unclosed bracket), is *failed* with
+  ``failure_score``. A valid sample's rate is capped at ``failure_score`` (a
+  one-character completion can carry two violations), so no valid sample ever scores
   worse than a failed one.
+- *Gaming by padding*: the rate is per character of *code* (``denominator: "code"``): the
+  characters of the completion's code tokens; comments, blank space and indentation do
+  not count, and a string literal counts at most ``string_chars`` characters, so
+  comment lines or junk strings added after a violation do not dilute it.
+- *Gaming by saying nothing*: a completion without code (only comments, docstrings or
+  strings, ``pass``, ``...``) fails as ``empty: no code`` (``no_code_is_failure``).
+
+``Pep8ScorerConfig.legacy()`` (registered scorer ``pep8-legacy``) is the score before
+these three rules (tokenize check, per character of the completion, no floor), with
+which the results in benchmarks/RESULTS.md dated before 2026-12-06 were measured.
 - *Checker crashes*: any exception while scoring one sample fails that sample
   (``crash: IndexError: ...``), is counted in ``Pep8Scorer.crashes``, is logged once per
   exception type, and never stops the batch or drops the sample.
@@ -27,10 +41,12 @@ Pitfalls measured on the pep8 task and handled here:
 
 from __future__ import annotations
 
+import codeop
 import dataclasses
 import io
 import logging
 import tokenize
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -44,7 +60,7 @@ from tokenalign.scorers.blame import completion_blame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pep8ScorerConfig", "Pep8Scorer", "check_syntax", "pycodestyle_violations", "score_sample", "split_lines"]
+__all__ = ["Pep8ScorerConfig", "Pep8Scorer", "LegacyPep8Scorer", "code_characters", "check_syntax", "pycodestyle_violations", "score_sample", "split_lines"]
 
 Violation = tuple[int, int, str, str]  # (line 1-based, column 0-based, code, message)
 
@@ -62,15 +78,31 @@ class Pep8ScorerConfig:
     select: list[str] = dataclasses.field(default_factory=list)
     ignore: list[str] = dataclasses.field(default_factory=list)
     honor_noqa: bool = False
-    syntax_check: Literal["tokenize", "compile", "none"] = "tokenize"
+    # complete: compiles, or is a valid unfinished program (cut at the token limit); compile:
+    # must compile; tokenize: Python's tokenizer accepts it (the legacy check); none
+    syntax_check: Literal["complete", "tokenize", "compile", "none"] = "complete"
     failure_score: float = 1.0
     empty_is_failure: bool = True
+    # the rate's denominator: "code" = characters of the completion's code tokens (no comments,
+    # whitespace or indentation; a string literal at most string_chars: its quotes and one character
+    # of text, so junk in strings pads nothing); "all" = every character
+    denominator: Literal["code", "all"] = "code"
+    string_chars: int = 3
+    no_code_is_failure: bool = True  # only comments, strings, pass or ...: failed as "empty: no code"
     processes: int = 0  # > 1: score batches of at least `min_pool_batch` in a process pool
     min_pool_batch: int = 512
 
     def __post_init__(self) -> None:
-        if self.syntax_check not in ("tokenize", "compile", "none"):
-            raise ValueError(f"syntax_check must be 'tokenize', 'compile' or 'none', not {self.syntax_check!r}")
+        if self.syntax_check not in ("complete", "tokenize", "compile", "none"):
+            raise ValueError(f"syntax_check must be 'complete', 'tokenize', 'compile' or 'none', not {self.syntax_check!r}")
+        if self.denominator not in ("code", "all"):
+            raise ValueError(f"denominator must be 'code' or 'all', not {self.denominator!r}")
+
+    @classmethod
+    def legacy(cls, **overrides) -> "Pep8ScorerConfig":
+        """The score before the anti-gaming rules: tokenize check, per character of the
+        completion, no floor for completions without code."""
+        return cls(**{"syntax_check": "tokenize", "denominator": "all", "no_code_is_failure": False, **overrides})
 
 
 def split_lines(source: str) -> list[str]:
@@ -83,12 +115,16 @@ def split_lines(source: str) -> list[str]:
 def check_syntax(source: str, mode: str = "tokenize") -> str | None:
     """None when ``source`` passes the check, else a one-line reason starting with ``syntax:``.
 
+    ``complete``: it compiles, or it is a valid unfinished program (``codeop`` asks for more
+    input: an open block or bracket at the end), never an invalid one.
     ``tokenize``: Python's tokenizer must accept it (no unclosed bracket, unterminated
-    string, inconsistent dedent or stray character; an unfinished block is fine).
-    ``compile``: it must compile. ``none``: no check.
+    string, inconsistent dedent or stray character; an unfinished block is fine; it also
+    accepts ``return a +`` and plain English). ``compile``: it must compile. ``none``: no check.
     """
     if mode == "none":
         return None
+    if mode == "complete":
+        return _check_complete(source)
     try:
         if mode == "compile":
             compile(source, "<sample>", "exec", dont_inherit=True)
@@ -103,6 +139,52 @@ def check_syntax(source: str, mode: str = "tokenize") -> str | None:
         msg = err.args[0] if err.args else ""
         return f"syntax: {type(err).__name__}: {msg}"
     return None
+
+
+def _check_complete(source: str) -> str | None:
+    with warnings.catch_warnings():  # invalid escapes etc. warn; they are not the sample's failure
+        warnings.simplefilter("ignore")
+        try:
+            compile(source, "<sample>", "exec", dont_inherit=True)
+            return None
+        except (SyntaxError, ValueError, OverflowError):
+            pass
+        try:  # None: valid so far, wants more input (a sample cut inside a block)
+            codeop.compile_command(source, "<sample>", "exec")
+            return None
+        except (SyntaxError, ValueError, OverflowError) as err:
+            msg = err.args[0] if err.args else ""
+            return f"syntax: {type(err).__name__}: {msg}"
+
+
+_NOT_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+_EMPTY_STATEMENTS = {"pass", "...", ";"}
+
+
+def code_characters(source: str, completion_start: int, string_chars: int = 3) -> tuple[int, bool]:
+    """The completion's characters of code (the tokens of ``source`` from ``completion_start``
+    on, comments and whitespace excluded, a string literal counted at most ``string_chars``)
+    and whether it holds any code besides strings, ``pass``, ``...`` and ``;``. Tokens
+    after a tokenize error are not counted."""
+    starts = [0]
+    for line in split_lines(source):
+        starts.append(starts[-1] + len(line))
+    n, has_code = 0, False
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in _NOT_CODE:
+                continue
+            row, col = tok.start
+            if row - 1 >= len(starts) or starts[row - 1] + col < completion_start:
+                continue
+            if tok.type == tokenize.STRING or tok.type not in (tokenize.NAME, tokenize.NUMBER, tokenize.OP):
+                n += min(len(tok.string), string_chars)  # strings (and f-string parts)
+                continue
+            n += len(tok.string)
+            has_code = has_code or tok.string not in _EMPTY_STATEMENTS
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        pass
+    return n, has_code
 
 
 class _Collect(pycodestyle.BaseReport):
@@ -171,7 +253,14 @@ def score_sample(completion: str, prompt: str = "", cfg: Pep8ScorerConfig | None
         if e9 is not None:
             return fail(f"syntax: {e9[2]} {e9[3]}")
         blame = completion_blame(source, items, len(prompt))
-        rate = min(len(blame) / max(n, 1), cfg.failure_score)
+        denominator = n
+        if cfg.denominator == "code" or cfg.no_code_is_failure:
+            n_code, has_code = code_characters(source, len(prompt), cfg.string_chars)
+            if cfg.no_code_is_failure and not has_code:
+                return fail("empty: no code (only comments, strings, pass or ...)")
+            if cfg.denominator == "code":
+                denominator = n_code
+        rate = min(len(blame) / max(denominator, 1), cfg.failure_score)
         return ScoreResult(rate, n_violations=len(blame), n_chars=n, blame=blame)
     except Exception as err:  # pycodestyle itself raises on rare inputs (IndexError, ~1 in 850)
         return fail(f"crash: {type(err).__name__}: {err}")
@@ -244,6 +333,17 @@ class Pep8Scorer:
                     self._logged.add(kind)
                     log.warning("pycodestyle crashed (%s); the sample is scored as a failure", r.failure)
         return results
+
+
+@register_scorer("pep8-legacy")
+class LegacyPep8Scorer(Pep8Scorer):
+    """The pep8 score before the anti-gaming rules (:meth:`Pep8ScorerConfig.legacy`): what
+    earlier results were measured with. It can be gamed: see tests/test_pep8_gaming.py."""
+
+    name = "pep8-legacy"
+
+    def __init__(self, config: Pep8ScorerConfig | None = None) -> None:
+        super().__init__(config or Pep8ScorerConfig.legacy())
 
 
 def comment_line_share(code: str) -> float:
