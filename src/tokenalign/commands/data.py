@@ -21,7 +21,9 @@ formats (one record per row; field names follow TRL):
   prompts     prompt
   supervised  prompt, completion
   text        text (a document, scored per segment)
-Responses must be non-empty (whitespace only counts as empty); a prompt may be "".
+Responses must be non-empty (whitespace, zero-width, BOM and NUL characters only count
+as empty); a prompt may be "". No string may hold a lone surrogate ("\\ud800"); in ranked,
+one response under two different scores is an error.
 Extra fields are ignored. --field-map prompt=question reads 'prompt' from the column
 'question'.
 

@@ -11,6 +11,12 @@ every valid record, collect every problem and log one summary with counts. A val
 is never lost because of a bad neighbour. Blank lines (JSONL, CSV) are skipped silently.
 Problems with the source as a whole (missing file, unknown file type, unparseable JSON
 document, CSV header, offline hub) always raise.
+
+Hostile input costs one row, not the load: JSON nested deeper than the parser can follow,
+a key twice in one JSON object, a line longer than :data:`MAX_LINE_BYTES` (read in
+bounded pieces, never whole) and a CSV quote that is never closed are each a problem of
+their row. Rules on field values (lone surrogates, invisible-only responses) live in
+:mod:`tokenalign.data.records`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import dataclasses
 import gzip
 import json
 import logging
+import re
+import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -30,7 +39,7 @@ from tokenalign.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FILE_FORMATS", "LoadResult", "RawRow", "detect_file_format", "iter_rows", "load_records"]
+__all__ = ["FILE_FORMATS", "MAX_LINE_BYTES", "LoadResult", "RawRow", "detect_file_format", "iter_rows", "load_records"]
 
 FILE_FORMATS = ("jsonl", "json", "csv", "parquet", "dataset", "hub")
 """Source kinds: ``dataset`` is a ``save_to_disk`` folder, ``hub`` a dataset name."""
@@ -43,6 +52,12 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+
+
+MAX_LINE_BYTES = 64 * 2**20
+"""The longest line (JSONL, CSV) read, in bytes: a longer one is a problem of its line,
+found after reading this much, so a huge file without line breaks fails at once instead
+of filling memory. Raise it here for data with longer lines."""
 
 
 class RawRow(NamedTuple):
@@ -137,16 +152,49 @@ def _utf8_error(err: UnicodeError, data: bytes | str) -> str:
 
 
 def _decode_lines(path: Path) -> Iterator[tuple[int, str | DataError]]:
-    """Each line of a text file (1-based number, text), or a DataError for undecodable bytes.
-    A UTF-8 byte order mark at the start is dropped."""
+    """Each line of a text file (1-based number, text), or a DataError for undecodable bytes
+    or a line longer than :data:`MAX_LINE_BYTES` (the rest of which is skipped in pieces of
+    that size: memory stays bounded). A UTF-8 byte order mark at the start is dropped."""
+    cap = MAX_LINE_BYTES
     with _open_bytes(path) as fh:
-        for number, raw in enumerate(fh, start=1):
+        number = 0
+        while raw := fh.readline(cap + 1):
+            number += 1
+            if len(raw) > cap and not raw.endswith(b"\n"):
+                yield number, DataError(f"is longer than {cap} bytes (the limit, "
+                                        "tokenalign.data.loading.MAX_LINE_BYTES; a file without line breaks?)")
+                while raw and not raw.endswith(b"\n"):
+                    raw = fh.readline(cap)
+                continue
             if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 yield number, DataError(_utf8_error(err, raw))
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key twice is an error: parsers disagree on which value wins, so the
+    row means different things to different tools."""
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DataError(f"the key '{key}' appears twice in one JSON object (ambiguous: which value is meant?)")
+        seen.add(key)
+    return out  # pragma: no cover - a shorter dict means a repeated key
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` with duplicate keys and too deep nesting as DataError."""
+    try:
+        return json.loads(text, object_pairs_hook=_json_object)
+    except RecursionError:
+        raise DataError(f"JSON nested too deeply (the parser follows fewer than {sys.getrecursionlimit()} "
+                        "levels)") from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[RawRow]:
@@ -158,9 +206,12 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = _parse_json(text)
         except json.JSONDecodeError as err:
             yield RawRow(number, "line", DataError(f"malformed JSON ({err.msg} at column {err.colno})"))
+            continue
+        except DataError as err:
+            yield RawRow(number, "line", err)
             continue
         if not isinstance(row, dict):
             yield RawRow(number, "line", DataError(f"must be a JSON object, got {type(row).__name__}"))
@@ -186,35 +237,113 @@ def _json_rows(path: Path) -> Iterator[RawRow]:
     with _open_bytes(path) as fh:
         data = fh.read()
     text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    items: Iterable[Any | DataError]
     try:
-        data = json.loads(text)
+        data = _parse_json(text)
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON ({err.msg} at column {err.colno})", source=str(path),
                         line=err.lineno) from None
-    if isinstance(data, dict) and isinstance(data.get("data"), list):
-        data = data["data"]
-    if not isinstance(data, list):
-        raise DataError('a JSON file must hold a list of objects, or {"data": [...]}', source=str(path))
-    for index, row in enumerate(data):
-        if not isinstance(row, dict):
+    except DataError:  # one item nested too deeply or with a key twice: parse item by item
+        spans = _json_item_spans(text)
+        if spans is None:
+            raise DataError('a JSON file must hold a list of objects, or {"data": [...]}', source=str(path)) from None
+        items = (_parse_item(text[start:end]) for start, end in spans)
+    else:
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise DataError('a JSON file must hold a list of objects, or {"data": [...]}', source=str(path))
+        items = data
+    for index, row in enumerate(items):
+        if isinstance(row, DataError):
+            yield RawRow(index, "item", row)
+        elif not isinstance(row, dict):
             yield RawRow(index, "item", DataError(f"must be a JSON object, got {type(row).__name__}"))
         else:
             yield RawRow(index, "item", _bad_utf8_field(row) or row)
 
 
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')  # a string, a bracket or a comma
+_OPENS_LIST = re.compile(r"\s*:\s*\[")
+
+
+def _json_item_spans(text: str) -> list[tuple[int, int]] | None:
+    """Where each item of a JSON document's list of records lies (the top-level list, or
+    the list under the top-level key ``"data"``), found by matching brackets outside
+    strings; None when the document has neither. Only for documents that the parser
+    cannot read whole."""
+    start = len(text) - len(text.lstrip())
+    tokens = _JSON_TOKEN.finditer(text, start)
+    if text.startswith("{", start):
+        depth = 0
+        for tok in tokens:
+            t = tok.group()
+            if t in "[{":
+                depth += 1
+            elif t in "]}":
+                depth -= 1
+            elif depth == 1 and t == '"data"' and (m := _OPENS_LIST.match(text, tok.end())):
+                start = m.end() - 1
+                tokens = _JSON_TOKEN.finditer(text, start)
+                break
+        else:
+            return None
+    if not text.startswith("[", start):
+        return None
+    next(tokens)  # the list's own bracket
+    spans, depth, begin = [], 0, start + 1
+    for tok in tokens:
+        t = tok.group()
+        if t in "[{":
+            depth += 1
+        elif t in "]}" and depth > 0:
+            depth -= 1
+        elif depth == 0 and t in ",]":
+            spans.append((begin, tok.start()))
+            begin = tok.end()
+            if t == "]":
+                break
+    else:
+        spans.append((begin, len(text)))  # a list that never closes: its last item runs to the end
+    return [(a, b) for a, b in spans if text[a:b].strip() or len(spans) > 1]
+
+
+def _parse_item(text: str) -> Any | DataError:
+    """One item of a JSON list, or why it cannot be read."""
+    try:
+        return _parse_json(text)
+    except json.JSONDecodeError as err:
+        return DataError(f"malformed JSON ({err.msg} at column {err.colno} of the item)")
+    except DataError as err:
+        return err
+
+
 def _csv_rows(path: Path) -> Iterator[RawRow]:
     """Rows of a CSV file with a header, each placed at the line of the file it starts on.
-    Every cell is a string; list fields are decoded later (after ``field_map``)."""
+    Every cell is a string; list fields are decoded later (after ``field_map``).
+
+    A bad quote (never closed, or a stray one inside a quoted cell) swallows the lines
+    after it into one cell: that row is reported at its first line, and the lines it
+    swallowed are read again as rows."""
     lines = _decode_lines(path)
     bad_lines: dict[int, DataError] = {}
+    pending: deque[tuple[int, str]] = deque()  # lines to read again after an unclosed quote
+    taken: list[tuple[int, str]] = []  # the lines of the row being read
 
-    def text_lines() -> Iterable[str]:
-        for number, text in lines:
-            if isinstance(text, DataError):
-                bad_lines[number] = text
-                yield ""  # keeps the line count; the row it belongs to is reported below
+    def text_lines() -> Iterator[str]:
+        while True:
+            if pending:
+                number, text = pending.popleft()
             else:
-                yield text
+                item = next(lines, None)
+                if item is None:
+                    return
+                number, text = item
+                if isinstance(text, DataError):
+                    bad_lines[number] = text
+                    text = ""  # keeps the line count; the row it belongs to is reported below
+            taken.append((number, text))
+            yield text
 
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # long responses exceed the 128 KiB default
     reader = csv.reader(text_lines())
@@ -229,29 +358,51 @@ def _csv_rows(path: Path) -> Iterator[RawRow]:
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
         raise DataError(f"the CSV header repeats the column(s) {', '.join(duplicates)}", source=str(path), line=1)
-    end = reader.line_num
     while True:
-        start = end + 1
+        taken.clear()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as err:
-            end = reader.line_num
             why = "a line break inside an unquoted cell" if "new-line character" in str(err) else str(err)
-            yield RawRow(start, "line", DataError(f"malformed CSV ({why})"))
+            yield RawRow(taken[0][0] if taken else 0, "line", DataError(f"malformed CSV ({why})"))
             continue
-        end = reader.line_num
-        bad = [n for n in range(start, end + 1) if n in bad_lines]
+        start, end = taken[0][0], taken[-1][0]
+        why = _quote_problem([text for _, text in taken])
+        if why:
+            yield RawRow(start, "line", DataError(why))
+            pending.extend(taken[1:])  # the swallowed lines: read them again as rows
+            reader = csv.reader(text_lines())
+            continue
+        bad = [n for n, _ in taken if n in bad_lines]
         if bad:
             yield RawRow(bad[0], "line", bad_lines[bad[0]])
             continue
         if not cells:  # a blank line
             continue
         if len(cells) != len(header):
-            yield RawRow(start, "line", DataError(f"has {len(cells)} cells for {len(header)} columns"))
+            hint = f" (the row spans lines {start}-{end}: a quote not closed?)" if end > start else ""
+            yield RawRow(start, "line", DataError(f"has {len(cells)} cells for {len(header)} columns{hint}"))
             continue
         yield RawRow(start, "line", dict(zip(header, cells)))
+
+
+def _quote_problem(texts: list[str]) -> str | None:
+    """Why the lines of one CSV row are not one well-quoted row, or None. The reader is
+    lenient: it takes the end of the file as the end of an open quote, and a stray quote
+    inside a quoted cell as text, so one bad quote can swallow the rows after it. Checked
+    only where that can happen: a row over several lines, or the file's last line."""
+    if len(texts) == 1 and texts[0].endswith("\n") or not any('"' in t for t in texts):
+        return None
+    try:
+        for _ in csv.reader(texts, strict=True):
+            pass
+    except csv.Error as err:
+        if "unexpected end of data" in str(err):
+            return "a quote opened on this line is never closed (it ran to the end of the file)"
+        return f"malformed CSV ({err}; a quote inside a quoted cell is written twice: \"\")"
+    return None
 
 
 def _table_rows(rows: Iterable[Mapping[str, Any]]) -> Iterator[RawRow]:
@@ -343,7 +494,9 @@ def _decode_list_cells(row: dict[str, Any], list_fields: tuple[str, ...]) -> dic
         cell = row.get(field)
         if isinstance(cell, str):
             try:
-                row[field] = json.loads(cell)
+                row[field] = _parse_json(cell)
+            except DataError as err:
+                raise DataError(f"{err.message}, in a CSV cell", field=field) from None
             except json.JSONDecodeError:
                 raise DataError(f"must be a JSON-encoded list in a CSV cell, got {cell!r}", field=field) from None
     return row

@@ -6,8 +6,12 @@ from field name to value) and returns the record plus its warnings, or raises
 
 Rules shared by every format: responses (``chosen``, ``rejected``, ``responses[i]``,
 ``original``, ``edited``, ``completion``, ``text``) must be non-empty strings, where
-whitespace-only counts as empty; ``prompt`` must be a string and may be ``""``; scores
-must be finite numbers. Extra fields in a row are ignored.
+whitespace-only counts as empty, and so do zero-width, byte-order-mark and NUL characters
+(they look empty and tokenize to nothing useful); ``prompt`` must be a string and may be
+``""``; no string (chat messages included) may hold a lone surrogate such as ``"\ud800"``
+(a JSON escape, not Unicode text: tokenizers fail on it); scores must be finite numbers; a
+ranked list may not give one response two different scores. Extra fields in a row are
+ignored.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ __all__ = [
 
 ASSISTANT_MARKER = "\n\nAssistant:"
 _WHITESPACE = re.compile(r"\s")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\x00"  # zero-width space/non-joiner/joiner, word joiner, BOM, NUL
+_LOOKS_EMPTY = re.compile(f"[\\s{_INVISIBLE}]*")
 
 R = TypeVar("R", bound="_RecordBase")
 
@@ -52,6 +59,26 @@ def _value(row: Mapping[str, Any], field: str) -> Any:
     if row[field] is None:
         raise DataError("missing (null)", field=field)
     return row[field]
+
+
+def _text(value: str, field: str, where: str = "") -> str:
+    """``value``, unless it holds a lone surrogate (``where`` prefixes the message: "item 2 ")."""
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise DataError(f"{where}holds a lone surrogate \\u{ord(bad.group()):04x} at character {bad.start() + 1} "
+                        "(not Unicode text: a JSON escape of half a character?)", field=field)
+    return value
+
+
+def _emptiness(value: str) -> str | None:
+    """Why a response counts as empty, or None."""
+    if not value:
+        return "is empty"
+    if not value.strip():
+        return "is empty (whitespace only)"
+    if _LOOKS_EMPTY.fullmatch(value):
+        return "is empty (only whitespace, zero-width, byte-order-mark or NUL characters)"
+    return None
 
 
 def _type_name(value: Any) -> str:
@@ -82,6 +109,7 @@ def _messages(value: Sequence[Any], field: str) -> Messages:
         for key in ("role", "content"):
             if not isinstance(item.get(key), str):
                 raise DataError(f"message {i}: '{key}' must be a string, got {type(item.get(key)).__name__}", field=field)
+            _text(item[key], field, f"message {i}: '{key}' ")
         out.append(Message(item["role"], item["content"]))
     return tuple(out)
 
@@ -90,9 +118,9 @@ def _string(row: Mapping[str, Any], field: str, *, non_empty: bool) -> str:
     value = _value(row, field)
     if not isinstance(value, str):
         raise DataError(f"must be a string, got {_type_name(value)}", field=field)
-    if non_empty and not value.strip():
-        raise DataError("is empty" if not value else "is empty (whitespace only)", field=field)
-    return value
+    if non_empty and (why := _emptiness(value)):
+        raise DataError(why, field=field)
+    return _text(value, field)
 
 
 def _list(row: Mapping[str, Any], field: str, what: str) -> Sequence[Any]:
@@ -107,8 +135,9 @@ def _string_list(row: Mapping[str, Any], field: str) -> tuple[str, ...]:
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise DataError(f"item {i} must be a string, got {_type_name(item)}", field=field)
-        if not item.strip():
-            raise DataError(f"item {i} is empty", field=field)
+        if why := _emptiness(item):
+            raise DataError(f"item {i} {why}", field=field)
+        _text(item, field, f"item {i} ")
     return tuple(value)
 
 
@@ -248,6 +277,12 @@ class RankedRecord(_RecordBase):
             raise DataError(f"needs K >= 2 responses, got {len(responses)}", field="responses")
         if len(scores) != len(responses):
             raise DataError(f"has {len(scores)} scores for {len(responses)} responses", field="scores")
+        first: dict[str, int] = {}
+        for i, (response, score) in enumerate(zip(responses, scores)):
+            j = first.setdefault(response, i)
+            if scores[j] != score:
+                raise DataError(f"items {j} and {i} are the same response with different scores "
+                                f"({scores[j]:g} and {score:g}): contradictory", field="responses")
         return cls(prompt, responses, scores)
 
     def warnings(self) -> list[DataError]:

@@ -35,6 +35,7 @@ from tokenalign.objectives.dm_math import (
 )
 from tokenalign.objectives.losses import sequence_pg_loss
 from tokenalign.rollout.batch import Rollout, TokenBatch, token_logprobs
+from tokenalign.utils.torch_files import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class DistributionMatching(Objective):
         path = Path(folder) / "dm_state.pt"
         if not path.is_file():
             return
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = load_weights_only(path)
         self.z.load_state_dict(state["z"])
         self.lambdas = state["lambdas"]
         self.swaps = state["swaps"]

@@ -9,18 +9,26 @@ learner tokenizes its data once and only collates per batch. :func:`pack_shared_
 lays out K responses of one prompt as one row that holds the prompt once (causal
 backbones): each response attends to the prompt and to itself, its position ids restart
 where the prompt ends, so its rewards are those of its own ``prompt + response`` row.
+
+Sequences longer than ``max_length`` are cut, never dropped; both collators count them
+and log a warning with running totals at the 1st, 10th, 100th, ... batch that cut one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 
 import torch
 
 from tokenalign.data.truncation import truncate_pair
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "TRUNCATION",
+    "TruncationLog",
     "RewardBatch",
     "PackedRewardBatch",
     "encode_for_reward",
@@ -28,6 +36,32 @@ __all__ = [
     "collate_for_reward",
     "pack_shared_prompt",
 ]
+
+
+class TruncationLog:
+    """Running count of sequences cut to ``max_length``, so that a long job warns a few
+    times with totals (at the 1st, 10th, 100th, ... batch that cut one), not per batch."""
+
+    def __init__(self) -> None:
+        self.n_seen = self.n_cut = self.n_batches_cut = 0
+        self._next_warning = 1
+
+    def note(self, n_cut: int, n_rows: int, max_length: int | None) -> None:
+        """Count one batch of ``n_rows`` sequences, ``n_cut`` of them truncated."""
+        self.n_seen += n_rows
+        if not n_cut:
+            return
+        self.n_cut += n_cut
+        self.n_batches_cut += 1
+        if self.n_batches_cut >= self._next_warning:
+            self._next_warning *= 10
+            log.warning("%d of %d reward-model sequences so far were longer than max_length=%s tokens and were cut "
+                        "(the prompt's start or the response's end); raise max_length to keep them whole",
+                        self.n_cut, self.n_seen, max_length)
+
+
+TRUNCATION = TruncationLog()
+"""This process's count of truncated sequences, over every batch built here."""
 
 
 @dataclasses.dataclass
@@ -167,6 +201,7 @@ def collate_for_reward(
         inputs.append(p_ids)
         resp_ids.append(r_ids)
         resp_spans.append(r_off)
+    TRUNCATION.note(n_truncated, len(inputs), max_length)
     if is_encoder_decoder:
         start = decoder_start_token_id if decoder_start_token_id is not None else pad_id
         enc = _pad(inputs, pad_id)
@@ -265,6 +300,7 @@ def pack_shared_prompt(
         branches.append(br)
         positions.append(pos)
         spans.append(where)
+    TRUNCATION.note(n_truncated, sum(len(r) for _, r in lists), max_length)
     n, width = len(rows), max(max((len(r) for r in rows), default=1), 1)
     width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = _pad(rows, pad_id, width)
