@@ -119,9 +119,9 @@ def test_rollout_ranker_records_lists_and_never_feeds_the_preference_to_the_poli
     from tokenalign.tasks.pep8 import complete_lines, load_tokenizer
 
     tok = load_tokenizer()
-    good, bad = "    pass\n", "    return (x\n"  # the second does not tokenize: a failure
-    n_bad = len(tok(bad, add_special_tokens=False)["input_ids"])
-    _fake_scores(monkeypatch, {good: [0.5, 0.5, 0.5], bad: [1.0] * n_bad})
+    good, bad = "    return x\n", "    return (x\n"  # the second does not tokenize: a failure
+    n_good, n_bad = (len(tok(t, add_special_tokens=False)["input_ids"]) for t in (good, bad))
+    _fake_scores(monkeypatch, {good: [0.5] * n_good, bad: [1.0] * n_bad})
     inner = TokenModelReward(None, tok, tok, "sum", text_fn=complete_lines)
 
     class Trainer:
@@ -130,12 +130,12 @@ def test_rollout_ranker_records_lists_and_never_feeds_the_preference_to_the_poli
     path = tmp_path / "lists.jsonl"
     ranker = RolloutRanker(inner, Pep8Scorer(), complete_lines, 2, path, lambda: Trainer().iteration, "avg", 2.0)
     out = ranker([_sample(tok, good), _sample(tok, bad)])
-    assert out.token_rewards == [[0.5, 0.5, 0.5], [1.0] * n_bad]  # r_φ's, untouched
+    assert out.token_rewards == [[0.5] * n_good, [1.0] * n_bad]  # r_φ's, untouched
     assert [r.failed for r in out.details] == [False, True]
     (row,) = [json.loads(x) for x in path.read_text().splitlines()]
     assert row["iteration"] == 3 and row["responses"] == [good, bad]
     assert row["scores"][0] > row["scores"][1] == -1.0
-    lbar = (3 + n_bad) / 2
+    lbar = (n_good + n_bad) / 2
     assert row["guidance_scores"] == pytest.approx([lbar * 0.5, lbar * 1.0])
 
 
