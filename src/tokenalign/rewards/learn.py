@@ -382,9 +382,10 @@ class RewardLearner:
             self.step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
             self.history = state.get("history", [])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, self.step, start_epoch, start_batch)
-            for rows in (self.epoch_log, self.step_log):
-                if rows is not None:
-                    rows.trim(self.step, key="step")  # rows of steps after the checkpoint (written before a kill) are redone
+        for rows in (self.epoch_log, self.step_log):
+            if rows is not None:
+                # rows of steps after the checkpoint (all of them without one), written before a kill, are redone
+                rows.trim(self.step if resume_from is not None else 0, key="step")
         tokens = self.tokenize(train)
         if cfg.gradient_checkpointing:
             backbone = self.model.backbone
@@ -467,7 +468,9 @@ class RewardLearner:
                     checkpoint(epoch + 1, 0)
         finally:
             self.trackers.close()
-        self.model = self.accelerator.unwrap_model(self.model)
+        # Without accelerate's mixed-precision forward wrapper: the model then scores alike
+        # whether it was just trained or loaded from its folder (align's r_φ on resume).
+        self.model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         if cfg.gradient_checkpointing:
             _set_checkpointing(self.model.backbone, False)
         self.model.eval()
