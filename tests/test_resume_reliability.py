@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import Killed, build_tiny_lm, build_tiny_tokenizer
+from conftest import Killed, save_tiny_chat_models
 
 from tokenalign.utils.io import atomic_path, recover_atomic_writes
 from tokenalign.utils.metrics import MetricsWriter
@@ -156,8 +156,8 @@ def test_pep8_scorer_size_and_time_limits_fail_the_sample_never_hang():
 # ---- fault injection -----------------------------------------------------------------------
 class Faults:
     """Kill a run at the ``at``-th event of a kind, the way SIGKILL would: ``replace`` (a
-    rename of an atomic write: a dir swap's second one is a kill between its
-    renames), ``save`` (``torch.save`` of a checkpoint: its models are written, the rest
+    rename of an atomic write), ``between`` (between the two renames of a folder swap: the
+    target renamed to ``.NAME.old``, the new folder not yet in place), ``save`` (``torch.save`` of a checkpoint: its models are written, the rest
     not), ``append`` (a metrics row: half of it is written). Once killed, nothing cleans up
     (``finally`` blocks of atomic writes leave their temporaries, as a killed process does)."""
 
@@ -182,7 +182,9 @@ class Faults:
             return False
 
         def replace(src, dst):
-            if event("replace"):
+            dst = Path(dst)
+            second = dst.with_name(f".{dst.name}.old").exists() and not dst.exists()  # of a folder swap
+            if (second and event("between")) or event("replace"):
                 raise Killed
             real_replace(src, dst)
 
@@ -210,18 +212,20 @@ class Faults:
             monkeypatch.setattr(module, "append_jsonl", append)
 
 
-def _kill_again_and_again(run, out: Path, kills: list[tuple[str, int]]) -> None:
+def _kill_again_and_again(run, out: Path, kills: list[tuple[str, int]]) -> list[tuple[str, int]]:
     """Run ``run()`` killed at each of ``kills`` in turn (a run that ends before its kill
-    point just finishes), then to the end."""
+    point just finishes), then to the end; returns the kills that happened."""
+    fired = []
     for kind, at in kills:
         with pytest.MonkeyPatch.context() as mp:
             faults = Faults(mp, kind, at)
             try:
                 run()
             except Killed:
-                pass
+                fired.append((kind, at))
             assert faults.killed or (out / "model").exists(), (kind, at)
     run()
+    return fired
 
 
 def _rows(path: Path, drop=("seconds", "rollout_seconds", "examples_per_second")) -> list[dict]:
@@ -243,38 +247,43 @@ def _no_leftovers(out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide GPT-2 folder (the pep8 task's prompts need a long context)."""
-    root = tmp_path_factory.mktemp("tiny-lm")
-    tok = build_tiny_tokenizer()
-    build_tiny_lm(tok, n_positions=1024).save_pretrained(root)
-    tok.save_pretrained(root)
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny chat GPT-2 (``lm/``), short English prompts and a length reward function
+    (``brevity.py:reward``): small runs of task ``text`` that take a second or two."""
+    root = save_tiny_chat_models(tmp_path_factory.mktemp("tiny-run"))
+    prompts = ["Say hi.", "Name a colour.", "Count to three.", "Name a fruit.", "Describe the sea.", "Name a city."]
+    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    (root / "brevity.py").write_text("def reward(prompts, completions, **kwargs):\n"
+                                     "    return [-len(c) / 10 for c in completions]\n")
     return root
 
 
+def _policy(tiny_run: Path, **extra) -> dict:
+    return {"task": "text", "model": str(tiny_run / "lm"), "prompts": str(tiny_run / "prompts.jsonl"),
+            "scorer": f"{tiny_run / 'brevity.py'}:reward", "iterations": 4, "prompts_per_iteration": 2,
+            "samples_per_prompt": 2, "mixed_precision": "no", "progress": False, "sampling": {"max_new_tokens": 6},
+            "eval": {"every": 2, "prompts": 2, "samples_per_prompt": 1, "sampling": {"max_new_tokens": 6}}, **extra}
+
+
 def _kills(seed: int, n: int, ranges: dict[str, int]) -> list[tuple[str, int]]:
-    """A kill inside the first checkpoint write, one between a checkpoint's renames (the
-    second replace of the second checkpoint), a torn metrics row, then ``n`` at random."""
+    """A kill inside the first checkpoint write, one between a checkpoint's renames, a torn
+    metrics row, then ``n`` at random."""
     rng = random.Random(seed)
-    scripted = [("save", 1), ("replace", 4), ("append", 2)]
+    scripted = [("save", 1), ("between", 1), ("append", 2)]
     return scripted + [(kind, rng.randint(1, ranges[kind])) for kind in rng.choices(sorted(ranges), k=n)]
 
 
-def test_killed_train_runs_end_as_the_uninterrupted_run(tmp_path, tiny_lm_dir):
-    pytest.importorskip("pycodestyle")
+def test_killed_train_runs_end_as_the_uninterrupted_run(tmp_path, tiny_run):
     from tokenalign.config import from_dict
     from tokenalign.jobs.train import TrainConfig, run_train
 
     def config(out: Path) -> TrainConfig:
-        return from_dict(TrainConfig, {
-            "out_dir": str(out), "model": str(tiny_lm_dir), "objective": "rloo", "iterations": 4,
-            "prompts_per_iteration": 2, "samples_per_prompt": 2, "mixed_precision": "no", "progress": False,
-            "sampling": {"max_new_tokens": 8}, "eval": {"every": 2, "prompts": 2, "sampling": {"max_new_tokens": 8}},
-        })
+        return from_dict(TrainConfig, {"out_dir": str(out), "objective": "rloo", **_policy(tiny_run)})
 
     run_train(config(tmp_path / "full"))
     out = tmp_path / "killed"
-    _kill_again_and_again(lambda: run_train(config(out)), out, _kills(0, 3, {"save": 4, "replace": 8, "append": 5}))
+    fired = _kill_again_and_again(lambda: run_train(config(out)), out, _kills(0, 3, {"save": 2, "replace": 3, "append": 2}))
+    assert len(fired) >= 4, fired
     _same_weights(tmp_path / "full" / "model", out / "model")
     assert _rows(out / "metrics.jsonl") == _rows(tmp_path / "full" / "metrics.jsonl")
     assert [r["iteration"] for r in _rows(out / "metrics.jsonl")] == [0, 1, 2, 3, 4]
@@ -306,7 +315,8 @@ def test_killed_reward_runs_end_as_the_uninterrupted_run(tmp_path, tiny_tokenize
     run_reward(config(tmp_path / "full"))
     out = tmp_path / "killed"
     # 5 steps an epoch: checkpoints at steps 2, 4, epoch 1 (5), 6, 8, epoch 2 (10); rows every step and epoch
-    _kill_again_and_again(lambda: run_reward(config(out)), out, _kills(1, 4, {"save": 6, "replace": 12, "append": 12}))
+    fired = _kill_again_and_again(lambda: run_reward(config(out)), out, _kills(1, 4, {"save": 3, "replace": 6, "append": 6}))
+    assert len(fired) >= 5, fired
     _same_weights(tmp_path / "full" / "model", out / "model")
     for name in ("metrics.jsonl", "steps.jsonl"):
         assert _rows(out / name) == _rows(tmp_path / "full" / name), name
@@ -314,17 +324,14 @@ def test_killed_reward_runs_end_as_the_uninterrupted_run(tmp_path, tiny_tokenize
     _no_leftovers(out)
 
 
-def test_killed_align_runs_end_as_the_uninterrupted_run(tmp_path, tiny_lm_dir):
-    pytest.importorskip("pycodestyle")
+def test_killed_align_runs_end_as_the_uninterrupted_run(tmp_path, tiny_run):
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig, run_align
 
     def config(out: Path) -> AlignConfig:
         return from_dict(AlignConfig, {
             "out_dir": str(out), "relearn_every": 2,
-            "policy": {"model": str(tiny_lm_dir), "iterations": 4, "prompts_per_iteration": 2, "samples_per_prompt": 3,
-                       "mixed_precision": "no", "progress": False, "sampling": {"max_new_tokens": 8},
-                       "eval": {"every": 0}},
+            "policy": _policy(tiny_run, samples_per_prompt=3, eval={"every": 0}),
             "guidance": {"prompts": 4, "reuse_rollouts": True, "head": {"hidden_size": 16},
                          "learn": {"epochs": 1, "batch_size": 2, "mixed_precision": "no", "progress": False}},
         })
@@ -332,8 +339,9 @@ def test_killed_align_runs_end_as_the_uninterrupted_run(tmp_path, tiny_lm_dir):
     run_align(config(tmp_path / "full"))
     out = tmp_path / "killed"
     # a kill after a round and before the next checkpoint: the round is learned again
-    kills = [("replace", 3)] + _kills(2, 3, {"save": 4, "replace": 10, "append": 12})
-    _kill_again_and_again(lambda: run_align(config(out)), out, kills)
+    kills = [("replace", 3)] + _kills(2, 3, {"save": 2, "replace": 3, "append": 3})
+    fired = _kill_again_and_again(lambda: run_align(config(out)), out, kills)
+    assert len(fired) >= 5, fired
     for part in ("model", "guidance"):
         _same_weights(tmp_path / "full" / part, out / part)
     for name in ("metrics.jsonl", "guidance.jsonl", "rollout_lists.jsonl"):
