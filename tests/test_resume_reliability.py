@@ -81,12 +81,12 @@ def test_a_second_run_on_the_folder_is_refused_naming_the_pid(tmp_path):
 
 def test_lock_is_exclusive_and_released(tmp_path):
     with RunLock(tmp_path):
-        with open_run_folder(tmp_path / "inner", {"a": 1}):  # another folder: fine
+        with open_run_folder(tmp_path / "inner", "a: 1\n"):  # another folder: fine
             pass
         monkey_rank = os.environ.get("RANK")
         os.environ["RANK"] = "1"  # another rank of a launched run: neither locks nor refuses
         try:
-            with open_run_folder(tmp_path, {"a": 1}):
+            with open_run_folder(tmp_path, "a: 1\n"):
                 pass
         finally:
             if monkey_rank is None:
@@ -94,26 +94,31 @@ def test_lock_is_exclusive_and_released(tmp_path):
             else:
                 os.environ["RANK"] = monkey_rank
     assert not (tmp_path / ".lock").exists()
-    with open_run_folder(tmp_path, {"a": 1}):
+    with open_run_folder(tmp_path, "a: 1\n"):
         assert (tmp_path / ".lock").is_file()
     assert not (tmp_path / ".lock").exists()
 
 
 def test_a_changed_config_is_not_resumed_unless_allowed(tmp_path):
+    import yaml
+
+    def text(cfg: dict) -> str:
+        return yaml.safe_dump(cfg, sort_keys=False)
+
     cfg = {"lr": 1e-5, "objective": "ppo", "iterations": 10, "ppo": {"epochs": 4}}
-    with open_run_folder(tmp_path, cfg, may_change=("iterations",)):
+    with open_run_folder(tmp_path, text(cfg), may_change=("iterations",)):
         (tmp_path / "checkpoint").mkdir()
         (tmp_path / "checkpoint" / "state.json").write_text("{}")
     longer = dict(cfg, iterations=20)
-    with open_run_folder(tmp_path, longer, may_change=("iterations",)):  # extending a run is fine
+    with open_run_folder(tmp_path, text(longer), may_change=("iterations",)):  # extending a run is fine
         pass
     changed = {"lr": 1e-4, "objective": "rloo", "iterations": 20}
     with pytest.raises(ConfigChanged) as err:
-        with open_run_folder(tmp_path, changed, may_change=("iterations",)):
+        with open_run_folder(tmp_path, text(changed), may_change=("iterations",)):
             pass
     assert "lr: 1e-05 -> 0.0001; objective: 'ppo' -> 'rloo'" in str(err.value) and "--allow-config-change" in str(err.value)
     assert "iterations: 20" in (tmp_path / "config.yaml").read_text()  # the refused config is not saved
-    with open_run_folder(tmp_path, changed, may_change=("iterations",), allow_config_change=True):
+    with open_run_folder(tmp_path, text(changed), may_change=("iterations",), allow_config_change=True):
         pass
     assert "objective: rloo" in (tmp_path / "config.yaml").read_text()
     assert config_changes({"a": {"b": 1}, "gone": 1}, {"a": {"b": 1}, "new": 2}) == []

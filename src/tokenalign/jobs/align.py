@@ -165,10 +165,11 @@ def _resume_point(out: Path, guidance_dir: Path, remove: bool = True) -> tuple[i
 def run_align(cfg: AlignConfig, allow_config_change: bool = False) -> dict[str, Any]:
     """Run the alternating loop; returns the policy trainer's summary. ``allow_config_change``:
     resume a run whose saved config differs in keys other than :data:`MAY_CHANGE`."""
+    from tokenalign.config import config_to_yaml
     from tokenalign.utils.runfolder import open_run_folder
 
     cfg.validate()
-    with open_run_folder(cfg.out_dir, cfg, may_change=MAY_CHANGE, allow_config_change=allow_config_change,
+    with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change,
                          subfolders=("guidance",)):
         return _run_align(cfg)
 

@@ -75,10 +75,11 @@ class Trainer:
     def policy_trainer(self):
         """The :class:`~tokenalign.policy.trainer.PolicyTrainer` (built on first use)."""
         if self._trainer is None:
+            from tokenalign.config import config_to_yaml
             from tokenalign.jobs.train import MAY_CHANGE, build_trainer
             from tokenalign.utils.runfolder import open_run_folder
 
-            with open_run_folder(self.out, self.args, may_change=MAY_CHANGE):
+            with open_run_folder(self.out, config_to_yaml(self.args), may_change=MAY_CHANGE):
                 self._trainer, self._resume_from = build_trainer(self.args, self.out, prompts=self.train_dataset,
                                                                  eval_prompts=self.eval_dataset, scorer=self.scorer)
         return self._trainer

@@ -83,9 +83,10 @@ def training_examples(records: list[Any], fmt: str, tokenizer=None, unchanged: s
 def run_reward(cfg: RewardRunConfig, allow_config_change: bool = False) -> dict[str, Any]:
     """Run reward learning as configured; returns the final metrics. ``allow_config_change``:
     resume a run whose saved config differs in keys other than :data:`MAY_CHANGE`."""
+    from tokenalign.config import config_to_yaml
     from tokenalign.utils.runfolder import open_run_folder
 
-    with open_run_folder(cfg.out_dir, cfg, may_change=MAY_CHANGE, allow_config_change=allow_config_change):
+    with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
         return _run_reward(cfg)
 
 

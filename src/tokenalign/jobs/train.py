@@ -121,10 +121,11 @@ def run_train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, 
 
     ``allow_config_change``: resume a run whose saved config differs from ``cfg`` in keys
     other than :data:`MAY_CHANGE` (by default that refuses, listing the differences)."""
+    from tokenalign.config import config_to_yaml
     from tokenalign.utils.runfolder import open_run_folder
 
     out = Path(cfg.out_dir)
-    with open_run_folder(out, cfg, may_change=MAY_CHANGE, allow_config_change=allow_config_change):
+    with open_run_folder(out, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
         trainer, resume_from = build_trainer(cfg, out)
         write_initial_eval(trainer, resuming=resume_from is not None)
         trainer.fit(resume_from=resume_from)

@@ -174,10 +174,11 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any], may_change: I
 
 
 @contextmanager
-def open_run_folder(out: str | Path, cfg: Any, *, may_change: Iterable[str] = (), allow_config_change: bool = False,
+def open_run_folder(out: str | Path, config_yaml: str, *, may_change: Iterable[str] = (), allow_config_change: bool = False,
                     subfolders: Iterable[str] = (), lock: bool = True) -> Iterator[Path]:
-    """Hold ``out`` for a run of ``cfg`` (module docstring: lock, recover, compare, save the
-    config); the lock is released when the block ends, however it ends.
+    """Hold ``out`` for a run of the config ``config_yaml`` (its YAML text,
+    ``tokenalign.config.config_to_yaml``; module docstring: lock, recover, compare, save
+    it as config.yaml); the lock is released when the block ends, however it ends.
 
     ``may_change``: the dotted config keys a resumed run may change (extending a run:
     ``iterations``); ``subfolders``: folders of ``out`` with atomic writes of their own
@@ -185,8 +186,7 @@ def open_run_folder(out: str | Path, cfg: Any, *, may_change: Iterable[str] = ()
     """
     import yaml
 
-    from tokenalign.config import config_to_yaml, save_config
-    from tokenalign.utils.io import recover_atomic_writes
+    from tokenalign.utils.io import atomic_write_text, recover_atomic_writes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,14 +200,14 @@ def open_run_folder(out: str | Path, cfg: Any, *, may_change: Iterable[str] = ()
         saved_path = out / "config.yaml"
         if saved_path.is_file() and (out / "checkpoint" / "state.json").is_file():
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-            changes = config_changes(saved, yaml.safe_load(config_to_yaml(cfg)), may_change)
+            changes = config_changes(saved, yaml.safe_load(config_yaml) or {}, may_change)
             if changes and not allow_config_change:
                 raise ConfigChanged(f"{out} holds a run started with another config; resuming would mix two runs: "
                                     f"{'; '.join(changes)}. Use another out_dir, or rerun with --allow-config-change "
                                     "to continue this run with the new values")
             if changes:
                 log.warning("resuming %s with a changed config (allowed): %s", out, "; ".join(changes))
-        save_config(cfg, saved_path)
+        atomic_write_text(saved_path, config_yaml)
         yield out
     finally:
         if held is not None:

@@ -124,9 +124,10 @@ def pretrain(cfg: PretrainConfig, allow_config_change: bool = False) -> Path:
     the checkpoint folder when ``stop_after_steps`` ended this invocation early.
     ``allow_config_change``: resume a run whose saved config differs in keys other than
     :data:`MAY_CHANGE`."""
+    from tokenalign.config import config_to_yaml
     from tokenalign.utils.runfolder import open_run_folder
 
-    with open_run_folder(cfg.out_dir, cfg, may_change=MAY_CHANGE, allow_config_change=allow_config_change):
+    with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
         return _pretrain(cfg)
 
 
