@@ -11,8 +11,9 @@ import argparse
 HELP_FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The shared ``-c/--config`` and ``--set`` options of every config-driven command."""
+def add_config_arguments(parser: argparse.ArgumentParser, resumable: bool = False) -> None:
+    """The shared ``-c/--config`` and ``--set`` options of every config-driven command;
+    ``resumable`` (commands that resume a run folder): ``--allow-config-change`` too."""
     parser.add_argument("-c", "--config", metavar="YAML", help="config file (YAML); defaults apply to keys it omits")
     parser.add_argument(
         "--set",
@@ -22,3 +23,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="override one config value, e.g. --set sampling.temperature=0.7 (repeatable; values are YAML)",
     )
+    if resumable:
+        parser.add_argument(
+            "--allow-config-change",
+            action="store_true",
+            help="resume the run in out_dir even though this config differs from the one it started with "
+            "(by default that stops, listing the differences; see docs/reliability.md)",
+        )

@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "align", help="the alternating token-guidance <-> policy loop", description=DESCRIPTION, formatter_class=HELP_FORMATTER
     )
-    add_config_arguments(parser)
+    add_config_arguments(parser, resumable=True)
     parser.set_defaults(func=run)
 
 
@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     from tokenalign.jobs.align import AlignConfig, run_align
 
     cfg = load_config(AlignConfig, args.config, args.overrides)
-    print_before_after(run_align(cfg), cfg.out_dir)
+    print_before_after(run_align(cfg, allow_config_change=args.allow_config_change), cfg.out_dir)
     return 0

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "pretrain", help="pretrain the pep8 task's base LM", description=DESCRIPTION, formatter_class=HELP_FORMATTER
     )
-    add_config_arguments(parser)
+    add_config_arguments(parser, resumable=True)
     parser.set_defaults(func=run)
 
 
@@ -39,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from tokenalign.tasks.pep8.pretrain import PretrainConfig, pretrain
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
-    path = pretrain(cfg)
+    path = pretrain(cfg, allow_config_change=args.allow_config_change)
     print(f"model written to {path}")
     return 0

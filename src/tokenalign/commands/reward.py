@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "reward", help="learn a token-level reward model", description=DESCRIPTION, formatter_class=HELP_FORMATTER
     )
-    add_config_arguments(parser)
+    add_config_arguments(parser, resumable=True)
     parser.set_defaults(func=run)
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from tokenalign.jobs.reward import RewardRunConfig, run_reward
 
     cfg = load_config(RewardRunConfig, args.config, args.overrides)
-    final = run_reward(cfg)
+    final = run_reward(cfg, allow_config_change=args.allow_config_change)
     table = Table(title=f"reward learning: {cfg.out_dir}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -61,7 +61,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train", help="train a policy (ppo | reinforce | rloo | wmle | dpg | fdpg | cdpg | phf-*)", description=DESCRIPTION, formatter_class=HELP_FORMATTER
     )
-    add_config_arguments(parser)
+    add_config_arguments(parser, resumable=True)
     parser.set_defaults(func=run)
 
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from tokenalign.jobs.train import TrainConfig, run_train
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
-    print_before_after(run_train(cfg), cfg.out_dir)
+    print_before_after(run_train(cfg, allow_config_change=args.allow_config_change), cfg.out_dir)
     return 0
 
 

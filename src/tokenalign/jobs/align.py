@@ -18,7 +18,11 @@ rollout_lists.jsonl (every rollout's prompts ranked by the preference source, wi
 sequence scores of them: r_φ's held-out ranking accuracy, and its next round's data with
 ``guidance.reuse_rollouts``). With ``policy.report_to``, each guidance round's row goes to
 the policy run's trackers too, under ``guidance/``, at the iteration it was learned at.
-A killed run resumes from the policy checkpoint and the latest guidance model.
+A killed run resumes exactly: from the policy checkpoint (iteration C) and the last r_φ
+learned before it; rounds learned at or after C (from the policy after the checkpoint)
+are removed and learned again, and guidance.jsonl and rollout_lists.jsonl lose their rows
+from C on, which are redone. The run holds the folder's lock while it runs and resumes
+only with the config it started with (:data:`MAY_CHANGE` may differ).
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ from tokenalign.utils.tracking import resolve_report_to
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlignConfig", "run_align"]
+__all__ = ["AlignConfig", "run_align", "MAY_CHANGE"]
+
+# Keys a resumed run may change: how far it goes (extending a run), when it stops, the progress bars.
+MAY_CHANGE = ("policy.iterations", "policy.stop_after_iterations", "policy.progress", "guidance.learn.progress")
 
 
 def _pg_policy_defaults() -> TrainConfig:
@@ -130,9 +137,46 @@ def _human_lists(settings: GuidanceSettings) -> list:
     return lists
 
 
-def run_align(cfg: AlignConfig) -> dict[str, Any]:
-    """Run the alternating loop; returns the policy trainer's summary."""
-    from tokenalign.config import save_config
+def _resume_point(out: Path, guidance_dir: Path, remove: bool = True) -> tuple[int, Path | None]:
+    """The iteration C the run resumes at (its checkpoint's, 0 without one) and the r_φ in
+    use then: the last round learned before C (None: a fresh head). Rounds learned at or
+    after C are removed: the resumed run learns them again, from the same policy samples
+    and seeds (keeping one would leave the RNG states and r_φ of the run that learned it).
+    ``remove=False`` (the other ranks of a multi-process run): only pick, rank 0 removes."""
+    import json
+    import shutil
+
+    state = out / "checkpoint" / "state.json"
+    resume_at = json.loads(state.read_text())["iteration"] if state.is_file() else 0
+    rounds = sorted(guidance_dir.glob("round-*")) if guidance_dir.is_dir() else []
+    kept = []
+    for path in rounds:
+        if int(path.name.split("-")[1]) >= resume_at:
+            if not remove:
+                continue
+            log.info("guidance: removing %s (learned after the checkpoint at iteration %d; it is learned again)",
+                     path.name, resume_at)
+            shutil.rmtree(path)
+        else:
+            kept.append(path)
+    return resume_at, (kept[-1] if kept else None)
+
+
+def run_align(cfg: AlignConfig, allow_config_change: bool = False) -> dict[str, Any]:
+    """Run the alternating loop; returns the policy trainer's summary. ``allow_config_change``:
+    resume a run whose saved config differs in keys other than :data:`MAY_CHANGE`."""
+    from tokenalign.config import config_to_yaml
+    from tokenalign.utils.runfolder import open_run_folder
+
+    cfg.validate()
+    with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change,
+                         subfolders=("guidance",)):
+        return _run_align(cfg)
+
+
+def _run_align(cfg: AlignConfig) -> dict[str, Any]:
+    import torch
+
     from tokenalign.policy.rewards import TokenModelReward
     from tokenalign.jobs.train import build_trainer, finish_run, write_initial_eval
     from tokenalign.rewards.learn import RewardLearner
@@ -140,19 +184,18 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     from tokenalign.rewards.model_scorers import load_scorer
     from tokenalign.tasks import get_task
     from tokenalign.utils.io import atomic_path, atomic_write_json
+    from tokenalign.utils.runfolder import is_main_rank
 
-    cfg.validate()
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     pcfg = dataclasses.replace(cfg.policy, out_dir=str(out))
     task = get_task(pcfg.task)
     guidance_dir = out / "guidance"
-    rounds = sorted(guidance_dir.glob("round-*")) if guidance_dir.is_dir() else []
-    if rounds:
-        rm = TokenRewardModel.from_pretrained(rounds[-1])
-        log.info("guidance: resuming from %s", rounds[-1])
+    _, last_round = _resume_point(out, guidance_dir, remove=is_main_rank())
+    if last_round is not None:
+        rm = TokenRewardModel.from_pretrained(last_round)
+        log.info("guidance: resuming from %s", last_round)
     else:
+        torch.manual_seed(pcfg.seed)  # the fresh head's initialisation: the same on every run
         rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.base_model, cfg.guidance.head)
     scorer = load_scorer(pcfg.scorer) if pcfg.scorer else task.scorer
     human = _human_lists(cfg.guidance)
@@ -180,6 +223,7 @@ def run_align(cfg: AlignConfig) -> dict[str, Any]:
     rollout_lists = MetricsWriter(rollout_path, trainer.accelerator.is_main_process)
     rollout_lists.trim(trainer.iteration - 1)  # rollouts after the checkpoint (written before a kill) are redone
     guidance_log = MetricsWriter(out / "guidance.jsonl", trainer.accelerator.is_main_process)
+    guidance_log.trim(trainer.iteration - 1)  # the rounds removed by _resume_point are learned again
     write_initial_eval(trainer, resuming=resume_from is not None)
 
     end = pcfg.iterations

@@ -13,6 +13,7 @@ resumes), and progress shows in a notebook as on a console.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -74,13 +75,13 @@ class Trainer:
     def policy_trainer(self):
         """The :class:`~tokenalign.policy.trainer.PolicyTrainer` (built on first use)."""
         if self._trainer is None:
-            from tokenalign.config import save_config
-            from tokenalign.jobs.train import build_trainer
+            from tokenalign.config import config_to_yaml
+            from tokenalign.jobs.train import MAY_CHANGE, build_trainer
+            from tokenalign.utils.runfolder import open_run_folder
 
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.args, self.out / "config.yaml")
-            self._trainer, self._resume_from = build_trainer(self.args, self.out, prompts=self.train_dataset,
-                                                             eval_prompts=self.eval_dataset, scorer=self.scorer)
+            with open_run_folder(self.out, config_to_yaml(self.args), may_change=MAY_CHANGE):
+                self._trainer, self._resume_from = build_trainer(self.args, self.out, prompts=self.train_dataset,
+                                                                 eval_prompts=self.eval_dataset, scorer=self.scorer)
         return self._trainer
 
     @property
@@ -97,11 +98,14 @@ class Trainer:
         the run summary, with the held-out evaluation before and after."""
         from tokenalign.jobs.train import finish_run, write_initial_eval
 
+        from tokenalign.utils.runfolder import RunLock, is_main_rank
+
         trainer = self.policy_trainer
-        write_initial_eval(trainer, resuming=self._resume_from is not None)
-        trainer.fit(resume_from=self._resume_from)
-        self._resume_from = None
-        return finish_run(trainer, self.args, self.out)
+        with RunLock(self.out) if is_main_rank() else contextlib.nullcontext():
+            write_initial_eval(trainer, resuming=self._resume_from is not None)
+            trainer.fit(resume_from=self._resume_from)
+            self._resume_from = None
+            return finish_run(trainer, self.args, self.out)
 
     def save_model(self, output_dir: str | Path) -> Path:
         """Write the policy, its tokenizer and config to ``output_dir`` (``from_pretrained`` loads it)."""

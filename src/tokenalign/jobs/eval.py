@@ -101,7 +101,18 @@ def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[st
 def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[str, Any]:
     """Evaluate as configured; returns the metrics (also written to out_dir/metrics.json).
     ``prompts`` (a ``datasets.Dataset`` or list) and ``scorer`` (a scorer object or reward
-    function) stand in for the config's names of them (Python use)."""
+    function) stand in for the config's names of them (Python use). The run holds
+    ``out_dir``'s lock while it writes (another run on the same folder stops)."""
+    from tokenalign.utils.runfolder import RunLock, is_main_rank
+
+    cfg.validate()
+    if not is_main_rank():
+        return _run_eval(cfg, prompts, scorer)
+    with RunLock(cfg.out_dir):
+        return _run_eval(cfg, prompts, scorer)
+
+
+def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     from tokenalign.config import save_config
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
     from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics, sequence_kl

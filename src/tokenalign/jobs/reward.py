@@ -5,7 +5,8 @@ Loads pairs / ranked lists / edits, builds the model on a backbone, trains with
 (ranking accuracy; token accuracy for edits; localization AUC when a gold-blame scorer
 is configured) and writes a run folder: config.yaml, metrics.jsonl (a row per epoch),
 steps.jsonl (a row per ``learn.log_every`` steps), checkpoint/, model/, and the
-``learn.report_to`` trackers' files.
+``learn.report_to`` trackers' files. The run holds the folder's lock while it runs and
+resumes only with the config it started with (:data:`MAY_CHANGE` may differ).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from tokenalign.utils.lora import LoraSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RewardDataConfig", "RewardRunConfig", "run_reward", "training_examples"]
+__all__ = ["RewardDataConfig", "RewardRunConfig", "run_reward", "training_examples", "MAY_CHANGE"]
+
+# Keys a resumed run may change: more epochs (extending a run), the progress bar.
+MAY_CHANGE = ("learn.epochs", "learn.progress")
 
 
 @dataclasses.dataclass
@@ -76,18 +80,24 @@ def training_examples(records: list[Any], fmt: str, tokenizer=None, unchanged: s
     return out
 
 
-def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
-    """Run reward learning as configured; returns the final metrics."""
-    from tokenalign.config import save_config
+def run_reward(cfg: RewardRunConfig, allow_config_change: bool = False) -> dict[str, Any]:
+    """Run reward learning as configured; returns the final metrics. ``allow_config_change``:
+    resume a run whose saved config differs in keys other than :data:`MAY_CHANGE`."""
+    from tokenalign.config import config_to_yaml
+    from tokenalign.utils.runfolder import open_run_folder
+
+    with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
+        return _run_reward(cfg)
+
+
+def _run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
     from tokenalign.data import load_records
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import ranking_accuracy, score_tokens
-    from tokenalign.utils.io import atomic_write_json
+    from tokenalign.utils.io import atomic_path, atomic_write_json
     from tokenalign.utils.models import load_tokenizer
 
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     backbone = cfg.backbone
     if not backbone:
         from tokenalign.tasks.pep8 import base_model_path
@@ -116,6 +126,9 @@ def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
     held_out = training_examples(eval_records, cfg.data.format, tokenizer, cfg.unchanged)
     log.info("reward learning on %d training and %d held-out examples (%s)", len(train), len(held_out), cfg.data.format)
 
+    import torch
+
+    torch.manual_seed(cfg.learn.seed)  # the head's (and the adapters') initialisation: the same on every run
     model = TokenRewardModel.from_backbone(backbone, cfg.head, trust_remote_code=cfg.trust_remote_code)
     if cfg.lora.enabled:
         model.add_lora(cfg.lora)
@@ -149,7 +162,8 @@ def run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
 
     learner = RewardLearner(model, tokenizer, cfg.learn, out_dir=out, run_config=cfg)
     history = learner.fit(train, evaluate_fn=evaluate, resume_from=resume)
-    learner.model.save_pretrained(out / "model", tokenizer=tokenizer)
+    with atomic_path(out / "model") as tmp:
+        learner.model.save_pretrained(tmp, tokenizer=tokenizer)
     final = history[-1] if history else {}
     atomic_write_json(out / "final_metrics.json", final)
     return final

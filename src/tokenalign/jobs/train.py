@@ -3,7 +3,9 @@
 The run folder gets config.yaml, metrics.jsonl, checkpoint/ (resumed from automatically
 when present), model/ (the trained policy, loadable with ``from_pretrained``),
 summary.json and report.html (training curves and held-out evaluation), and the
-``report_to`` trackers' files (tensorboard/, wandb/, mlruns/).
+``report_to`` trackers' files (tensorboard/, wandb/, mlruns/). The run holds the folder's
+lock while it runs, and resumes only with the config it started with
+(:func:`~tokenalign.utils.runfolder.open_run_folder`; :data:`MAY_CHANGE` may differ).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from tokenalign.utils.models import check_model_path, is_encoder_decoder, lm_aut
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "build_trainer", "run_train", "write_initial_eval", "finish_run"]
+__all__ = ["TrainConfig", "build_trainer", "run_train", "write_initial_eval", "finish_run", "MAY_CHANGE"]
+
+# Keys a resumed run may change: how far it goes (extending a run), when it stops, its progress bar.
+MAY_CHANGE = ("iterations", "stop_after_iterations", "progress")
 
 
 def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Callable[[Any], Any] | None = None, *,
@@ -94,6 +99,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
     trainer = PolicyTrainer(cfg, policy, tokenizer, reward, train_prompts, ref_policy=ref, value_model=value,
                             stop=list(task.stop), evaluate_fn=evaluate_fn if cfg.eval.every else None,
                             data=data, out_dir=out)
+    if not resume and trainer.metrics is not None:
+        trainer.metrics.trim(0)  # a run killed before its first checkpoint starts over: its rows are redone
     return trainer, (ckpt if resume else None)
 
 
@@ -112,28 +119,34 @@ def _prompt_sets(cfg: TrainConfig, task, prompts: Any, eval_prompts: Any) -> tup
                                   n_eval=cfg.eval.prompts, seed=cfg.seed)
 
 
-def run_train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train as configured; returns the summary (also written to out_dir/summary.json)."""
-    from tokenalign.config import save_config
+def run_train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]:
+    """Train as configured; returns the summary (also written to out_dir/summary.json).
+
+    ``allow_config_change``: resume a run whose saved config differs from ``cfg`` in keys
+    other than :data:`MAY_CHANGE` (by default that refuses, listing the differences)."""
+    from tokenalign.config import config_to_yaml
+    from tokenalign.utils.runfolder import open_run_folder
 
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    trainer, resume_from = build_trainer(cfg, out)
-    write_initial_eval(trainer, resuming=resume_from is not None)
-    trainer.fit(resume_from=resume_from)
-    summary = finish_run(trainer, cfg, out)
-    trainer.close()
+    with open_run_folder(out, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
+        trainer, resume_from = build_trainer(cfg, out)
+        write_initial_eval(trainer, resuming=resume_from is not None)
+        trainer.fit(resume_from=resume_from)
+        summary = finish_run(trainer, cfg, out)
+        trainer.close()
     return summary
 
 
 def write_initial_eval(trainer, resuming: bool) -> None:
     """The held-out evaluation of the initial policy, as the run's iteration-0 metrics row.
 
-    Written once per run: not when resuming, nor when the file has rows already (the row
-    is there); evaluated on the main process only, like the trainer's own evaluations."""
+    Written once per run: not when resuming, nor when the file has the row already (a run
+    killed before its first checkpoint keeps it); evaluated on the main process only, like
+    the trainer's own evaluations."""
     metrics = trainer.metrics
-    if resuming or trainer.evaluate_fn is None or metrics is None or metrics.exists() or not trainer.accelerator.is_main_process:
+    if resuming or trainer.evaluate_fn is None or metrics is None or not trainer.accelerator.is_main_process:
+        return
+    if any(row.get("iteration", 0) == 0 for row in metrics.rows()):
         return
     trainer.record({"iteration": 0, **{f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer).items()}})
 

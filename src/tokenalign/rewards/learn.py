@@ -141,11 +141,16 @@ class _Tokens:
 class _StepWindow:
     """Loss, accuracy counts and throughput of the micro-batches since the last per-step row."""
 
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.correct = self.judged = 0.0
-        self.examples = 0
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        state = state or {}
+        self.losses: list[float] = list(state.get("losses", []))
+        self.correct, self.judged = state.get("correct", 0.0), state.get("judged", 0.0)
+        self.examples = state.get("examples", 0)
         self.start = time.perf_counter()
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the window (its clock restarts on resume)."""
+        return {"losses": self.losses, "correct": self.correct, "judged": self.judged, "examples": self.examples}
 
     def add(self, loss: float, stats: dict[str, float], examples: int) -> None:
         self.losses.append(loss)
@@ -377,14 +382,17 @@ class RewardLearner:
                                      **fused_optimizer_kwargs(self.accelerator.device))
         scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, max(total_steps, 1)) if cfg.warmup_steps else None
         start_epoch, start_batch = 0, 0
+        partial: dict[str, Any] = {}  # the epoch's and the step window's running sums at the checkpoint
         if resume_from is not None:
             state = load_checkpoint(resume_from, optimizer, scheduler)
             self.step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
             self.history = state.get("history", [])
+            partial = state.get("partial", {})
             log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, self.step, start_epoch, start_batch)
-            for rows in (self.epoch_log, self.step_log):
-                if rows is not None:
-                    rows.trim(self.step, key="step")  # rows of steps after the checkpoint (written before a kill) are redone
+        for rows in (self.epoch_log, self.step_log):
+            if rows is not None:
+                # rows of steps after the checkpoint (all of them without one), written before a kill, are redone
+                rows.trim(self.step if resume_from is not None else 0, key="step")
         tokens = self.tokenize(train)
         if cfg.gradient_checkpointing:
             backbone = self.model.backbone
@@ -403,11 +411,14 @@ class RewardLearner:
                 {"model": lambda d: unwrapped.save_pretrained(d, tokenizer=self.tokenizer)},
                 optimizer,
                 scheduler,
-                {"step": self.step, "epoch": epoch, "batch": batch, "history": self.history},
+                {"step": self.step, "epoch": epoch, "batch": batch, "history": self.history,
+                 # mid-epoch: what the epoch's and the next step row's means are taken over so far
+                 # (a resumed run's rows then equal an uninterrupted run's)
+                 "partial": {"window": since.state(), **({"losses": losses, "stats": epoch_stats} if batch else {})}},
             )
 
         main = self.accelerator.is_main_process
-        since = _StepWindow()  # micro-batches since the last per-step row
+        since = _StepWindow(partial.get("window"))  # micro-batches since the last per-step row
         self.trackers.start(self.step)
         try:
             with TrainingProgress(log, "reward learning", n_batches * cfg.epochs, start_epoch * n_batches + start_batch,
@@ -415,8 +426,9 @@ class RewardLearner:
                 for epoch in range(start_epoch, cfg.epochs):
                     order = self._epoch_order(train, epoch)
                     self.model.train()
-                    losses = []
-                    epoch_stats: dict[str, float] = {}
+                    resumed_mid_epoch = epoch == start_epoch and "losses" in partial
+                    losses = list(partial["losses"]) if resumed_mid_epoch else []
+                    epoch_stats: dict[str, float] = dict(partial["stats"]) if resumed_mid_epoch else {}
                     t0 = time.perf_counter()
                     first = start_batch if epoch == start_epoch else 0
                     for b in range(first, n_batches):
@@ -467,7 +479,9 @@ class RewardLearner:
                     checkpoint(epoch + 1, 0)
         finally:
             self.trackers.close()
-        self.model = self.accelerator.unwrap_model(self.model)
+        # Without accelerate's mixed-precision forward wrapper: the model then scores alike
+        # whether it was just trained or loaded from its folder (align's r_φ on resume).
+        self.model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         if cfg.gradient_checkpointing:
             _set_checkpointing(self.model.backbone, False)
         self.model.eval()

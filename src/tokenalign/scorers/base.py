@@ -6,8 +6,9 @@ which learned token rewards are judged. A sample the scorer cannot judge (syntax
 checker crash, empty completion) is *failed*: it gets the scorer's fixed failure score and
 is counted, never dropped.
 
-Failure reasons start with a kind: ``"syntax: ..."``, ``"crash: ..."`` or
-``"empty completion"``; :func:`failure_kind` reads it back.
+Failure reasons start with a kind: ``"syntax: ..."``, ``"crash: ..."``, ``"limit: ..."``
+(a sample over a scorer's size or time limit) or ``"empty completion"``;
+:func:`failure_kind` reads it back.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ class Scorer(Protocol):
 
 
 def failure_kind(result: ScoreResult) -> str | None:
-    """``"syntax"``, ``"crash"``, ``"empty"`` or ``"other"`` for a failed result; None if it did not fail."""
+    """``"syntax"``, ``"crash"``, ``"empty"``, ``"limit"`` (over a scorer's size or time
+    limit) or ``"other"`` for a failed result; None if it did not fail."""
     if not result.failed:
         return None
     reason = result.failure or ""
-    for kind in ("syntax", "crash", "empty"):
+    for kind in ("syntax", "crash", "empty", "limit"):
         if reason.startswith(kind):
             return kind
     return "other"

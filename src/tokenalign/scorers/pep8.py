@@ -34,6 +34,11 @@ which the results in benchmarks/RESULTS.md dated before 2026-12-06 were measured
 - *Checker crashes*: any exception while scoring one sample fails that sample
   (``crash: IndexError: ...``), is counted in ``Pep8Scorer.crashes``, is logged once per
   exception type, and never stops the batch or drops the sample.
+- *Huge samples*: pycodestyle's time grows with the sample (a 1 MB line: ~15 s). A sample
+  longer than ``max_chars`` (prompt + completion) is failed without being checked, and a
+  check that runs past ``time_limit`` seconds is stopped and failed (``limit: ...``;
+  the time limit needs the main thread, where a timer signal can interrupt the check;
+  elsewhere the size limit alone bounds it).
 - *Empty completions* (empty or whitespace only) are failed (``"empty completion"``) when
   ``empty_is_failure`` (default); otherwise they are scored like any other sample
   (violations over ``max(1, chars)``: an empty completion scores 0).
@@ -45,9 +50,13 @@ import codeop
 import dataclasses
 import io
 import logging
+import signal
+import threading
+import time
 import tokenize
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 try:
@@ -91,18 +100,60 @@ class Pep8ScorerConfig:
     no_code_is_failure: bool = True  # only comments, strings, pass or ...: failed as "empty: no code"
     processes: int = 0  # > 1: score batches of at least `min_pool_batch` in a process pool
     min_pool_batch: int = 512
+    # a sample (prompt + completion) longer than this many characters fails unchecked ("limit: ..."); 0 = no limit
+    max_chars: int = 20_000
+    # seconds one sample's check may take before it is stopped and failed ("limit: ..."); 0 = no limit
+    time_limit: float = 5.0
 
     def __post_init__(self) -> None:
         if self.syntax_check not in ("complete", "tokenize", "compile", "none"):
             raise ValueError(f"syntax_check must be 'complete', 'tokenize', 'compile' or 'none', not {self.syntax_check!r}")
         if self.denominator not in ("code", "all"):
             raise ValueError(f"denominator must be 'code' or 'all', not {self.denominator!r}")
+        if self.max_chars < 0 or self.time_limit < 0:
+            raise ValueError("max_chars and time_limit must be >= 0 (0: no limit)")
 
     @classmethod
     def legacy(cls, **overrides) -> "Pep8ScorerConfig":
         """The score before the anti-gaming rules: tokenize check, per character of the
         completion, no floor for completions without code."""
         return cls(**{"syntax_check": "tokenize", "denominator": "all", "no_code_is_failure": False, **overrides})
+
+
+class _TimeUp(BaseException):
+    """Raised inside a check that ran past its time limit (a BaseException: no `except Exception` of the checker swallows it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`_TimeUp` in the block after ``seconds`` (a real-time timer signal).
+
+    Only in the main thread (signals are delivered there) and where ``setitimer`` exists;
+    elsewhere, or with ``seconds`` 0, no limit. A timer already running (e.g. a test
+    timeout) is kept: when it is due first, ours is not set; otherwise it is re-armed
+    with the time it had left."""
+    usable = seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+    outer_left, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    if outer_left and outer_left <= seconds:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    start = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_left:
+            signal.setitimer(signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 1e-3), outer_interval)
 
 
 def split_lines(source: str) -> list[str]:
@@ -245,10 +296,13 @@ def score_sample(completion: str, prompt: str = "", cfg: Pep8ScorerConfig | None
         if cfg.empty_is_failure and not completion.strip():
             return fail("empty completion")
         source = prompt + completion
-        reason = check_syntax(source, cfg.syntax_check)
-        if reason is not None:
-            return fail(reason)
-        items = pycodestyle_violations(source, cfg)
+        if cfg.max_chars and len(source) > cfg.max_chars:
+            return fail(f"limit: {len(source)} characters, over max_chars {cfg.max_chars}")
+        with _time_limit(cfg.time_limit):
+            reason = check_syntax(source, cfg.syntax_check)
+            if reason is not None:
+                return fail(reason)
+            items = pycodestyle_violations(source, cfg)
         e9 = next((i for i in items if i[2].startswith("E9")), None)
         if e9 is not None:
             return fail(f"syntax: {e9[2]} {e9[3]}")
@@ -262,6 +316,8 @@ def score_sample(completion: str, prompt: str = "", cfg: Pep8ScorerConfig | None
                 denominator = n_code
         rate = min(len(blame) / max(denominator, 1), cfg.failure_score)
         return ScoreResult(rate, n_violations=len(blame), n_chars=n, blame=blame)
+    except _TimeUp:
+        return fail(f"limit: the check took over time_limit {cfg.time_limit:g} s")
     except Exception as err:  # pycodestyle itself raises on rare inputs (IndexError, ~1 in 850)
         return fail(f"crash: {type(err).__name__}: {err}")
 

@@ -27,18 +27,24 @@ __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
-    """The torch/numpy/python RNG states, as tensors and plain data."""
+    """The torch (CPU and each CUDA device)/numpy/python RNG states, as tensors and plain data."""
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "python": json.dumps(random.getstate()),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
     keys = state["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     py = json.loads(state["python"])

@@ -2,18 +2,23 @@
 the one-line form of a row that training loops log.
 
 Every row carries an ``iteration`` (reward learning's rows: a ``step``). A killed run
-resumes from its last checkpoint, so rows written after it (by iterations that are
-redone) must go: :meth:`MetricsWriter.trim` drops them in one atomic rewrite, leaving the
-kept lines byte for byte as they were.
+resumes from its last checkpoint (or starts over when it has none), so rows written after
+it (by iterations that are redone) must go: :meth:`MetricsWriter.trim`, called on every
+start, drops them in one atomic rewrite, leaving the kept lines byte for byte as they
+were. A kill in the middle of an append leaves a torn last line: :meth:`~MetricsWriter.rows`
+skips it and ``trim`` drops it, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from tokenalign.utils.io import append_jsonl, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MetricsWriter", "format_metrics"]
 
@@ -50,18 +55,46 @@ class MetricsWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             append_jsonl(self.path, row)
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Every row, in order (none when the file does not exist)."""
+    def _lines(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each line (with its newline) and its row; a torn last line (a kill in the middle of
+        an append: no newline, or not JSON) is left out with a warning. A bad line elsewhere
+        is not a kill's doing: it raises."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        out = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            last = i == len(lines) - 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                if not last:
+                    raise ValueError(f"{self.path}:{i + 1}: not a JSON row") from None
+                row = None
+            if last and (row is None or not line.endswith("\n")):
+                log.warning("%s: dropping its torn last line (a kill in the middle of a write): %.60r", self.path, line)
+                continue
+            out.append((line, row))
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row, in order (none when the file does not exist; a torn last line skipped)."""
+        return [row for _, row in self._lines()]
 
     def trim(self, keep_through_iteration: int, key: str = "iteration") -> None:
         """Drop the rows of iterations after ``keep_through_iteration`` (a row without an
-        iteration counts as iteration 0), atomically; the kept lines are unchanged. ``key``:
-        the counter rows carry (``step`` for reward learning's rows)."""
+        iteration counts as iteration 0) and a torn last line, atomically; the kept lines are
+        unchanged. ``key``: the counter rows carry (``step`` for reward learning's rows).
+        A run calls it on every start: with its checkpoint's counter, or 0 without one."""
         if not self.is_main_process or not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.strip() and json.loads(line).get(key, 0) <= keep_through_iteration]
-        atomic_write_text(self.path, "".join(keep))
+        lines = self._lines()
+        keep = [line for line, row in lines if row.get(key, 0) <= keep_through_iteration]
+        if len(keep) < len(lines):
+            log.info("%s: dropping %d rows after %s %d (they are redone)", self.path.name, len(lines) - len(keep), key,
+                     keep_through_iteration)
+        text = "".join(keep)
+        if text != self.path.read_text(encoding="utf-8"):
+            atomic_write_text(self.path, text)

@@ -3,7 +3,8 @@
 nanoGPT-style: documents joined by ``<|endoftext|>`` and cut into fixed-length blocks, a
 GPT-2 built from a config, AdamW with warmup + cosine decay, bf16 autocast where the
 hardware has it (via accelerate), periodic validation loss, metrics.jsonl, atomic
-checkpoints with exact resume. The result (model + tokenizer + training.json) is what
+checkpoints with exact resume (the run holds its folder's lock and resumes only with the
+config it started with; :data:`MAY_CHANGE` may differ). The result (model + tokenizer + training.json) is what
 ships in ``tokenalign/tasks/pep8/assets/model``.
 """
 
@@ -24,7 +25,10 @@ from tokenalign.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PretrainConfig", "pretrain"]
+__all__ = ["PretrainConfig", "pretrain", "MAY_CHANGE"]
+
+# Keys a resumed run may change: the number of steps (the schedule then follows the new total), when it stops.
+MAY_CHANGE = ("steps", "stop_after_steps")
 
 
 @dataclasses.dataclass
@@ -115,24 +119,32 @@ def reproduce_command(cfg: PretrainConfig) -> str:
     return " ".join(["tokenalign pretrain", *sets])
 
 
-def pretrain(cfg: PretrainConfig) -> Path:
+def pretrain(cfg: PretrainConfig, allow_config_change: bool = False) -> Path:
     """Train the base model; returns the folder of the final model (``out_dir/model``), or
-    the checkpoint folder when ``stop_after_steps`` ended this invocation early."""
+    the checkpoint folder when ``stop_after_steps`` ended this invocation early.
+    ``allow_config_change``: resume a run whose saved config differs in keys other than
+    :data:`MAY_CHANGE`."""
+    from tokenalign.config import config_to_yaml
+    from tokenalign.utils.runfolder import open_run_folder
+
+    with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: PretrainConfig) -> Path:
     from rich.progress import Progress
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from tokenalign.config import save_config
     from tokenalign.utils.accel import make_accelerator
     from tokenalign.tasks.pep8.corpus import dedented_methods, read_corpus
     from tokenalign.tasks.pep8.tokenizer import train_tokenizer
     from tokenalign.utils.checkpoint import load_checkpoint, save_checkpoint
-    from tokenalign.utils.io import append_jsonl, atomic_path, atomic_write_json
+    from tokenalign.utils.io import atomic_path, atomic_write_json
+    from tokenalign.utils.metrics import MetricsWriter
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
 
@@ -182,6 +194,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         state = load_checkpoint(ckpt, optimizer, None)
         step, seconds_before = state["step"], state.get("train_seconds", 0.0)
         log.info("resumed pretraining at step %d", step)
+    metrics = MetricsWriter(out / "metrics.jsonl")
+    metrics.trim(step, key="step")  # rows after the checkpoint (all of them without one), written before a kill, are redone
     accelerator = make_accelerator(cfg.mixed_precision)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
@@ -220,7 +234,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 row["val_loss"] = _eval_loss(model, val_blocks, cfg.batch_size, accelerator)
                 log.info("step %d: train %.3f, validation %.3f", step, row["loss"], row["val_loss"])
-            append_jsonl(out / "metrics.jsonl", row)
+            metrics.append(row)
             if step % cfg.save_every == 0 and step < cfg.steps:
                 save_ckpt()
             if cfg.stop_after_steps and step - first_step >= cfg.stop_after_steps and step < cfg.steps:

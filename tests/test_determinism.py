@@ -1,0 +1,61 @@
+"""The same command and seed give bit-identical weights (on the same machine and thread
+count), whatever ran before in the process: every new parameter is initialised after the
+run's seed is set (the reward head was not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import save_tiny_chat_models
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def test_reward_runs_with_the_same_seed_are_bit_identical(tmp_path):
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.reward import RewardRunConfig, run_reward
+
+    root = save_tiny_chat_models(tmp_path)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": "Yes.", "rejected": "No, never, not at all."}) + "\n"
+                            for i in range(12)))
+    models = []
+    for run, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)  # whatever ran before: the run's own seed decides
+        torch.rand(noise)
+        out = tmp_path / f"run{run}"
+        run_reward(from_dict(RewardRunConfig, {"out_dir": str(out), "backbone": str(root / "lm"), "data": {"train": str(data)},
+                                               "head": {"hidden_size": 8},
+                                               "learn": {"epochs": 1, "batch_size": 4, "progress": False}}))
+        models.append(_files(out / "model"))
+    assert models[0] and models[0] == models[1]
+
+
+def test_align_runs_with_the_same_seed_are_bit_identical(tmp_path):
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.align import AlignConfig, run_align
+
+    root = save_tiny_chat_models(tmp_path)
+    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hi.", "A colour?", "A fruit?", "Sea?", "A city?", "Sky?"]))
+    (root / "brevity.py").write_text("def reward(prompts, completions, **kwargs):\n    return [-len(c) / 10 for c in completions]\n")
+    outs = []
+    for run, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)
+        torch.rand(noise)
+        out = tmp_path / f"run{run}"
+        run_align(from_dict(AlignConfig, {
+            "out_dir": str(out), "relearn_every": 1,
+            "policy": {"task": "text", "model": str(root / "lm"), "prompts": str(root / "prompts.jsonl"),
+                       "scorer": f"{root / 'brevity.py'}:reward", "iterations": 2, "prompts_per_iteration": 2,
+                       "samples_per_prompt": 2, "progress": False, "sampling": {"max_new_tokens": 6}, "eval": {"every": 0}},
+            "guidance": {"prompts": 2, "head": {"hidden_size": 8}, "learn": {"epochs": 1, "batch_size": 2, "progress": False}},
+        }))
+        outs.append(out)
+    for part in ("model", "guidance"):
+        assert _files(outs[0] / part) and _files(outs[0] / part) == _files(outs[1] / part), part
