@@ -167,8 +167,8 @@ def test_dense_plus_sequence_reward_adds_the_score_on_the_last_token():
 
 def test_blame_reward_puts_each_violation_on_its_token_and_sums_to_the_score():
     """Gold dense rewards from pycodestyle's blame, by hand: ``y=1`` misses the spaces
-    around ``=`` (E225, blamed on ``=``), ``z = 2  # ok`` is clean; m = 1 / n_chars goes
-    on the ``=`` token. A syntax failure puts the whole failure score on the last token."""
+    around ``=`` (E225, blamed on ``=``), ``z = 2  # ok`` is clean; m = 1 / (characters of
+    code) goes on the ``=`` token. A syntax failure puts the whole failure score on the last token."""
     from tokenalign.policy.rewards import BlameReward
     from tokenalign.rollout.generate import Sample
     from tokenalign.scorers.pep8 import Pep8Scorer
@@ -183,7 +183,7 @@ def test_blame_reward_puts_each_violation_on_its_token_and_sums_to_the_score():
 
     good, bad = sample("    y=1\n    z = 2  # ok\n    return y + z\n"), sample("    return (x\n")
     out = BlameReward(Pep8Scorer(), 1.0, complete_lines, tok)([good, bad])
-    m = 1 / len(good.completion)
+    m = 1 / len("y=1z=2returny+z")  # the code's characters: no whitespace, no comment
     assert out.scores[0] == pytest.approx(-m) and out.scores[1] == pytest.approx(-1.0)
     row = out.token_rewards[0]
     pieces = [tok.decode([i]) for i in good.generated_ids]

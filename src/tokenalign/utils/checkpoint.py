@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from tokenalign.utils.io import atomic_path
+from tokenalign.utils.torch_files import load_weights_only
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
@@ -91,7 +92,7 @@ def load_checkpoint(
     optimizer), since how depends on the model class.
     """
     path = Path(path)
-    blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    blob = load_weights_only(path / "optimizer.pt")  # a refused or corrupt file: one line naming it
     optimizer.load_state_dict(blob["optimizer"])
     if scheduler is not None and blob.get("scheduler") is not None:
         scheduler.load_state_dict(blob["scheduler"])
