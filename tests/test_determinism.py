@@ -59,3 +59,40 @@ def test_align_runs_with_the_same_seed_are_bit_identical(tmp_path):
         outs.append(out)
     for part in ("model", "guidance"):
         assert _files(outs[0] / part) and _files(outs[0] / part) == _files(outs[1] / part), part
+
+
+def test_train_runs_with_the_same_seed_are_bit_identical(tmp_path):
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.train import TrainConfig, run_train
+
+    root = save_tiny_chat_models(tmp_path)
+    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hi.", "A colour?", "A fruit?", "Sea?",
+                                                                                             "A city?", "Sky?"]))
+    (root / "brevity.py").write_text("def reward(prompts, completions, **kwargs):\n    return [-len(c) / 10 for c in completions]\n")
+    models = []
+    for run, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)
+        torch.rand(noise)
+        out = tmp_path / f"run{run}"
+        run_train(from_dict(TrainConfig, {"out_dir": str(out), "task": "text", "model": str(root / "lm"), "objective": "ppo",
+                                          "prompts": str(root / "prompts.jsonl"), "scorer": f"{root / 'brevity.py'}:reward",
+                                          "iterations": 2, "prompts_per_iteration": 2, "samples_per_prompt": 2, "progress": False,
+                                          "sampling": {"max_new_tokens": 6}, "eval": {"every": 0}}))
+        models.append(_files(out / "model"))
+    assert models[0] and models[0] == models[1]
+
+
+def test_pretrain_runs_with_the_same_seed_are_bit_identical(tmp_path):
+    pytest.importorskip("pycodestyle")
+    from tokenalign.cli import main
+
+    tiny = ["vocab_size=300", "n_layer=1", "n_embd=32", "n_head=2", "block_size=32", "batch_size=4", "warmup_steps=1",
+            "eval_every=2", "eval_blocks=4", "save_every=100", "max_train_files=3", "mixed_precision=no", "steps=3"]
+    models = []
+    for run, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)
+        torch.rand(noise)
+        out = tmp_path / f"run{run}"
+        assert main(["-q", "pretrain", *[a for s in [f"out_dir={out}", *tiny] for a in ("--set", s)]]) == 0
+        models.append(_files(out / "model"))
+    assert models[0] and models[0] == models[1]
