@@ -216,7 +216,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     table.add_column("measure")
     table.add_column("prompted", justify="right")
     table.add_column("unconditional", justify="right")
-    for key, label in (("n", "samples"), ("mean_misalignment", "mean misalignment (viol/char)"),
+    for key, label in (("n", "samples"), ("mean_misalignment", "mean misalignment (viol/char of code)"),
                        ("violation_free_rate", "violation-free"), ("syntax_failure_rate", "syntax failures"),
                        ("crash_rate", "checker crashes")):
         vals = [stats[p].get(key, float("nan")) for p in ("prompted", "unconditional")]
@@ -238,8 +238,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         after.add_column("measure")
         after.add_column("before", justify="right")
         after.add_column("after", justify="right")
-        for key, label in (("mean_misalignment", "mean misalignment"), ("violation_free_rate", "violation-free"),
-                           ("syntax_failure_rate", "syntax failures")):
+        for key, label in (("mean_misalignment", "mean misalignment"), ("failure_rate", "failed (all kinds)"),
+                           ("syntax_failure_rate", "syntax failures"), ("violation_free_rate", "violation-free"),
+                           ("mean_misalignment_valid", "misalignment of valid samples"),
+                           ("comment_line_share", "comment lines"), ("mean_length_tokens", "mean length (tokens)")):
             after.add_row(label, f"{b[key]:.4f}", f"{a[key]:.4f}")
         kl = summary.get("align_kl_to_ref")
         after.add_row("KL to the base model (per sample)", "0", f"{kl:.3f}" if kl is not None else "-")

@@ -145,8 +145,11 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
                 f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) with pycodestyle's "
                 "score as the sequence reward and a per-token KL penalty to the base model.")
     report.add_text(what + " Below: the same held-out prompts, sampled with the same settings and seeds, before and after.")
-    keys = ("mean_misalignment", "violation_free_rate", "syntax_failure_rate", "mean_misalignment_valid", "comment_line_share")
-    report.add_table([{"measure": k, "before": before.statistics[k], "after": after.statistics[k]} for k in keys]
+    stats = {name: {**e.statistics, "mean_length_tokens": e.summary["mean_length_tokens"]}
+             for name, e in (("before", before), ("after", after))}
+    keys = ("mean_misalignment", "failure_rate", "syntax_failure_rate", "violation_free_rate", "mean_misalignment_valid",
+            "comment_line_share", "mean_length_tokens")
+    report.add_table([{"measure": k, "before": stats["before"][k], "after": stats["after"][k]} for k in keys]
                      + [{"measure": "KL(π || π_base) per sample", "before": 0.0,
                          "after": align_summary.get("after", {}).get("kl_to_ref")}],
                      title="Held-out prompts, before vs after")
@@ -174,5 +177,5 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
             title="What the learned guidance r_φ rewards (last round)", scale="sequential", label="r_φ")
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
              if a.method == "pg" else {})
-    return {"align_before": before.statistics, "align_after": after.statistics, "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
+    return {"align_before": stats["before"], "align_after": stats["after"], "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
             "align_iterations": a.iterations, **extra}
