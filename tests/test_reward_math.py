@@ -137,3 +137,25 @@ def test_token_label_loss_ignores_minus_100():
 def test_centered_sigmoid_is_two_p_minus_one():
     z = torch.tensor([0.0, 2.0])
     assert bound(z, "centered_sigmoid").tolist() == pytest.approx([0.0, 2 * (1 / (1 + math.exp(-2))) - 1])
+
+
+def test_softmax_length_term_as_in_the_papers_code_and_its_correction():
+    """Constant rewards, lengths 50 and 100 in one list: the paper's soft-max (temp x
+    logsumexp x mean length) scores the longer sample higher by Lbar * beta * log 2; the
+    log-mean-exp forms score both Lbar * r, as avg does."""
+    r, beta, lengths = 0.5, 2.0, (50, 100)
+    rewards = torch.full((1, 2, 100), r)
+    mask = torch.zeros(1, 2, 100, dtype=torch.bool)
+    for k, n in enumerate(lengths):
+        mask[0, k, :n] = True
+    lbar = sum(lengths) / 2
+    soft = aggregate(rewards, mask, "softmax", beta)[0].tolist()
+    assert soft == pytest.approx([lbar * (r + beta * math.log(n)) for n in lengths], rel=1e-6)
+    assert soft[1] - soft[0] == pytest.approx(lbar * beta * math.log(2), rel=1e-6)
+    hard = aggregate(rewards, mask, "softmin", beta)[0].tolist()
+    assert hard == pytest.approx([lbar * (r - beta * math.log(n)) for n in lengths], rel=1e-6)
+    for how in ("softmax_mean", "softmin_mean", "avg"):
+        assert aggregate(rewards, mask, how, beta)[0].tolist() == pytest.approx([lbar * r, lbar * r], rel=1e-6)
+    # the corrected forms are the paper's minus +-beta log L (hand-computed on the fixture)
+    got = aggregate(REWARDS, MASK, "softmax_mean", beta=2.0)[0].tolist()
+    assert got == pytest.approx([2 * 2 * (lse(0.5, 1.0, 1.5) - math.log(3)), 2 * 2 * 2.0], rel=1e-6)

@@ -10,9 +10,19 @@ over the valid samples of its list:
 - ``avg``:     Lbar * (1 / L_k) * sum_t r_t                (default for variable lengths)
 - ``softmax``: Lbar * beta * log sum_t exp(r_t / beta)      (pads are -inf)
 - ``softmin``: Lbar * (-beta) * log sum_t exp(-r_t / beta)  (pads are +inf)
+- ``softmax_mean`` / ``softmin_mean``: the same with log-*mean*-exp,
+  Lbar * (+-beta) * log (1/L_k) sum_t exp(+-r_t / beta)
 
 Multiplying by ``Lbar`` keeps avg/softmax/softmin on the scale of a sum over a typical
 sample, so the same learning rate works for every aggregator.
+
+``softmax`` / ``softmin`` are the paper's code as written (``temp * logsumexp`` times the
+mean trajectory length, Shentao-YANG/Preference_Grounded_Guidance, sum_task/reward_model.py).
+They carry a length term: for constant rewards r they give Lbar * (r +- beta * log L_k), so
+two samples of lengths 50 and 100 differ by Lbar * beta * log 2 with identical tokens, and a
+ranking loss can learn length from it. ``softmax_mean`` / ``softmin_mean`` subtract
+beta * log L_k (log-mean-exp): constant rewards give Lbar * r at every length, as ``avg``
+does, and they still tend to the max / min for small beta.
 """
 
 from __future__ import annotations
@@ -21,8 +31,8 @@ from typing import Literal
 
 import torch
 
-Aggregator = Literal["sum", "avg", "softmax", "softmin"]
-AGGREGATORS: tuple[str, ...] = ("sum", "avg", "softmax", "softmin")
+Aggregator = Literal["sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean"]
+AGGREGATORS: tuple[str, ...] = ("sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean")
 
 __all__ = ["Aggregator", "AGGREGATORS", "aggregate"]
 
@@ -59,9 +69,10 @@ def aggregate(
     safe_len = lengths.clamp(min=1)
     if how == "avg":
         score = (rewards * mask).sum(-1) / safe_len
-    elif how == "softmax":
-        score = beta * torch.logsumexp((rewards / beta).masked_fill(~mask, float("-inf")), dim=-1)
-    else:  # softmin
-        score = -beta * torch.logsumexp((-rewards / beta).masked_fill(~mask, float("-inf")), dim=-1)
+    else:
+        sign = 1.0 if how.startswith("softmax") else -1.0
+        score = sign * beta * torch.logsumexp((sign * rewards / beta).masked_fill(~mask, float("-inf")), dim=-1)
+        if how.endswith("_mean"):  # log-mean-exp: no length term
+            score = score - sign * beta * torch.log(safe_len)
     score = lbar * score
     return score.masked_fill(~sample_mask, 0.0)

@@ -66,7 +66,9 @@ class RewardLearnConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     warmup_steps: int = 0
-    aggregator: Literal["sum", "avg", "softmax", "softmin"] = "avg"
+    # sum | avg | softmax | softmin (the paper's code, with a length term) | softmax_mean | softmin_mean
+    # (log-mean-exp: no length term); see tokenalign.rewards.aggregate
+    aggregator: Literal["sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean"] = "avg"
     beta: float = 2.0
     max_length: int = 512
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"

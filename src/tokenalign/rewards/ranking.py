@@ -36,7 +36,7 @@ def group_ranked_lists(prompts: list[str], texts: list[str], preferences: list[f
 
 
 def sequence_scores(token_rewards: list[list[float]], aggregator: str, beta: float) -> list[float]:
-    """One list's sequence scores e_φ from its samples' token rewards (sum, avg, softmax or softmin)."""
+    """One list's sequence scores e_φ from its samples' token rewards (any aggregator of :mod:`tokenalign.rewards.aggregate`)."""
     t = max(len(r) for r in token_rewards)
     rewards = torch.zeros(1, len(token_rewards), max(t, 1))
     mask = torch.zeros_like(rewards, dtype=torch.bool)
