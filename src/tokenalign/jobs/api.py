@@ -97,7 +97,6 @@ class Trainer:
         """Train for ``args.iterations`` (resuming from the run folder's checkpoint); returns
         the run summary, with the held-out evaluation before and after."""
         from tokenalign.jobs.train import finish_run, write_initial_eval
-
         from tokenalign.utils.runfolder import RunLock, is_main_rank
 
         trainer = self.policy_trainer
