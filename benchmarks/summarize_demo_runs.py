@@ -1,0 +1,63 @@
+"""Mean and 95% t-interval over seeds of `tokenalign demo` runs, per alignment method.
+
+    for seed in 0 1 2; do for m in pg token rloo; do
+      tokenalign demo --out runs/demo-seeds/$m-$seed --set seed=$seed --set align.method=$m
+    done; done
+    python benchmarks/summarize_demo_runs.py runs/demo-seeds
+
+Each run folder is named METHOD-SEED; the table gives, per method, the held-out
+measures before and after alignment (the run's summary.json; the length from the align
+run's held-out evaluation, align/summary.json, for every run alike) as mean ± half-width
+of the 95% t-interval over the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # two-sided, df
+MEASURES = [("mean_misalignment", "mean misalignment"), ("failure_rate", "failed samples"),
+            ("syntax_failure_rate", "syntax failures"), ("violation_free_rate", "violation-free"),
+            ("mean_misalignment_valid", "misalignment of valid samples"), ("comment_line_share", "comment lines"),
+            ("mean_length_tokens", "mean length (tokens; align run's eval)"), ("kl", "KL to the base model")]
+
+
+def interval(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4g} (1 seed)"
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    return f"{mean:.4g} ± {T95[len(values) - 1] * sd / math.sqrt(len(values)):.2g}"
+
+
+def main(root: str) -> None:
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for folder in sorted(Path(root).iterdir()):
+        summary = folder / "summary.json"
+        if not summary.is_file():
+            continue
+        method, _, seed = folder.name.rpartition("-")
+        s = json.loads(summary.read_text())
+        align = json.loads((folder / "align" / "summary.json").read_text())
+        before, after = dict(s["align_before"]), dict(s["align_after"])
+        for side, name in ((before, "before"), (after, "after")):  # one source for every run: the align run's eval
+            side["mean_length_tokens"] = align[name]["mean_length_tokens"]
+        before["kl"], after["kl"] = 0.0, s["align_kl_to_ref"]
+        runs[method].append({"seed": int(seed), "before": before, "after": after})
+    methods = sorted(runs)
+    seeds = {m: sorted(r["seed"] for r in runs[m]) for m in methods}
+    print(f"seeds: {json.dumps(seeds)}")
+    print("| measure | base model | " + " | ".join(f"after {m}" for m in methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    for key, label in MEASURES:
+        base = [r["before"][key] for r in runs[methods[0]]]
+        cells = [interval([r["after"][key] for r in runs[m]]) for m in methods]
+        print(f"| {label} | {interval(base)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/demo-seeds")
