@@ -16,7 +16,7 @@ from tokenalign.registry import Registry
 
 __all__ = ["EditResult", "Editor", "edit_minimality", "summarize_edits", "EDITORS", "register_editor", "make_editor"]
 
-EDITORS: Registry = Registry("editor", builtins="tokenalign.editors.autopep8_editor")
+EDITORS: Registry = Registry("editor", builtins="tokenalign.editors.builtins")
 register_editor = EDITORS.register
 
 

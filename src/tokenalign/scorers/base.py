@@ -27,7 +27,7 @@ __all__ = ["Blame", "ScoreResult", "Scorer", "CallableScorer", "RewardFunctionSc
            "SCORERS",
            "register_scorer", "make_scorer", "as_scorer"]
 
-SCORERS: Registry = Registry("scorer", builtins="tokenalign.scorers.pep8")
+SCORERS: Registry = Registry("scorer", builtins="tokenalign.scorers.builtins")
 register_scorer = SCORERS.register
 
 
