@@ -71,29 +71,35 @@ def train_and_eval_prompts(
     train = load_prompts(source, split)
     if eval_source is not None and eval_source != "":
         held = load_prompts(eval_source, eval_split)
-    elif _has_splits(source) and _split_exists(source, eval_split):
-        held = load_prompts(source, eval_split)
     else:
-        n_hold = min(n_eval or len(train), len(train) // 5)
-        if n_hold == 0:
-            raise ConfigError(f"{describe_source(source)} has {len(train)} prompts: too few to hold any out for evaluation "
-                              "(at least 5); give held-out prompts (eval_prompts)")
-        order = list(range(len(train)))
-        random.Random(seed).shuffle(order)
-        out = set(order[:n_hold])
-        held = [train[i] for i in sorted(out)]
-        train = [p for i, p in enumerate(train) if i not in out]
-        log.info("holding out %d of %d prompts of %s for evaluation (no eval_prompts given)", n_hold, len(train) + n_hold,
-                 describe_source(source))
+        held = _split_if_any(source, eval_split)
+    if held is None:
+        train, held = _hold_out(train, n_eval, seed, describe_source(source))
     return train, held[:n_eval] if n_eval else held
 
 
-def _split_exists(source: Any, split: str) -> bool:
+def _hold_out(prompts: list, n_eval: int, seed: int, name: str) -> tuple[list, list]:
+    """``min(n_eval, len // 5)`` prompts drawn at random (``seed``) out of ``prompts``:
+    (the rest, in order; the held-out ones, in order)."""
+    n_hold = min(n_eval or len(prompts), len(prompts) // 5)
+    if n_hold == 0:
+        raise ConfigError(f"{name} has {len(prompts)} prompts: too few to hold any out for evaluation "
+                          "(at least 5); give held-out prompts (eval_prompts)")
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    out = set(order[:n_hold])
+    log.info("holding out %d of %d prompts of %s for evaluation (no eval_prompts given)", n_hold, len(prompts), name)
+    return [p for i, p in enumerate(prompts) if i not in out], [prompts[i] for i in sorted(out)]
+
+
+def _split_if_any(source: Any, split: str) -> list | None:
+    """The prompts of ``split`` of a dataset source that has it; None for a file or a
+    dataset without that split."""
+    if not _has_splits(source):
+        return None
     try:
-        load_prompts(source, split)
+        return load_prompts(source, split)
     except DataError as err:
         if "has no split" in err.message:
-            return False
+            return None
         raise
-    return True
-

@@ -197,7 +197,7 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
     else:
         torch.manual_seed(pcfg.seed)  # the fresh head's initialisation: the same on every run
         rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.base_model, cfg.guidance.head)
-    scorer = load_scorer(pcfg.scorer) if pcfg.scorer else task.scorer
+    scorer = load_scorer(pcfg.scorer) or task.scorer
     human = _human_lists(cfg.guidance)
     if scorer is None and (cfg.guidance.prompts or cfg.guidance.reuse_rollouts):
         raise ConfigError(f"task '{task.name}' has no scorer to rank the policy's samples: set policy.scorer, or learn "

@@ -129,7 +129,7 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
-    scorer = load_scorer(scorer if scorer is not None else cfg.scorer) if scorer is not None or cfg.scorer else None
+    scorer = load_scorer(scorer if scorer is not None else cfg.scorer)
     model_path, scorer = task_defaults(task, cfg.model, scorer)
     metric, sign = scorer_metric(scorer)
     prompts = _load_prompts(cfg, task, prompts)

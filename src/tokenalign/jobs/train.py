@@ -51,7 +51,7 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
 
     cfg.validate_sources()
     task = get_task(cfg.task)
-    scorer = load_scorer(scorer if scorer is not None else cfg.scorer) if scorer is not None or cfg.scorer else None
+    scorer = load_scorer(scorer if scorer is not None else cfg.scorer)
     # align on human rankings alone needs no scorer when it evaluates nothing
     init, scorer = task_defaults(task, cfg.model, scorer, need_scorer=reward_source is None or bool(cfg.eval.every))
     if task.name == "pep8" and (prompts is not None or cfg.prompts):

@@ -126,11 +126,15 @@ def reward_model_scorer(path: str | Path) -> SequenceModelScorer | TokenModelSco
                           "a scorer folder must hold a sequence reward model or a tokenalign token reward model")
 
 
-def load_scorer(spec: Any) -> Scorer:
+def load_scorer(spec: Any) -> Scorer | None:
     """Any preference source as a scorer: a reward-model folder (:func:`reward_model_scorer`),
     or what :func:`tokenalign.scorers.as_scorer` takes (a registered name,
-    ``package.module:attribute``, a scorer object, a TRL reward function)."""
+    ``package.module:attribute``, a scorer object, a TRL reward function). None or ``""``
+    (a config that names none): None."""
     from tokenalign.utils.models import looks_local
+
+    if spec is None or spec == "":
+        return None
 
     if isinstance(spec, (str, Path)):
         spec = str(spec)
