@@ -91,6 +91,20 @@ def save_tiny_chat_models(root: Path) -> Path:
     return root
 
 
+class LikedTokens:
+    """Toy dense reward: +1 for every generated token in a fixed tenth of the vocabulary; the
+    sequence score is their share."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.liked = set(range(3, vocab_size, 10))
+
+    def __call__(self, samples):
+        from tokenalign.policy.rewards import RewardOutput
+
+        token = [[1.0 if t in self.liked else 0.0 for t in s.generated_ids] for s in samples]
+        return RewardOutput([sum(r) / max(len(r), 1) for r in token], token)
+
+
 class Killed(Exception):
     """Raised by :func:`fit_until_killed` to stop a run the way a kill would."""
 

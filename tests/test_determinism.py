@@ -17,6 +17,21 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.safetensors"))}
 
 
+def _user_setup(tmp_path: Path) -> tuple[Path, str]:
+    """A tiny chat model, six prompts and a brevity reward function file: (root, scorer spec)."""
+    root = save_tiny_chat_models(tmp_path)
+    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n"
+                                                for p in ["Hi.", "A colour?", "A fruit?", "Sea?", "A city?", "Sky?"]))
+    (root / "brevity.py").write_text("def reward(prompts, completions, **kwargs):\n    return [-len(c) / 10 for c in completions]\n")
+    return root, f"{root / 'brevity.py'}:reward"
+
+
+def _other_rng_use(noise: int) -> None:
+    """Whatever ran before in the process: the run's own seed must decide."""
+    torch.manual_seed(noise)
+    torch.rand(noise)
+
+
 def test_reward_runs_with_the_same_seed_are_bit_identical(tmp_path):
     from tokenalign.config import from_dict
     from tokenalign.jobs.reward import RewardRunConfig, run_reward
@@ -27,8 +42,7 @@ def test_reward_runs_with_the_same_seed_are_bit_identical(tmp_path):
                             for i in range(12)))
     models = []
     for run, noise in enumerate((1, 2)):
-        torch.manual_seed(noise)  # whatever ran before: the run's own seed decides
-        torch.rand(noise)
+        _other_rng_use(noise)
         out = tmp_path / f"run{run}"
         run_reward(from_dict(RewardRunConfig, {"out_dir": str(out), "backbone": str(root / "lm"), "data": {"train": str(data)},
                                                "head": {"hidden_size": 8},
@@ -41,18 +55,15 @@ def test_align_runs_with_the_same_seed_are_bit_identical(tmp_path):
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig, run_align
 
-    root = save_tiny_chat_models(tmp_path)
-    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hi.", "A colour?", "A fruit?", "Sea?", "A city?", "Sky?"]))
-    (root / "brevity.py").write_text("def reward(prompts, completions, **kwargs):\n    return [-len(c) / 10 for c in completions]\n")
+    root, scorer = _user_setup(tmp_path)
     outs = []
     for run, noise in enumerate((1, 2)):
-        torch.manual_seed(noise)
-        torch.rand(noise)
+        _other_rng_use(noise)
         out = tmp_path / f"run{run}"
         run_align(from_dict(AlignConfig, {
             "out_dir": str(out), "relearn_every": 1,
             "policy": {"task": "text", "model": str(root / "lm"), "prompts": str(root / "prompts.jsonl"),
-                       "scorer": f"{root / 'brevity.py'}:reward", "iterations": 2, "prompts_per_iteration": 2,
+                       "scorer": scorer, "iterations": 2, "prompts_per_iteration": 2,
                        "samples_per_prompt": 2, "progress": False, "sampling": {"max_new_tokens": 6}, "eval": {"every": 0}},
             "guidance": {"prompts": 2, "head": {"hidden_size": 8}, "learn": {"epochs": 1, "batch_size": 2, "progress": False}},
         }))
@@ -65,17 +76,13 @@ def test_train_runs_with_the_same_seed_are_bit_identical(tmp_path):
     from tokenalign.config import from_dict
     from tokenalign.jobs.train import TrainConfig, run_train
 
-    root = save_tiny_chat_models(tmp_path)
-    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hi.", "A colour?", "A fruit?", "Sea?",
-                                                                                             "A city?", "Sky?"]))
-    (root / "brevity.py").write_text("def reward(prompts, completions, **kwargs):\n    return [-len(c) / 10 for c in completions]\n")
+    root, scorer = _user_setup(tmp_path)
     models = []
     for run, noise in enumerate((1, 2)):
-        torch.manual_seed(noise)
-        torch.rand(noise)
+        _other_rng_use(noise)
         out = tmp_path / f"run{run}"
         run_train(from_dict(TrainConfig, {"out_dir": str(out), "task": "text", "model": str(root / "lm"), "objective": "ppo",
-                                          "prompts": str(root / "prompts.jsonl"), "scorer": f"{root / 'brevity.py'}:reward",
+                                          "prompts": str(root / "prompts.jsonl"), "scorer": scorer,
                                           "iterations": 2, "prompts_per_iteration": 2, "samples_per_prompt": 2, "progress": False,
                                           "sampling": {"max_new_tokens": 6}, "eval": {"every": 0}}))
         models.append(_files(out / "model"))
@@ -90,8 +97,7 @@ def test_pretrain_runs_with_the_same_seed_are_bit_identical(tmp_path):
             "eval_every=2", "eval_blocks=4", "save_every=100", "max_train_files=3", "mixed_precision=no", "steps=3"]
     models = []
     for run, noise in enumerate((1, 2)):
-        torch.manual_seed(noise)
-        torch.rand(noise)
+        _other_rng_use(noise)
         out = tmp_path / f"run{run}"
         assert main(["-q", "pretrain", *[a for s in [f"out_dir={out}", *tiny] for a in ("--set", s)]]) == 0
         models.append(_files(out / "model"))

@@ -10,11 +10,10 @@ import json
 import pytest
 import torch
 
-from conftest import fit_until_killed
+from conftest import LikedTokens, fit_until_killed
 from tokenalign.objectives.ppo import PPOSettings
 from tokenalign.policy.config import TrainConfig
 from tokenalign.rollout.generate import SamplingSettings
-from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
 from tokenalign.policy.value import ValueModel
 from tokenalign.rollout.batch import build_token_batch, token_logprobs
@@ -149,17 +148,6 @@ def test_greedy_top_k_and_temperature(tiny_tokenizer, kind):
         return sum(float(_alone(model, s.prompt_ids, s.generated_ids).mean()) for s in samples if s.generated_ids) / len(samples)
 
     assert mean_logprob(0.3) > mean_logprob(1.5) + 0.5
-
-
-class LikedTokens:
-    """Toy dense reward: +1 for every generated token in a fixed tenth of the vocabulary."""
-
-    def __init__(self, vocab_size: int) -> None:
-        self.liked = set(range(3, vocab_size, 10))
-
-    def __call__(self, samples):
-        token = [[1.0 if t in self.liked else 0.0 for t in s.generated_ids] for s in samples]
-        return RewardOutput([sum(r) / max(len(r), 1) for r in token], token)
 
 
 def _config(objective: str, **kw) -> TrainConfig:

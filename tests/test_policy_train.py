@@ -3,33 +3,18 @@ a killed run resumes exactly, LoRA trains adapters only, and a 2-process run sta
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from conftest import build_tiny_lm, fit_until_killed
+from conftest import LikedTokens, build_tiny_lm, fit_until_killed
 from tokenalign.objectives.ppo import PPOSettings
 from tokenalign.objectives.reinforce import ReinforceSettings
 from tokenalign.policy.config import TrainConfig
 from tokenalign.rollout.generate import SamplingSettings
-from tokenalign.policy.rewards import RewardOutput
 from tokenalign.policy.trainer import PolicyTrainer
 from tokenalign.policy.value import ValueModel
 
 PROMPTS = ["def add(a, b):\n", "x = ", "class Point:\n", "import os", "for i in", "print("]
-
-
-class LikedTokens:
-    """Toy dense reward: +1 for every generated token in a fixed set (a tenth of the
-    vocabulary), 0 otherwise; the sequence score is the share of liked tokens."""
-
-    def __init__(self, vocab_size: int) -> None:
-        self.liked = set(range(3, vocab_size, 10))
-
-    def __call__(self, samples):
-        token = [[1.0 if t in self.liked else 0.0 for t in s.generated_ids] for s in samples]
-        scores = [sum(r) / max(len(r), 1) for r in token]
-        return RewardOutput(scores, token)
 
 
 def _config(objective: str, placement: str, **kw) -> TrainConfig:

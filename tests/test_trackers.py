@@ -13,10 +13,9 @@ import random
 import pytest
 import torch
 
-from conftest import build_tiny_lm, fit_until_killed
+from conftest import LikedTokens, build_tiny_lm, fit_until_killed
 from tokenalign.errors import ConfigError
 from tokenalign.policy.config import TrainConfig
-from tokenalign.policy.rewards import RewardOutput
 from tokenalign.rewards.learn import RankedExample, RewardLearnConfig, RewardLearner
 from tokenalign.rollout.generate import SamplingSettings
 from tokenalign.utils.tracking import resolve_report_to
@@ -63,17 +62,6 @@ def test_align_guidance_logs_to_the_policy_trackers():
 
 
 # ---- policy training -----------------------------------------------------------------
-class LikedTokens:
-    """Toy reward: the share of generated tokens in a fixed tenth of the vocabulary."""
-
-    def __init__(self, vocab_size: int) -> None:
-        self.liked = set(range(3, vocab_size, 10))
-
-    def __call__(self, samples):
-        token = [[1.0 if t in self.liked else 0.0 for t in s.generated_ids] for s in samples]
-        return RewardOutput([sum(r) / max(len(r), 1) for r in token], token)
-
-
 def test_a_policy_run_logs_every_row_to_tensorboard(tiny_tokenizer, tmp_path, caplog):
     pytest.importorskip("tensorboard")
     from tokenalign.policy.trainer import PolicyTrainer
