@@ -91,6 +91,31 @@ def save_tiny_chat_models(root: Path) -> Path:
     return root
 
 
+SMOLLM2_TOKENIZER = Path(__file__).parent / "assets" / "smollm2-tokenizer"
+
+
+def save_tiny_smollm2(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide random Llama on SmolLM2-135M-Instruct's real tokenizer and chat
+    template (EOS ``<|im_end|>``), saved in ``folder``: the pii task's model in tests."""
+    import gzip
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_bytes(gzip.decompress((SMOLLM2_TOKENIZER / "tokenizer.json.gz").read_bytes()))
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<|im_start|>",
+                                  eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tok.chat_template = (SMOLLM2_TOKENIZER / "chat_template.jinja").read_text()
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 class LikedTokens:
     """Toy dense reward: +1 for every generated token in a fixed tenth of the vocabulary; the
     sequence score is their share."""

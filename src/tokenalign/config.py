@@ -281,12 +281,23 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
     return _merge(data, parse_overrides(overrides))
 
 
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base`` key by key (nested mappings merged, not replaced)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(
     cls: type[T],
     path: str | Path | None = None,
     overrides: typing.Iterable[str] = (),
+    defaults: typing.Iterable[str] = (),
 ) -> T:
-    """Load ``cls`` from an optional YAML file, then apply ``key=value`` overrides."""
+    """Load ``cls`` from an optional YAML file, then apply ``key=value`` overrides.
+    ``defaults`` (``key=value``) replace the class's defaults: the file and the overrides
+    win over them (a preset, e.g. the demo's for a task)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -303,6 +314,7 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
         data = loaded
+    data = _merged(apply_overrides({}, defaults), data) if defaults else data
     data = apply_overrides(data, overrides)
     try:
         return from_dict(cls, data)

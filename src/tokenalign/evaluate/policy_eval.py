@@ -1,9 +1,10 @@
 """Held-out evaluation of a policy on scored prompts: misalignment beside what can fake it.
 
 Reported together so that no degenerate win hides (breaking syntax, collapsing onto one
-answer, drifting from the base model): misalignment from
-the gold scorer with syntax failures counted, the violation-free share, KL(π || π_ref)
-estimated from samples of π at temperature 1, mean length, and distinct-n.
+answer, refusing, drifting from the base model): misalignment from the gold scorer with
+failures counted, the violation-free share, KL(π || π_ref) estimated from samples of π at
+temperature 1, and the capability guard (``evaluate.capability``): mean length, distinct-n,
+refusal and empty shares, perplexity of the responses under the reference model.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tokenalign.evaluate.capability import empty_share, refusal_share, response_perplexity
 from tokenalign.rollout.batch import build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, SamplingSettings, generate
 
@@ -145,7 +147,12 @@ def evaluate_policy_with_samples(
     out["mean_length_chars"] = sum(len(t) for t in texts) / max(len(texts), 1)
     for n in (1, 2, 3):
         out[f"distinct_{n}"] = distinct_n_tokens([x.completion_ids for x in samples], n)
+    out["refusal_share"] = refusal_share(texts)
+    out["empty_share"] = empty_share(texts)
     out.update(text_metrics)
+    if ref_logprobs_fn is not None:
+        device = next(policy.parameters()).device
+        out["perplexity_under_ref"] = response_perplexity(ref_logprobs_fn, tokenizer, samples, s.sampling.batch_size, device)
     if ref_logprobs_fn is not None and s.kl_samples:
         t0 = time.perf_counter()
         kl_cfg = dataclasses.replace(cfg, temperature=1.0, top_p=1.0, seed=s.seed + 1)

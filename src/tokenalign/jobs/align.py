@@ -196,7 +196,7 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
         log.info("guidance: resuming from %s", last_round)
     else:
         torch.manual_seed(pcfg.seed)  # the fresh head's initialisation: the same on every run
-        rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.base_model, cfg.guidance.head)
+        rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.model_path(), cfg.guidance.head)
     scorer = load_scorer(pcfg.scorer) or task.scorer
     human = _human_lists(cfg.guidance)
     if scorer is None and (cfg.guidance.prompts or cfg.guidance.reuse_rollouts):

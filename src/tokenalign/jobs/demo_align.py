@@ -1,11 +1,12 @@
 """The alignment stage of ``tokenalign demo``: a short alignment run and its before/after.
 
 Runs ``tokenalign align`` (default: token guidance re-learned from rankings of the
-policy's own samples, token REINFORCE against it), token-level REINFORCE on pycodestyle's
-blame, or sequence-level RLOO at demo size from the same base model (the ``align`` and
-``train`` jobs), then evaluates the aligned policy with the evaluation that gave the base
-model's samples (``evaluate.policy_eval``: the same held-out prompts, sampling settings
-and seeds), so that before and after are the same prompts under the same conditions.
+policy's own samples, token REINFORCE against it), token-level REINFORCE on the gold
+scorer's blame, or sequence-level RLOO at demo size from the same base model (the ``align``
+and ``train`` jobs), then evaluates the aligned policy with the evaluation that gave the
+base model's samples (``evaluate.policy_eval``: the same held-out prompts, sampling
+settings and seeds), so that before and after are the same prompts under the same
+conditions; a judge, when given, compares the two responses of each prompt and seed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class DemoAlign:
 
     enabled: bool = True
     # "pg": the alternating loop (token guidance re-learned from rankings + token REINFORCE);
-    # "token": token-level REINFORCE on dense gold rewards (each pycodestyle violation's share
+    # "token": token-level REINFORCE on dense gold rewards (each blamed violation's share
     #   of the score on the token it blames; reward-to-go, whitened);
     # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
     method: Literal["token", "pg", "rloo"] = "pg"
@@ -57,7 +58,8 @@ class DemoAlign:
     guidance_end_token: bool = True  # r_φ reads an end-of-response token (sees how a response ends, scores empty ones)
 
 
-def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool):
+def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool,
+                 task: str = "pep8"):
     """The AlignConfig the demo runs."""
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig
@@ -66,7 +68,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
         "out_dir": str(out_dir),
         "relearn_every": cfg.relearn_every,
         "policy": {
-            "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr,
+            "task": task, "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr,
             "kl_coef": cfg.pg_kl_coef if cfg.method == "pg" else cfg.kl_coef,
             "entropy_coef": cfg.entropy_coef,
             "reinforce": {"baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go},
@@ -83,7 +85,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
 
 
 def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: Callable[[Any], PolicyEvaluation],
-                       tokenizer, report) -> dict[str, Any]:
+                       tokenizer, report, task) -> dict[str, Any]:
     """Align with the ``align`` or ``train`` job, evaluate the aligned policy with ``evaluate``
     (the evaluation that gave ``before``: same prompts, settings and seeds) and add the
     before/after sections to ``report``; returns the summary entries."""
@@ -98,7 +100,8 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
 
     a = run_cfg.align
     acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, run_cfg.sampling.max_new_tokens, run_cfg.seed,
-                        run_cfg.quick)
+                        run_cfg.quick, task.name)
+    scorer = getattr(task.scorer, "label", None) or getattr(task.scorer, "name", type(task.scorer).__name__)
     if a.method == "pg":
         align_summary = run_align(acfg)
     else:
@@ -126,32 +129,40 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
                 f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) against the learned "
                 f"token guidance r_φ alone (rewards normalised per batch: {a.normalize}; reward-to-go: {a.reward_to_go}; "
                 f"baseline: {a.reinforce_baseline}; per-token KL penalty {a.pg_kl_coef} to the base model). r_φ is re-learned "
-                f"every {a.relearn_every} iterations (first half) from pycodestyle's rankings of the policy's own samples "
+                f"every {a.relearn_every} iterations (first half) from {scorer}'s rankings of the policy's own samples "
                 f"({a.guidance_prompts} fresh prompts x {a.samples_per_prompt}"
-                + (", plus the rollouts since the last round" if a.guidance_reuse_rollouts else "") + "); pycodestyle's "
+                + (", plus the rollouts since the last round" if a.guidance_reuse_rollouts else "") + f"); {scorer}'s "
                 "scores never reach the policy. r_φ's ranking accuracy on rollouts it had not seen: "
                 f"{align_summary.get('guidance_heldout_accuracy', float('nan')):.3f} "
                 f"({align_summary.get('guidance_heldout_pairs', 0)} strictly ordered pairs; chance 0.5).")
     elif a.method == "token":
-        report.add_heading("Alignment: token-level REINFORCE on pycodestyle's blame")
+        report.add_heading(f"Alignment: token-level REINFORCE on {scorer}'s blame")
         what = (f"tokenalign train --set objective=reinforce --set reward.source=blame --set reward.placement=token from the "
                 f"same base model: {a.iterations} iterations ({a.prompts_per_iteration} training prompts x "
-                f"{a.samples_per_prompt} samples each); every pycodestyle violation's share of the score lands on the token it "
-                "blames (syntax failures on the last token), reward-to-go per token, whitened, with a per-token KL penalty "
+                f"{a.samples_per_prompt} samples each); every {scorer} violation's share of the score lands on the token it "
+                "blames (failures on the last token), reward-to-go per token, whitened, with a per-token KL penalty "
                 "to the base model.")
     else:
         report.add_heading("Alignment: a short RLOO run")
         what = (f"tokenalign train --set objective=rloo from the same base model: {a.iterations} iterations "
-                f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) with pycodestyle's "
+                f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) with {scorer}'s "
                 "score as the sequence reward and a per-token KL penalty to the base model.")
     report.add_text(what + " Below: the same held-out prompts, sampled with the same settings and seeds, before and after.")
-    stats = {name: {**e.statistics, "mean_length_tokens": e.summary["mean_length_tokens"]}
-             for name, e in (("before", before), ("after", after))}
-    keys = ("mean_misalignment", "failure_rate", "syntax_failure_rate", "violation_free_rate", "mean_misalignment_valid",
-            "comment_line_share", "mean_length_tokens")
+    from tokenalign.jobs.demo import SHOWN
+
+    stats = {name: {**e.statistics, **e.summary} for name, e in (("before", before), ("after", after))}
+    judged = {}
+    if run_cfg.judge:
+        from tokenalign.evaluate.capability import judge_win_rate
+        from tokenalign.rewards.model_scorers import load_scorer
+
+        judged = judge_win_rate(load_scorer(run_cfg.judge), [x.prompt for x in before.samples], after.texts, before.texts)
+    keys = [k for k, _ in SHOWN if k in stats["before"] and k in stats["after"]]
     report.add_table([{"measure": k, "before": stats["before"][k], "after": stats["after"][k]} for k in keys]
                      + [{"measure": "KL(π || π_base) per sample", "before": 0.0,
-                         "after": align_summary.get("after", {}).get("kl_to_ref")}],
+                         "after": align_summary.get("after", {}).get("kl_to_ref")}]
+                     + ([{"measure": f"judge ({run_cfg.judge}): after preferred to before", "before": 0.5,
+                          "after": judged["judge_win_rate"]}] if judged else []),
                      title="Held-out prompts, before vs after")
     pairs = [i for i in range(n_prompted) if results[i].misalignment > after_results[i].misalignment][: max(2, run_cfg.n_heatmaps // 2)]
     examples = []
@@ -178,4 +189,4 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
              if a.method == "pg" else {})
     return {"align_before": stats["before"], "align_after": stats["after"], "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
-            "align_iterations": a.iterations, **extra}
+            "align_iterations": a.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}

@@ -11,7 +11,10 @@ the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, 
 - the win rate against a reference model (the task's base model by default) sampled on
   the same prompts with the same seeds and judged by the same scorer (ties count half);
 - KL(π || π_ref) estimated from samples of π at temperature 1;
-- mean length, distinct-1/2/3 and self-BLEU;
+- the capability guard (``evaluate.capability``): mean length, distinct-1/2/3, self-BLEU,
+  refusal and empty shares, perplexity of the responses under the reference model, and
+  with a ``judge`` (a reward model that is not the training signal) its win rate against
+  the reference's responses;
 - with a token reward model: localization AUC of its token rewards against the gold
   blame (does it point at the tokens the scorer blames?).
 
@@ -59,6 +62,10 @@ class EvalConfig:
     expected_max_k: int = 25  # capped at samples_per_prompt
     threshold: float = 0.05  # fraction of samples with misalignment above this (misalignment scorers only)
     reference: str = ""  # win rate and KL reference; "" = the task's base model (task text: none); "none" = skip
+    # a judge that is not the training signal (a reward-model folder, a registered scorer or
+    # package.module:attribute): its win rate of the model's responses against the
+    # reference's on the same prompts; "" = skip
+    judge: str = ""
     reward_model: str = ""  # a token reward model for localization AUC; "" = skip
     kl_samples: bool = True  # also sample the model at T=1 for KL(π || reference)
     # the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9;
@@ -76,6 +83,8 @@ class EvalConfig:
             raise ConfigError("samples_per_prompt must be >= 1")
         if self.n_prompts < 0:
             raise ConfigError("n_prompts must be >= 0 (0 = all)")
+        if self.judge and self.reference == "none":
+            raise ConfigError("judge needs a reference model to compare against: set reference (not none)")
 
 
 def _load_prompts(cfg: EvalConfig, task: Task, given: Any = None) -> list:
@@ -114,6 +123,7 @@ def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[s
 
 def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     from tokenalign.config import save_config
+    from tokenalign.evaluate.capability import empty_share, judge_win_rate, refusal_share, response_perplexity
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
     from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics, sequence_kl
     from tokenalign.rollout.batch import token_logprobs
@@ -163,10 +173,14 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     for n in (1, 2, 3):
         metrics[f"distinct_{n}"] = distinct_n_tokens([s.completion_ids for s in samples], n)
     metrics["self_bleu"] = self_bleu(texts, max_texts=500, seed=cfg.seed) if len(texts) >= 2 else float("nan")
+    metrics["refusal_share"] = refusal_share(texts)
+    metrics["empty_share"] = empty_share(texts)
     metrics.update(scorer_text_metrics(scorer, texts))
 
     ref_scores = None
-    ref_path = "" if cfg.reference == "none" else cfg.reference or task.base_model
+    ref_path = "" if cfg.reference == "none" else cfg.reference or task.model_path()
+    if cfg.judge and not ref_path:
+        raise ConfigError(f"judge needs a reference model to compare against: task '{task.name}' has none, set reference")
     if cfg.reference != "none" and not ref_path:
         log.info("no reference model (task '%s' has no base model): set reference for the win rate and KL", task.name)
     if ref_path:
@@ -177,6 +191,16 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
+        metrics["reference_refusal_share"] = refusal_share([s.completion for s in ref_samples])
+        with torch.no_grad():
+            metrics["perplexity_under_reference"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
+                                                                        tokenizer, samples, cfg.sampling.batch_size)
+            metrics["reference_perplexity"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
+                                                                  tokenizer, ref_samples, cfg.sampling.batch_size)
+        if cfg.judge:
+            judge = load_scorer(cfg.judge)
+            metrics["judge"] = cfg.judge
+            metrics.update(judge_win_rate(judge, inputs, texts, [task.text_fn(s.completion, s.finished) for s in ref_samples]))
         if cfg.kl_samples:
             kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, conditioning, temperature=1.0, top_p=1.0)
             with torch.no_grad():
@@ -208,7 +232,7 @@ def _red_team(cfg: EvalConfig, task: Task, scorer, model, tokenizer, prompts: li
     from tokenalign.utils.io import atomic_write_text
 
     rt = cfg.red_team
-    red_model, _ = load_causal_lm(cfg.red_model or task.base_model or cfg.model)
+    red_model, _ = load_causal_lm(cfg.red_model or task.model_path() or cfg.model)
 
     def target_complete(batch: list[str], seed: int) -> list[float]:
         inputs = [p for p in batch for _ in range(rt.samples_per_prompt)]

@@ -335,6 +335,7 @@ class Pep8Scorer:
     """
 
     name = "pep8"
+    label = "pycodestyle"  # what reports call it
     reports_violations = True  # summaries add the violation-free share and the syntax-failure rate
 
     def __init__(self, config: Pep8ScorerConfig | None = None) -> None:

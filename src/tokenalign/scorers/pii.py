@@ -65,6 +65,7 @@ class PiiScorer:
     """PII entities per character of the response (lower is better), spans blamed."""
 
     name = "pii"
+    label = "scrubadub"  # what reports call it
 
     def __init__(self, config: PiiConfig | None = None) -> None:
         self.config = config or PiiConfig()

