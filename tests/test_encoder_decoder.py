@@ -279,3 +279,28 @@ def test_train_resume_and_eval_commands_on_a_t5(tmp_path, t5_dir):
                  "--set", "sampling.max_new_tokens=8"]) == 0
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["samples"] == 4 and "kl_to_reference" in metrics and "win_rate_vs_reference" in metrics
+
+
+@pytest.mark.parametrize("kind", ["t5", "bart"])
+def test_bf16_autocast_samples_scores_and_trains(tiny_tokenizer, kind):
+    """Under ``mixed_precision: bf16`` (what ``auto`` picks on AVX512 CPUs) an encoder-decoder
+    samples, is scored (reference log-probs under autocast) and takes a training step through
+    the attention swap of ``utils/kernels.py``. T5 used to stop there: its relative-position
+    bias reached the fp32 training pass in bf16 and SDPA refused the mask."""
+    from tokenalign.objectives.reinforce import ReinforceSettings
+    from tokenalign.utils.kernels import ATTENTION_NAME
+
+    tok = tiny_tokenizer
+    cfg = TrainConfig(objective="reinforce", iterations=1, prompts_per_iteration=2, samples_per_prompt=2, lr=1e-2, kl_coef=0.0,
+                      mixed_precision="bf16", sampling=SamplingSettings(max_new_tokens=6), seed=0, progress=False,
+                      objective_settings=ReinforceSettings())
+    trainer = PolicyTrainer(cfg, BUILDERS[kind](tok), tok, LikedTokens(len(tok)), PROMPTS[:2], ref_policy=BUILDERS[kind](tok))
+    policy = trainer.unwrapped_policy
+    assert trainer.accelerator.mixed_precision == "bf16" and policy.config._attn_implementation == ATTENTION_NAME
+    before = [p.detach().clone() for p in policy.parameters()]
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+    mask = ro.batch.response_mask
+    assert mask.any() and torch.isfinite(ro.logprobs[mask]).all() and torch.isfinite(ro.ref_logprobs[mask]).all()
+    stats = trainer.update(ro)
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))

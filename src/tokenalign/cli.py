@@ -57,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _end_processes() -> None:
+    """Under a launcher (torchrun, ``accelerate launch``): wait for every process, then take
+    the process group down before the interpreter exits (a live gloo group can abort it)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from tokenalign.utils.accel import end_processes
+
+        end_processes()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tokenalign`` console script; returns the exit status."""
     parser = build_parser()
@@ -68,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(-1 if args.quiet else args.verbose)
     try:
-        return int(args.func(args) or 0)
+        from tokenalign.utils.accel import check_launcher
+
+        check_launcher()
+        status = int(args.func(args) or 0)
+        _end_processes()
+        return status
     except TokenalignError as err:
         print(f"tokenalign {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     cfg = load_config(EvalConfig, args.config, overrides)
     metrics = run_eval(cfg)
+    from tokenalign.utils.runfolder import is_main_rank
+
+    if not is_main_rank():  # the main process of a launched run prints
+        return 0
     table = Table(title=f"tokenalign eval: {metrics['model']}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(RewardRunConfig, args.config, args.overrides)
     final = run_reward(cfg, allow_config_change=args.allow_config_change)
+    from tokenalign.utils.runfolder import is_main_rank
+
+    if not is_main_rank():  # the main process of a launched run prints
+        return 0
     table = Table(title=f"reward learning: {cfg.out_dir}")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -75,9 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_before_after(summary: dict[str, Any], out_dir: str) -> None:
-    """The held-out table of a finished run (nothing when the run stopped early)."""
+    """The held-out table of a finished run (nothing when the run stopped early); printed
+    by the main process of a launched run only."""
     from rich.console import Console
     from rich.table import Table
+
+    from tokenalign.utils.runfolder import is_main_rank
+
+    if not is_main_rank():
+        return
 
     if not summary.get("finished"):
         Console().print(f"stopped at iteration {summary.get('iteration')}; rerun the same command to resume")

@@ -109,14 +109,18 @@ class AlignConfig:
 
 def _ranked_lists(trainer, prompts: list[str], k: int, scorer, text_fn, seed: int, keep_empty: bool = False):
     """Step 1 of a round: K samples of each prompt from the current policy, ranked by the
-    preference source; returns the ranked lists and the samples' mean misalignment."""
-    samples = trainer.sample([p for p in prompts for _ in range(k)], seed)
+    preference source; returns the ranked lists and the samples' mean misalignment. Each
+    process samples and ranks its share of the prompts; every process gets all the lists."""
+    from tokenalign.utils.accel import gather_lists, process_share
+
+    samples = trainer.sample([p for p in process_share(prompts) for _ in range(k)], seed)
     texts = [text_fn(s.completion, s.finished) for s in samples]
     results = scorer.score(texts, [s.prompt for s in samples])
     lists = [ex for ex, _ in group_ranked_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], k,
                                                 keep_empty)]
-    mean = sum(r.misalignment for r in results) / max(len(results), 1)
-    return lists, mean
+    misalignment = gather_lists([r.misalignment for r in results])
+    mean = sum(misalignment) / max(len(misalignment), 1)
+    return gather_lists(lists), mean
 
 
 def _human_lists(settings: GuidanceSettings) -> list:
@@ -232,6 +236,7 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
     while trainer.iteration < end:
         it = trainer.iteration
         round_dir = guidance_dir / f"round-{it:05d}"
+        trainer.accelerator.wait_for_everyone()  # the main process has written the last rollout's lists
         if it % cfg.relearn_every == 0 and it <= cfg.last_relearn and not round_dir.exists():
             start = (it // cfg.relearn_every) * cfg.guidance.prompts
             prompts = [train_prompts[(start + j) % len(train_prompts)] for j in range(cfg.guidance.prompts)]
@@ -258,8 +263,10 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
                 log.warning("guidance round at iteration %d: no ranked list with a preference (all tied or empty); "
                             "r_φ is kept as it is (sample more prompts: guidance.prompts)", it)
             rm.eval().requires_grad_(False)
-            with atomic_path(round_dir) as tmp:
-                rm.save_pretrained(tmp, tokenizer=trainer.tokenizer)
+            if trainer.accelerator.is_main_process:
+                with atomic_path(round_dir) as tmp:
+                    rm.save_pretrained(tmp, tokenizer=trainer.tokenizer)
+            trainer.accelerator.wait_for_everyone()  # every process sees the round's folder
             rm.requires_grad_(True)
             row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean,
                    "previous_heldout_accuracy": heldout, "previous_heldout_pairs": pairs, **(history[-1] if history else {})}

@@ -20,6 +20,11 @@ the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, 
 
 Writes metrics.json, samples.jsonl and report.html (distribution plot, misalignment vs KL
 across runs given with ``compare``, heatmaps) into ``out_dir`` and prints a table.
+
+Under a launcher (``torchrun``, ``accelerate launch``) each process samples and scores
+its share of the prompts (the model's, the reference's and the KL samples), the shares
+are gathered on every process in prompt order, and the main process computes the
+metrics and writes the folder; red-teaming and localization run on the main process.
 """
 
 from __future__ import annotations
@@ -107,26 +112,70 @@ def _sample(model, tokenizer, prompts: list[str], cfg: EvalConfig, stop: list[st
                     conditioning=conditioning)
 
 
+def _sample_and_score(model, tokenizer, prompts: list[str], k: int, cfg: EvalConfig, task: Task, scorer, seed: int,
+                      conditioning=None) -> tuple[list, list]:
+    """``k`` samples of each prompt and their scores, in prompt order: each process samples
+    and scores its share of the prompts, and every process gets them all."""
+    from tokenalign.utils.accel import gather_lists, process_share
+
+    mine = process_share(range(len(prompts)))
+    inputs = [prompts[i] for i in mine for _ in range(k)]
+    samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), seed, conditioning) if inputs else []
+    results = scorer.score([task.text_fn(s.completion, s.finished) for s in samples], inputs) if inputs else []
+    parts = gather_lists([(i, samples[j * k : (j + 1) * k], results[j * k : (j + 1) * k]) for j, i in enumerate(mine)])
+    parts.sort(key=lambda part: part[0])
+    return [s for _, ss, _ in parts for s in ss], [r for _, _, rs in parts for r in rs]
+
+
+def _sharded_kl(model, ref, tokenizer, prompts: list[str], k: int, cfg: EvalConfig, task: Task, conditioning) -> float:
+    """KL(π || reference) per sample from ``k`` samples of each prompt at temperature 1, each
+    process its share of the prompts, averaged over all of them."""
+    from tokenalign.evaluate.policy_eval import sequence_kl
+    from tokenalign.rollout.batch import token_logprobs
+    from tokenalign.utils.accel import gather_lists, process_share
+
+    inputs = [p for p in process_share(prompts) for _ in range(k)]
+    kl = 0.0
+    if inputs:
+        samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, conditioning, temperature=1.0, top_p=1.0)
+        with torch.no_grad():
+            kl = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, samples, conditioning=conditioning)
+    parts = gather_lists([(kl, len(inputs))])
+    if len(parts) == 1:
+        return kl
+    return sum(part_kl * n for part_kl, n in parts) / max(sum(n for _, n in parts), 1)
+
+
 def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[str, Any]:
     """Evaluate as configured; returns the metrics (also written to out_dir/metrics.json).
     ``prompts`` (a ``datasets.Dataset`` or list) and ``scorer`` (a scorer object or reward
     function) stand in for the config's names of them (Python use). The run holds
     ``out_dir``'s lock while it writes (another run on the same folder stops)."""
+    from tokenalign.utils.accel import share_outcome
     from tokenalign.utils.runfolder import RunLock, is_main_rank
 
     cfg.validate()
     if not is_main_rank():
+        share_outcome(None)  # rank 0 holds the folder (or raises its error here)
         return _run_eval(cfg, prompts, scorer)
-    with RunLock(cfg.out_dir):
+    try:
+        lock = RunLock(cfg.out_dir).acquire()
+    except TokenalignError as err:
+        share_outcome(err)
+        raise
+    share_outcome(None)
+    try:
         return _run_eval(cfg, prompts, scorer)
+    finally:
+        lock.release()
 
 
 def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     from tokenalign.config import save_config
     from tokenalign.evaluate.capability import empty_share, judge_win_rate, refusal_share, response_perplexity
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
-    from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics, sequence_kl
-    from tokenalign.rollout.batch import token_logprobs
+    from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics
+    from tokenalign.utils.runfolder import is_main_rank
     from tokenalign.data.prompts import render_prompts
     from tokenalign.rewards.model_scorers import load_scorer
     from tokenalign.scorers import scorer_metric, summarize_scores
@@ -136,8 +185,10 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     cfg.validate()
     task = get_task(cfg.task)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    main = is_main_rank()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     scorer = load_scorer(scorer if scorer is not None else cfg.scorer)
     model_path, scorer = task_defaults(task, cfg.model, scorer)
@@ -152,9 +203,8 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     k = cfg.samples_per_prompt
     inputs = [p for p in prompts for _ in range(k)]
     log.info("sampling %d prompts x %d from %s", len(prompts), k, model_path)
-    samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed, conditioning)
+    samples, results = _sample_and_score(model, tokenizer, prompts, k, cfg, task, scorer, cfg.seed, conditioning)
     texts = [task.text_fn(s.completion, s.finished) for s in samples]
-    results = scorer.score(texts, inputs)
     scores = [r.misalignment for r in results]
     metrics: dict[str, Any] = {"model": model_path, "scorer": getattr(scorer, "name", type(scorer).__name__),
                                "metric": metric, "prompts": len(prompts), "samples": len(samples),
@@ -185,8 +235,7 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         log.info("no reference model (task '%s' has no base model): set reference for the win rate and KL", task.name)
     if ref_path:
         ref, _ = load_causal_lm(ref_path)
-        ref_samples = _sample(ref, tokenizer, inputs, cfg, list(task.stop), cfg.seed)
-        ref_results = scorer.score([task.text_fn(s.completion, s.finished) for s in ref_samples], inputs)
+        _, ref_results = _sample_and_score(ref, tokenizer, prompts, k, cfg, task, scorer, cfg.seed)
         ref_scores = [r.misalignment for r in ref_results]
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
@@ -202,10 +251,9 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
             metrics["judge"] = cfg.judge
             metrics.update(judge_win_rate(judge, inputs, texts, [task.text_fn(s.completion, s.finished) for s in ref_samples]))
         if cfg.kl_samples:
-            kl_samples = _sample(model, tokenizer, inputs, cfg, list(task.stop), cfg.seed + 1, conditioning, temperature=1.0, top_p=1.0)
-            with torch.no_grad():
-                metrics["kl_to_reference"] = sequence_kl(model, lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, kl_samples,
-                                                         conditioning=conditioning)
+            metrics["kl_to_reference"] = _sharded_kl(model, ref, tokenizer, prompts, k, cfg, task, conditioning)
+    if not main:  # the main process writes the folder
+        return metrics
 
     red = None
     if cfg.red_team.rounds > 0:

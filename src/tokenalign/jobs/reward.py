@@ -94,7 +94,7 @@ def _run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
     from tokenalign.data import load_records
     from tokenalign.rewards.model import TokenRewardModel
     from tokenalign.rewards.scoring import ranking_accuracy, score_tokens
-    from tokenalign.utils.io import atomic_path, atomic_write_json
+    from tokenalign.utils.io import atomic_write_json
     from tokenalign.utils.models import load_tokenizer
 
     out = Path(cfg.out_dir)
@@ -162,8 +162,8 @@ def _run_reward(cfg: RewardRunConfig) -> dict[str, Any]:
 
     learner = RewardLearner(model, tokenizer, cfg.learn, out_dir=out, run_config=cfg)
     history = learner.fit(train, evaluate_fn=evaluate, resume_from=resume)
-    with atomic_path(out / "model") as tmp:
-        learner.model.save_pretrained(tmp, tokenizer=tokenizer)
+    learner.save_model(out / "model")  # every process: accelerate gathers, the main process writes
     final = history[-1] if history else {}
-    atomic_write_json(out / "final_metrics.json", final)
+    if learner.accelerator.is_main_process:
+        atomic_write_json(out / "final_metrics.json", final)
     return final

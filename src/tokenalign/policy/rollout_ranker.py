@@ -12,7 +12,9 @@ from pathlib import Path
 
 from tokenalign.policy.rewards import RewardOutput
 from tokenalign.rewards.ranking import group_ranked_lists, sequence_scores
+from tokenalign.utils.accel import gather_lists
 from tokenalign.utils.io import append_jsonl
+from tokenalign.utils.runfolder import is_main_rank
 
 __all__ = ["RolloutRanker"]
 
@@ -25,7 +27,8 @@ class RolloutRanker:
     (the scorer's results only ride along as ``details``, for the logged
     ``train_misalignment``). Each rollout's lists are appended to ``path`` with the
     iteration and r_φ's own sequence scores of them (aggregated as in learning), so a
-    resumed run has them and held-out ranking accuracy can be computed afterwards.
+    resumed run has them and held-out ranking accuracy can be computed afterwards. In a
+    run of several processes every process ranks its share and the main process writes all.
     """
 
     def __init__(self, inner, scorer, text_fn, k: int, path: Path, iteration: Callable[[], int], aggregator: str,
@@ -39,8 +42,11 @@ class RolloutRanker:
         results = self.scorer.score(texts, [s.prompt for s in samples])
         keep_empty = bool(getattr(getattr(self.inner.model, "head_config", None), "end_token", False))
         lists = group_ranked_lists([s.prompt for s in samples], texts, [-r.misalignment for r in results], self.k, keep_empty)
-        for ex, keep in lists:
-            seq = sequence_scores([out.details[j].rewards for j in keep], self.aggregator, self.beta)
-            append_jsonl(self.path, {"iteration": self.iteration(), "prompt": ex.prompt, "responses": list(ex.responses),
-                                     "scores": list(ex.scores), "guidance_scores": seq})
+        rows = [{"iteration": self.iteration(), "prompt": ex.prompt, "responses": list(ex.responses), "scores": list(ex.scores),
+                 "guidance_scores": sequence_scores([out.details[j].rewards for j in keep], self.aggregator, self.beta)}
+                for ex, keep in lists]
+        rows = gather_lists(rows)  # every process's share of the rollout; the main process writes them
+        if is_main_rank():
+            for row in rows:
+                append_jsonl(self.path, row)
         return RewardOutput(out.scores, out.token_rewards, list(results))

@@ -381,37 +381,36 @@ class PolicyTrainer:
     def save_model(self, path: str | Path) -> Path:
         """Write the trained policy (safetensors), its tokenizer and config to ``path``,
         atomically: a folder ``from_pretrained`` and ``tokenalign eval`` load as it is (a
-        LoRA policy writes its adapters, which load onto their base model)."""
+        LoRA policy writes its adapters, which load onto their base model). Every process
+        calls it: accelerate gathers the weights (FSDP, ZeRO-3), the main process writes."""
+        from tokenalign.utils.checkpoint import gathered_state_dict
         from tokenalign.utils.io import atomic_path
 
         path = Path(path)
+        state = gathered_state_dict(self.accelerator, self.policy)
         if self.accelerator.is_main_process:
             with atomic_path(path) as tmp:
-                self.unwrapped_policy.save_pretrained(tmp, safe_serialization=True)
-                self.tokenizer.save_pretrained(tmp)
+                self._save_policy(tmp, state)
         self.accelerator.wait_for_everyone()
         return path
 
+    def _save_policy(self, folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
+        self.unwrapped_policy.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
     def save_state(self, path: str | Path) -> Path:
         """Atomic checkpoint folder (:mod:`tokenalign.utils.checkpoint`): policy/, value/,
-        optimizer.pt, the objective's state, state.json."""
-        from tokenalign.utils.checkpoint import save_checkpoint
+        optimizer.pt, the objective's state, state.json. Every process calls it."""
+        from tokenalign.utils.checkpoint import save_distributed_checkpoint
 
         acc = self.accelerator
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            def save_policy(folder: Path) -> None:
-                self.unwrapped_policy.save_pretrained(folder, safe_serialization=True)
-                self.tokenizer.save_pretrained(folder)
-
-            models = {"policy": save_policy}
-            if self.value_model is not None:
-                models["value"] = acc.unwrap_model(self.value_model).save_pretrained
-            state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
-                     "objective": self.cfg.objective}
-            save_checkpoint(path, models, self.optimizer, None, state, extra=self.objective.save)
-        acc.wait_for_everyone()
-        return Path(path)
+        models = {"policy": (self.policy, self._save_policy)}
+        if self.value_model is not None:
+            value = acc.unwrap_model(self.value_model)
+            models["value"] = (self.value_model, lambda folder, state_dict: value.save_pretrained(folder, state_dict))
+        state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
+                 "objective": self.cfg.objective}
+        return save_distributed_checkpoint(acc, path, models, self.optimizer, None, state, extra=self.objective.save)
 
     def load_state(self, path: str | Path) -> None:
         """Restore optimizer, RNG, counters and the objective's state (weights are loaded by
@@ -419,10 +418,10 @@ class PolicyTrainer:
         from tokenalign.utils.checkpoint import load_checkpoint
 
         path = Path(path)
-        state = load_checkpoint(path, self.optimizer, None)
+        prepared = [m for m in (self.policy, self.value_model) if m is not None]
+        state = load_checkpoint(path, self.optimizer, None, self.accelerator, prepared)
         self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
         self.objective.load(path)
         if self.metrics is not None:
             self.metrics.trim(self.iteration)  # rows of iterations after the checkpoint (written before a kill) are redone
         log.info("resumed from %s at iteration %d", path, self.iteration)
-

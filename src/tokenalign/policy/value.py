@@ -58,13 +58,19 @@ class ValueModel(nn.Module):
 
         return cls(AutoModel.from_pretrained(str(name_or_path)))
 
-    def save_pretrained(self, path: str | Path) -> Path:
+    def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Backbone (``backbone/``) and head (safetensors) into ``path``; ``state_dict``: the
+        model's full state gathered from several processes (default: its own)."""
         from safetensors.torch import save_file
+
+        from tokenalign.utils.models import sub_state_dict
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(path / "backbone", safe_serialization=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(path / "value_head.safetensors"))
+        backbone = sub_state_dict(state_dict, "backbone.")
+        self.backbone.save_pretrained(path / "backbone", safe_serialization=True, **({"state_dict": backbone} if backbone else {}))
+        head = sub_state_dict(state_dict, "head.") or self.head.state_dict()
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.items()}, str(path / "value_head.safetensors"))
         (path / "tokenalign_value.json").write_text(json.dumps({"format_version": 1}) + "\n")
         return path
 

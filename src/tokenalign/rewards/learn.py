@@ -12,7 +12,10 @@ Every ``log_every`` optimizer steps a row (loss and accuracy since the last row,
 rate, throughput) goes to steps.jsonl, the ``report_to`` trackers and one log line; each
 epoch's row goes to metrics.jsonl and the trackers too.
 
-accelerate handles the device, mixed precision and gradient accumulation. Checkpoints are
+accelerate handles the device, mixed precision, gradient accumulation and several
+processes: each process takes its share of every batch (the batch order and size stay
+those of one process) and its loss is weighted by that share, so the averaged gradient
+is the whole batch's; the logged loss and accuracy are the whole batch's too. Checkpoints are
 atomic folders holding everything for an exact resume (weights, optimizer, scheduler,
 RNG states, position in the epoch); the data order of each epoch is a function of
 (seed, epoch), so a resumed run sees exactly the batches an uninterrupted run would.
@@ -197,6 +200,7 @@ class RewardLearner:
         self.epoch_log = MetricsWriter(self.out_dir / "metrics.jsonl", main) if self.out_dir is not None else None
         self.step_log = MetricsWriter(self.out_dir / "steps.jsonl", main) if self.out_dir is not None else None
         self.model = model
+        self._wrapped = model  # what the training forward goes through (the DDP/FSDP wrapper once prepared)
         model.sequence_aggregate = (config.aggregator, config.beta)  # saved with it: what its sequence reward is
         use_fast_kernels(model)
         self.max_length = model.fit_length(config.max_length)
@@ -264,7 +268,7 @@ class RewardLearner:
                 pad_id=pad_token_id(self.tokenizer), max_length=self.max_length, mask_format=mask_format,
                 pad_to_multiple_of=PACK_WIDTH_MULTIPLE,
             ).to(self.accelerator.device)
-            rewards = self.model(**packed.model_inputs())  # [N, L]
+            rewards = self._wrapped(**packed.model_inputs())  # [N, L]
             dense = rewards.reshape(-1)[packed.token_index]  # [N, K, T]
             mask = packed.token_mask
         else:
@@ -275,7 +279,7 @@ class RewardLearner:
                     responses.append(resp)
                     slots.append(i * k_max + j)
             batch = self._collate(prompts, responses)
-            rewards = self.model(**batch.model_inputs(with_response_mask=True))  # [B, T]
+            rewards = self._wrapped(**batch.model_inputs(with_response_mask=True))  # [B, T]
             t = rewards.shape[1]
             dense = rewards.new_zeros(n * k_max, t)
             mask = torch.zeros(n * k_max, t, dtype=torch.bool, device=rewards.device)
@@ -308,7 +312,7 @@ class RewardLearner:
         if tokens is None:
             tokens = self.tokenize(examples)
         batch = self._collate([tk.prompt for tk in tokens], [tk.responses[0] for tk in tokens])
-        z = self.model.raw_scores(**batch.model_inputs(with_response_mask=True))
+        z = self._wrapped(**batch.model_inputs(with_response_mask=True), raw=True)
         labels = torch.full(z.shape, -100.0, device=z.device)
         for i, ex in enumerate(examples):
             pos = batch.response_mask[i].nonzero().squeeze(-1)
@@ -329,6 +333,43 @@ class RewardLearner:
         if rows is not None:
             rows.append(row)
         self.trackers.log(row, step=row["step"])
+
+    def _share(self, picked: list[int]) -> tuple[list[int], float]:
+        """This process's share of a batch and the weight of its loss (its share of the
+        batch times the number of processes: DDP's average of the gradients is then the
+        whole batch's). A process left without an example (a batch smaller than the number
+        of processes) runs the first one at weight 0, so that every process joins the step."""
+        n = self.accelerator.num_processes
+        if n == 1:
+            return picked, 1.0
+        mine = picked[self.accelerator.process_index :: n]
+        if not mine:
+            return picked[:1], 0.0
+        return mine, len(mine) * n / len(picked)
+
+    def _whole_batch(self, loss: float, weight: float, stats: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """The whole batch's loss and accuracy counts from every process's share (summed
+        over the processes; a collective). One process: as they are."""
+        n = self.accelerator.num_processes
+        if n == 1:
+            return loss, stats
+        local = torch.tensor([loss * weight / n, stats.get("correct", 0.0) * (weight > 0), stats.get("judged", 0.0) * (weight > 0)],
+                             dtype=torch.float64, device=self.accelerator.device)
+        total = self.accelerator.reduce(local, reduction="sum").tolist()
+        return total[0], ({"correct": total[1], "judged": total[2]} if total[2] else {})
+
+    def save_model(self, path: str | Path) -> Path:
+        """Write the model (and its tokenizer) to ``path`` atomically, as ``from_pretrained``
+        reads it. Every process calls it: accelerate gathers the weights, the main process writes."""
+        from tokenalign.utils.checkpoint import gathered_state_dict
+        from tokenalign.utils.io import atomic_path
+
+        state = gathered_state_dict(self.accelerator, self._wrapped)
+        if self.accelerator.is_main_process:
+            with atomic_path(path) as tmp:
+                self.model.save_pretrained(tmp, tokenizer=self.tokenizer, state_dict=state)
+        self.accelerator.wait_for_everyone()
+        return Path(path)
 
     def _epoch_order(self, train: Sequence[Any], epoch: int) -> list[int]:
         """The example order of an epoch: a function of (seed, epoch) only, for exact resume.
@@ -369,7 +410,7 @@ class RewardLearner:
         optimizer step (for callers that log or stop early). The trackers are finished when
         it returns.
         """
-        from tokenalign.utils.checkpoint import load_checkpoint, save_checkpoint
+        from tokenalign.utils.checkpoint import load_checkpoint, save_distributed_checkpoint
         from transformers import get_linear_schedule_with_warmup
 
         cfg = self.config
@@ -385,8 +426,15 @@ class RewardLearner:
         scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup_steps, max(total_steps, 1)) if cfg.warmup_steps else None
         start_epoch, start_batch = 0, 0
         partial: dict[str, Any] = {}  # the epoch's and the step window's running sums at the checkpoint
-        if resume_from is not None:
-            state = load_checkpoint(resume_from, optimizer, scheduler)
+        tokens = self.tokenize(train)
+        if cfg.gradient_checkpointing:
+            backbone = self.model.backbone
+            if not getattr(backbone, "supports_gradient_checkpointing", False):
+                raise ConfigError(f"{type(backbone).__name__} does not support gradient checkpointing")
+            _set_checkpointing(backbone, True)
+        self._wrapped, optimizer = self.accelerator.prepare(self.model, optimizer)
+        if resume_from is not None:  # after prepare: under FSDP the optimizer state is sharded like the model
+            state = load_checkpoint(resume_from, optimizer, scheduler, self.accelerator, [self._wrapped])
             self.step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
             self.history = state.get("history", [])
             partial = state.get("partial", {})
@@ -395,22 +443,15 @@ class RewardLearner:
             if rows is not None:
                 # rows of steps after the checkpoint (all of them without one), written before a kill, are redone
                 rows.trim(self.step if resume_from is not None else 0, key="step")
-        tokens = self.tokenize(train)
-        if cfg.gradient_checkpointing:
-            backbone = self.model.backbone
-            if not getattr(backbone, "supports_gradient_checkpointing", False):
-                raise ConfigError(f"{type(backbone).__name__} does not support gradient checkpointing")
-            _set_checkpointing(backbone, True)
-        model, optimizer = self.accelerator.prepare(self.model, optimizer)
-        self.model = model
 
         def checkpoint(epoch: int, batch: int) -> None:
             if self.out_dir is None:
                 return
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            save_checkpoint(
+            model = self.model
+            save_distributed_checkpoint(
+                self.accelerator,
                 self.out_dir / "checkpoint",
-                {"model": lambda d: unwrapped.save_pretrained(d, tokenizer=self.tokenizer)},
+                {"model": (self._wrapped, lambda d, sd: model.save_pretrained(d, tokenizer=self.tokenizer, state_dict=sd))},
                 optimizer,
                 scheduler,
                 {"step": self.step, "epoch": epoch, "batch": batch, "history": self.history,
@@ -427,7 +468,7 @@ class RewardLearner:
                                   cfg.progress and main) as progress:
                 for epoch in range(start_epoch, cfg.epochs):
                     order = self._epoch_order(train, epoch)
-                    self.model.train()
+                    self._wrapped.train()
                     resumed_mid_epoch = epoch == start_epoch and "losses" in partial
                     losses = list(partial["losses"]) if resumed_mid_epoch else []
                     epoch_stats: dict[str, float] = dict(partial["stats"]) if resumed_mid_epoch else {}
@@ -435,23 +476,25 @@ class RewardLearner:
                     first = start_batch if epoch == start_epoch else 0
                     for b in range(first, n_batches):
                         picked = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                        items, item_tokens = [train[i] for i in picked], [tokens[i] for i in picked]
+                        mine, weight = self._share(picked)
+                        items, item_tokens = [train[i] for i in mine], [tokens[i] for i in mine]
                         stats: dict[str, float] = {}
-                        with self.accelerator.accumulate(self.model), self.accelerator.autocast():
+                        with self.accelerator.accumulate(self._wrapped), self.accelerator.autocast():
                             if labelled:
                                 loss = loss_fn(items, tokens=item_tokens, stats=stats)
                             else:
                                 gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch * 100003 + b)
                                 loss = loss_fn(items, generator=gen, tokens=item_tokens, stats=stats)
-                            self.accelerator.backward(loss)
+                            self.accelerator.backward(loss if weight == 1.0 else loss * weight)
                             if self.accelerator.sync_gradients:
-                                self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                                self.accelerator.clip_grad_norm_(self._wrapped.parameters(), cfg.grad_clip)
                             optimizer.step()
                             if scheduler is not None and self.accelerator.sync_gradients:
                                 scheduler.step()
                             optimizer.zero_grad()
-                        losses.append(loss.item())
-                        since.add(losses[-1], stats, len(items))
+                        batch_loss, stats = self._whole_batch(loss.item(), weight, stats)
+                        losses.append(batch_loss)
+                        since.add(losses[-1], stats, len(picked))
                         for key, v in stats.items():
                             epoch_stats[key] = epoch_stats.get(key, 0.0) + v
                         if self.accelerator.sync_gradients:
@@ -472,9 +515,11 @@ class RewardLearner:
                         metrics["train_accuracy"] = epoch_stats["correct"] / epoch_stats["judged"]
                     metrics["seconds"] = time.perf_counter() - t0
                     if evaluate_fn is not None and cfg.eval_every_epoch:
-                        self.model.eval()
-                        with torch.no_grad():  # no autograd graph (or its memory) while evaluating
-                            metrics.update(evaluate_fn(self.accelerator.unwrap_model(self.model)))
+                        self._wrapped.eval()
+                        if main:  # the held-out metrics go to the main process's rows only
+                            with torch.no_grad():  # no autograd graph (or its memory) while evaluating
+                                metrics.update(evaluate_fn(self.accelerator.unwrap_model(self._wrapped)))
+                        self.accelerator.wait_for_everyone()
                     self.history.append(metrics)
                     self._record(self.epoch_log, metrics)
                     progress.line("reward learning epoch %d: %s", epoch + 1, format_metrics(metrics, skip=("epoch",)))
@@ -483,7 +528,7 @@ class RewardLearner:
             self.trackers.close()
         # Without accelerate's mixed-precision forward wrapper: the model then scores alike
         # whether it was just trained or loaded from its folder (align's r_φ on resume).
-        self.model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        self.model = self.accelerator.unwrap_model(self._wrapped, keep_fp32_wrapper=False)
         if cfg.gradient_checkpointing:
             _set_checkpointing(self.model.backbone, False)
         self.model.eval()

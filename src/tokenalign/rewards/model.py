@@ -161,11 +161,14 @@ class TokenRewardModel(nn.Module):
         decoder_attention_mask: torch.Tensor | None = None,
         response_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        raw: bool = False,
     ) -> torch.Tensor:
-        """Bounded rewards at every (decoder) position ``[B, T]``; read them at the response mask."""
+        """Bounded rewards at every (decoder) position ``[B, T]``; read them at the response mask.
+        ``raw``: the head's raw output (:meth:`raw_scores`), through ``forward`` so that a
+        distributed wrapper (DDP) sees the pass and averages its gradients."""
         z = self.raw_scores(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, response_mask,
                             position_ids=position_ids)
-        return bound(z.float(), self.head_config.bounding)
+        return z if raw else bound(z.float(), self.head_config.bounding)
 
     # ---- LoRA --------------------------------------------------------------------------
     def add_lora(self, settings) -> "TokenRewardModel":
@@ -180,32 +183,44 @@ class TokenRewardModel(nn.Module):
     def has_lora(self) -> bool:
         return hasattr(self.backbone, "peft_config")
 
-    def _base_backbone_state(self) -> dict[str, torch.Tensor]:
+    def _base_backbone_state(self, backbone_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The adapter-free backbone's weights under their own names (peft keeps a wrapped
-        layer's weight at ``<name>.base_layer.weight``; adapter weights are left out)."""
+        layer's weight at ``<name>.base_layer.weight``; adapter weights are left out).
+        ``backbone_state``: the peft backbone's gathered state dict (default: its own)."""
+        from tokenalign.utils.models import sub_state_dict
+
+        source = sub_state_dict(backbone_state, "base_model.model.")
+        if source is None:
+            source = self.backbone.get_base_model().state_dict()
         state = {}
-        for key, value in self.backbone.get_base_model().state_dict().items():
+        for key, value in source.items():
             if "lora_" in key:
                 continue
             state[key.replace(".base_layer.", ".")] = value.detach().cpu().contiguous()
         return state
 
     # ---- persistence -------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, tokenizer=None) -> Path:
+    def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write backbone + head + config (all safetensors/JSON) into ``path``; with LoRA, the
         adapter-free backbone and the adapters (``backbone-lora/``) separately, so that a
-        run resumes with trainable adapters on the same frozen base."""
+        run resumes with trainable adapters on the same frozen base. ``state_dict``: the
+        model's full state gathered from several processes (default: its own)."""
         from safetensors.torch import save_file
+
+        from tokenalign.utils.models import sub_state_dict
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        backbone = sub_state_dict(state_dict, "backbone.")
+        given = {"state_dict": backbone} if backbone is not None else {}
         if self.has_lora:
             base = self.backbone.get_base_model()
-            base.save_pretrained(path / BACKBONE_DIR, state_dict=self._base_backbone_state(), safe_serialization=True)
-            self.backbone.save_pretrained(path / LORA_DIR)
+            base.save_pretrained(path / BACKBONE_DIR, state_dict=self._base_backbone_state(backbone), safe_serialization=True)
+            self.backbone.save_pretrained(path / LORA_DIR, **given)
         else:
-            self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True)
-        head_state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+            self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True, **given)
+        head = sub_state_dict(state_dict, "head.") or self.head.state_dict()
+        head_state = {k: v.detach().cpu().contiguous() for k, v in head.items()}
         save_file(head_state, str(path / HEAD_NAME))
         aggregator, beta = self.sequence_aggregate
         meta = {"head": dataclasses.asdict(self.head_config), "sequence_aggregate": {"aggregator": aggregator, "beta": beta},

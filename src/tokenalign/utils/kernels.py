@@ -68,6 +68,9 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     if query.device.type == "cpu" and query.dtype == torch.bfloat16 and query.shape[2] > 1 and torch.is_grad_enabled():
         if attention_mask is not None and attention_mask.is_floating_point():
             attention_mask = attention_mask.float()
+        # T5's relative-position bias arrives as a keyword (bf16 under autocast) and becomes
+        # SDPA's float mask: in an fp32 pass it must be fp32 too, as the mask above
+        kwargs = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kwargs.items()}
         with torch.autocast("cpu", enabled=False):  # autocast would cast SDPA's inputs back to bf16
             out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
         return out.to(query.dtype), weights

@@ -11,7 +11,7 @@ from tokenalign.errors import TokenalignError
 from tokenalign.utils.kernels import use_fast_kernels
 
 __all__ = ["load_causal_lm", "check_model_path", "looks_local", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
-           "decoder_start_token_id"]
+           "decoder_start_token_id", "sub_state_dict"]
 
 
 # Heads that cannot generate text: a model saved with only these is not a policy.
@@ -163,3 +163,11 @@ def decoder_start_token_id(model) -> int:
         if value is not None:
             return int(value)
     raise TokenalignError("an encoder-decoder model needs decoder_start_token_id in its config")
+
+
+def sub_state_dict(state_dict: dict | None, prefix: str) -> dict | None:
+    """The entries of a gathered state dict under ``prefix`` (a submodule's), the prefix cut;
+    None when there is no state dict (the caller then uses the module's own)."""
+    if state_dict is None:
+        return None
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}

@@ -15,8 +15,9 @@ killed run left behind, and the refusal to resume a run with another config.
    with the differences listed, unless ``allow_config_change`` (``--allow-config-change``);
 4. write this run's ``config.yaml``.
 
-In a multi-process run (``accelerate launch``: ``RANK`` is set) only rank 0 does this;
-the other ranks neither lock nor refuse.
+In a multi-process run (``torchrun``, ``accelerate launch``: ``RANK`` is set) only rank 0
+does this; the other ranks wait for it (they read the checkpoint only once it is
+recovered) and stop with rank 0's one-line error when it refuses the folder.
 """
 
 from __future__ import annotations
@@ -184,31 +185,49 @@ def open_run_folder(out: str | Path, config_yaml: str, *, may_change: Iterable[s
     ``iterations``); ``subfolders``: folders of ``out`` with atomic writes of their own
     (align's ``guidance``), recovered too. ``lock=False``: the caller holds the lock.
     """
-    import yaml
-
-    from tokenalign.utils.io import atomic_write_text, recover_atomic_writes
+    from tokenalign.utils.accel import share_outcome
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not is_main_rank():
+        share_outcome(None)  # rank 0 has locked, recovered and compared (or raises its error here)
         yield out
         return
-    held = RunLock(out).acquire() if lock else None
     try:
-        for folder in (out, *(out / s for s in subfolders)):
-            recover_atomic_writes(folder)
-        saved_path = out / "config.yaml"
-        if saved_path.is_file() and (out / "checkpoint" / "state.json").is_file():
-            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-            changes = config_changes(saved, yaml.safe_load(config_yaml) or {}, may_change)
-            if changes and not allow_config_change:
-                raise ConfigChanged(f"{out} holds a run started with another config; resuming would mix two runs: "
-                                    f"{'; '.join(changes)}. Use another out_dir, or rerun with --allow-config-change "
-                                    "to continue this run with the new values")
-            if changes:
-                log.warning("resuming %s with a changed config (allowed): %s", out, "; ".join(changes))
-        atomic_write_text(saved_path, config_yaml)
+        held = RunLock(out).acquire() if lock else None
+    except TokenalignError as err:
+        share_outcome(err)
+        raise
+    try:
+        try:
+            _prepare_folder(out, config_yaml, may_change, allow_config_change, subfolders)
+        except BaseException as err:
+            share_outcome(err)
+            raise
+        share_outcome(None)
         yield out
     finally:
         if held is not None:
             held.release()
+
+
+def _prepare_folder(out: Path, config_yaml: str, may_change: Iterable[str], allow_config_change: bool,
+                    subfolders: Iterable[str]) -> None:
+    """Steps 2 to 4 of the module docstring, on the process that holds the lock."""
+    import yaml
+
+    from tokenalign.utils.io import atomic_write_text, recover_atomic_writes
+
+    for folder in (out, *(out / s for s in subfolders)):
+        recover_atomic_writes(folder)
+    saved_path = out / "config.yaml"
+    if saved_path.is_file() and (out / "checkpoint" / "state.json").is_file():
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        changes = config_changes(saved, yaml.safe_load(config_yaml) or {}, may_change)
+        if changes and not allow_config_change:
+            raise ConfigChanged(f"{out} holds a run started with another config; resuming would mix two runs: "
+                                f"{'; '.join(changes)}. Use another out_dir, or rerun with --allow-config-change "
+                                "to continue this run with the new values")
+        if changes:
+            log.warning("resuming %s with a changed config (allowed): %s", out, "; ".join(changes))
+    atomic_write_text(saved_path, config_yaml)

@@ -125,7 +125,13 @@ def pretrain(cfg: PretrainConfig, allow_config_change: bool = False) -> Path:
     ``allow_config_change``: resume a run whose saved config differs in keys other than
     :data:`MAY_CHANGE`."""
     from tokenalign.config import config_to_yaml
+    from tokenalign.errors import ConfigError
+    from tokenalign.utils.accel import launched_processes
     from tokenalign.utils.runfolder import open_run_folder
+
+    if launched_processes() > 1:  # every process would train on the same batches and write the same files
+        raise ConfigError("pretrain runs in one process (its batches are not shared between processes); "
+                          "start it without torchrun / accelerate launch")
 
     with open_run_folder(cfg.out_dir, config_to_yaml(cfg), may_change=MAY_CHANGE, allow_config_change=allow_config_change):
         return _pretrain(cfg)
