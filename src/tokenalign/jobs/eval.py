@@ -175,6 +175,7 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     from tokenalign.evaluate.capability import empty_share, judge_win_rate, refusal_share, response_perplexity
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
     from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics
+    from tokenalign.rollout.batch import token_logprobs
     from tokenalign.utils.runfolder import is_main_rank
     from tokenalign.data.prompts import render_prompts
     from tokenalign.rewards.model_scorers import load_scorer
@@ -235,7 +236,7 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         log.info("no reference model (task '%s' has no base model): set reference for the win rate and KL", task.name)
     if ref_path:
         ref, _ = load_causal_lm(ref_path)
-        _, ref_results = _sample_and_score(ref, tokenizer, prompts, k, cfg, task, scorer, cfg.seed)
+        ref_samples, ref_results = _sample_and_score(ref, tokenizer, prompts, k, cfg, task, scorer, cfg.seed)
         ref_scores = [r.misalignment for r in ref_results]
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
