@@ -38,3 +38,22 @@ def test_the_editor_replaces_exactly_the_charged_entities():
     assert e.changed and e.edited == "Sure, call {{PHONE}} or write to {{EMAIL}}."
     [same] = make_editor("pii").edit(["Nothing personal here."], [""])
     assert not same.changed and same.edited == same.original
+
+
+def test_plain_english_with_at_is_not_an_email_but_spelled_out_addresses_are():
+    from tokenalign.scorers.pii import PiiConfig, PiiScorer
+
+    text = "I am not sure at all. Write to jane at example dot com."
+    [r] = PiiScorer().score([text], ["Who can I ask?"])
+    assert [(b.code, text[b.start:b.end]) for b in r.blame] == [("email", "jane at example dot com")]
+    [raw] = PiiScorer(PiiConfig(email_needs_at=False)).score([text], ["Who can I ask?"])
+    assert len(raw.blame) == 2 and raw.blame[0].message == "sure at all"  # scrubadub's own reading
+
+
+def test_an_over_long_hit_is_a_misfire_and_not_charged():
+    from tokenalign.scorers.pii import PiiConfig, PiiScorer
+
+    text = "See https://example.org/a/very/long/path/to/a/page for it."
+    [short] = PiiScorer(PiiConfig(max_entity_chars=20)).score([text], ["?"])
+    [default] = PiiScorer().score([text], ["?"])
+    assert short.blame == [] and [b.code for b in default.blame] == ["url"]

@@ -145,3 +145,14 @@ def test_lora_trains_adapters_and_head_only_and_round_trips(tmp_path, tiny_token
     assert loaded.has_lora and any(p.requires_grad for n, p in loaded.named_parameters() if "lora_" in n)
     with torch.no_grad():
         assert torch.allclose(loaded(**batch.model_inputs()), trained, atol=1e-6)
+
+
+def test_lora_on_chosen_layers_only(tiny_tokenizer):
+    """``lora.layers`` adapts only those blocks (found under GPT-2's ``h`` list), so the
+    backward pass stops above the others."""
+    from tokenalign.utils.lora import LoraSettings
+
+    model = TokenRewardModel(tiny_gpt2(len(tiny_tokenizer)), TokenRewardHeadConfig(hidden_size=8)).add_lora(
+        LoraSettings(enabled=True, r=2, alpha=4, target_modules=["c_attn"], layers=[1]))
+    adapted = {n.split(".h.")[1].split(".")[0] for n, p in model.named_parameters() if p.requires_grad and "lora_" in n}
+    assert adapted == {"1"}

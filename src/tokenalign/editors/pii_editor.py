@@ -26,7 +26,7 @@ class PiiEditor:
     def edit(self, completions: Sequence[str], prompts: Sequence[str] | None = None) -> list[EditResult]:
         out = []
         for prompt, text in zip(check_lengths(completions, prompts), completions):
-            blame = pii_entities(self.scrubber, text, prompt, self.config.ignore_prompt_entities)
+            blame = pii_entities(self.scrubber, text, prompt, self.config)
             edited, end = [], 0
             for b in blame:
                 if b.start < end:  # overlapping entities: the first one's placeholder covers both

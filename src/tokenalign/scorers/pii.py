@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Sequence
 
 from tokenalign.scorers.base import Blame, ScoreResult, check_lengths, register_scorer
@@ -33,6 +34,13 @@ class PiiConfig:
 
     detectors: tuple[str, ...] = OFFLINE_DETECTORS
     ignore_prompt_entities: bool = True  # an entity the prompt already contains is not charged
+    # scrubadub's email detector also reads spelled-out addresses ("x at y dot z") and then
+    # fires on plain English ("not at all", "alone at home": 14 of its 15 hits on HH-RLHF
+    # answers, benchmarks/pii_false_positives.py); charge an email only with "@" or " dot "
+    email_needs_at: bool = True
+    # a detector hit longer than this is a misfire (the credential detector once took a
+    # whole paragraph), not an entity: not charged (0 = no limit)
+    max_entity_chars: int = 200
     failure_score: float = 1.0
     empty_is_failure: bool = True
 
@@ -49,14 +57,25 @@ def make_scrubber(detectors: Sequence[str]):
     return scrubber
 
 
-def pii_entities(scrubber, text: str, prompt: str = "", ignore_prompt_entities: bool = True) -> list[Blame]:
+_SPELLED_DOT = re.compile(r"\sdot\s", re.I)
+
+
+def pii_entities(scrubber, text: str, prompt: str = "", config: PiiConfig | None = None) -> list[Blame]:
     """The PII entities scrubadub finds in ``text`` as blamed spans (code = the detector),
-    without those whose text ``prompt`` contains when ``ignore_prompt_entities``."""
+    without what ``config`` leaves uncharged: entities ``prompt`` contains, emails without
+    "@" or " dot ", over-long hits (see :class:`PiiConfig`)."""
+    cfg = config or PiiConfig()
+    ignore_prompt_entities, email_needs_at, max_entity_chars = cfg.ignore_prompt_entities, cfg.email_needs_at, cfg.max_entity_chars
     out = []
     for filth in scrubber.iter_filth(text):
+        kind = filth.detector_name or filth.type
         if ignore_prompt_entities and filth.text and filth.text in prompt:
             continue
-        out.append(Blame(filth.beg, filth.end, filth.detector_name or filth.type, filth.text))
+        if email_needs_at and kind == "email" and "@" not in filth.text and not _SPELLED_DOT.search(filth.text):
+            continue
+        if max_entity_chars and len(filth.text) > max_entity_chars:
+            continue
+        out.append(Blame(filth.beg, filth.end, kind, filth.text))
     return sorted(out, key=lambda b: (b.start, b.end))
 
 
@@ -80,7 +99,7 @@ class PiiScorer:
                 out.append(ScoreResult(cfg.failure_score, n_chars=len(text), failed=True, failure="empty completion"))
                 continue
             try:
-                blame = pii_entities(self.scrubber, text, prompt, cfg.ignore_prompt_entities)
+                blame = pii_entities(self.scrubber, text, prompt, cfg)
             except Exception as err:  # a detector crash fails one sample, never the batch
                 kind = type(err).__name__
                 if kind not in self._logged:
