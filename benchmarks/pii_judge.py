@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/pii-judge")
     parser.add_argument("--hh", default=str(HH), help="HH-RLHF harmless-base jsonl.gz")
-    parser.add_argument("--limit", type=int, default=900, help="training pairs (0: all)")
-    parser.add_argument("--max-length", type=int, default=256, help="tokens of prompt + answer")
+    parser.add_argument("--limit", type=int, default=600, help="training pairs (0: all)")
+    parser.add_argument("--max-length", type=int, default=192, help="tokens of prompt + answer")
     parser.add_argument("--lora-layers", type=int, default=6, help="adapt the last N of 30 layers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "pii_judge.json"))
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
              for p in chat_pairs(Path(args.hh), pii)]  # the text the judge reads in eval: the rendered prompt
     (out / "pairs.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
     log.info("%d chat pairs (pii prompts left out)", len(pairs))
-    n_eval = min(300, len(pairs) // 5)
+    n_eval = min(200, len(pairs) // 5)
     (out / "eval.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs[-n_eval:]), encoding="utf-8")
     (out / "train.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs[:-n_eval]), encoding="utf-8")
     layers = list(range(30 - args.lora_layers, 30))
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = run_reward(cfg)
     record = {"command": "python benchmarks/pii_judge.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "train_pairs": min(args.limit or len(pairs), len(pairs) - n_eval), "eval_pairs": n_eval,
-              "heldout_accuracy": summary.get("eval_accuracy", summary.get("accuracy")), "model": str(out / "run" / "model"),
+              "heldout_accuracy": summary.get("eval_ranking_accuracy"), "model": str(out / "run" / "model"),
               "lora_layers": layers, "max_length": args.max_length, "seconds": time.perf_counter() - t0,
               "summary": summary, "machine": "AMD EPYC 2-core VM, torch CPU (shared with other jobs)"}
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
     done; done
     python benchmarks/summarize_demo_runs.py runs/demo-seeds
 
-Each run folder is named METHOD-SEED; the table gives, per method, the held-out
+The same for the pii task (`tokenalign demo --task pii ...`). Each run folder is named METHOD-SEED; the table gives, per method, the held-out
 measures before and after alignment (the run's summary.json; the length from the align
 run's held-out evaluation, align/summary.json, for every run alike) as mean ± half-width
 of the 95% t-interval over the seeds.
@@ -24,7 +24,10 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 MEASURES = [("mean_misalignment", "mean misalignment"), ("failure_rate", "failed samples"),
             ("syntax_failure_rate", "syntax failures"), ("violation_free_rate", "violation-free"),
             ("mean_misalignment_valid", "misalignment of valid samples"), ("comment_line_share", "comment lines"),
-            ("mean_length_tokens", "mean length (tokens; align run's eval)"), ("kl", "KL to the base model")]
+            ("empty_rate", "empty answers"), ("refusal_share", "refusals"), ("distinct_2", "distinct-2"),
+            ("perplexity_under_ref", "perplexity under the base model"),
+            ("mean_length_tokens", "mean length (tokens; align run's eval)"), ("kl", "KL to the base model"),
+            ("judge_win_rate", "judge: after preferred to before")]
 
 
 def interval(values: list[float]) -> str:
@@ -47,6 +50,8 @@ def main(root: str) -> None:
         for side, name in ((before, "before"), (after, "after")):  # one source for every run: the align run's eval
             side["mean_length_tokens"] = align[name]["mean_length_tokens"]
         before["kl"], after["kl"] = 0.0, s["align_kl_to_ref"]
+        if "align_judge_win_rate" in s:
+            before["judge_win_rate"], after["judge_win_rate"] = 0.5, s["align_judge_win_rate"]
         runs[method].append({"seed": int(seed), "before": before, "after": after})
     methods = sorted(runs)
     seeds = {m: sorted(r["seed"] for r in runs[m]) for m in methods}
@@ -54,6 +59,8 @@ def main(root: str) -> None:
     print("| measure | base model | " + " | ".join(f"after {m}" for m in methods) + " |")
     print("|---|---|" + "---|" * len(methods))
     for key, label in MEASURES:
+        if not all(key in r["before"] and key in r["after"] for m in methods for r in runs[m]):
+            continue  # a measure this task's runs do not have (pep8's comment lines, pii's refusals)
         base = [r["before"][key] for r in runs[methods[0]]]
         cells = [interval([r["after"][key] for r in runs[m]]) for m in methods]
         print(f"| {label} | {interval(base)} | " + " | ".join(cells) + " |")

@@ -1,0 +1,58 @@
+"""The pii task's seeds table: `tokenalign demo --task pii` per alignment method and seed,
+at the demo's budget (12 iterations x 32 answers of at most 64 tokens), then mean and 95%
+t-interval over seeds (benchmarks/summarize_demo_runs.py).
+
+Resumable across sessions: a run whose summary.json has its after-alignment evaluation is
+skipped, an unfinished one continues from its align checkpoint.
+
+    python benchmarks/pii_seeds.py --methods token rloo pg --seeds 0 1 2 --judge runs/pii-judge/run/model
+    python benchmarks/summarize_demo_runs.py runs/pii-seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("pii_seeds")
+
+
+def finished(folder: Path) -> bool:
+    summary = folder / "summary.json"
+    return summary.is_file() and "align_after" in json.loads(summary.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/pii-seeds")
+    parser.add_argument("--methods", nargs="+", default=["token", "rloo", "pg"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--judge", default="", help="a judge folder (benchmarks/pii_judge.py)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="more demo settings, key=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for seed in args.seeds:  # seeds outer: an interrupted table has every method at the same seeds
+        for method in args.methods:
+            folder = Path(args.out) / f"{method}-{seed}"
+            if finished(folder):
+                log.info("%s: done", folder)
+                continue
+            command = [sys.executable, "-m", "tokenalign", "demo", "--task", "pii", "--out", str(folder),
+                       "--set", f"seed={seed}", "--set", f"align.method={method}"]
+            command += ["--set", f"judge={args.judge}"] if args.judge else []
+            for item in args.overrides:
+                command += ["--set", item]
+            log.info("running %s", " ".join(command))
+            t0 = time.perf_counter()
+            subprocess.run(command, check=True)
+            log.info("%s: %.0f s", folder, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
