@@ -23,6 +23,8 @@ POLICY_QUICK = ["iterations=1", "prompts_per_iteration=2", "samples_per_prompt=2
 QUICK = {
     "train-ppo-sequence.yaml": ("train", POLICY_QUICK),
     "byo-train.yaml": ("train", POLICY_QUICK),
+    "dpo-pep8.yaml": ("train", POLICY_QUICK),
+    "rto-pep8.yaml": ("train", POLICY_QUICK + ["ppo.epochs=1", "ppo.minibatch_size=4"]),
     "align-pep8.yaml": ("align", [f"policy.{kv}" for kv in POLICY_QUICK] + [
         "guidance.prompts=2", "guidance.learn.max_length=64"]),
     "byo-align.yaml": ("align", [f"policy.{kv}" for kv in POLICY_QUICK] + ["guidance.prompts=2", "relearn_every=1"]),
@@ -62,6 +64,11 @@ def test_example_runs(name, tiny, tmp_path, monkeypatch):
     if name == "reward-edits.yaml":  # the demo's edits file, made here
         (tmp_path / "edits.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EDITS))
         overrides.append(f"data.train={tmp_path / 'edits.jsonl'}")
+    if name == "rto-pep8.yaml":  # its DPO model, from the dpo example in quick mode
+        dpo_out = tmp_path / "dpo"
+        dpo_args = ["-c", str(EXAMPLES / "dpo-pep8.yaml"), "--set", f"out_dir={dpo_out}"]
+        assert main(["train", *dpo_args, *[x for kv in QUICK["dpo-pep8.yaml"][1] for x in ("--set", kv)]]) == 0
+        overrides.append(f"reward.model={dpo_out / 'model'}")
     assert config  # a readable YAML
     args = [command, "-c", str(EXAMPLES / name), *[x for kv in overrides for x in ("--set", kv)]]
     assert main(args) == 0

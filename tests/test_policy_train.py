@@ -185,15 +185,28 @@ def test_reinforce_mean_baseline_centres_the_signal(tiny_tokenizer):
     assert torch.allclose(adv[mask], (r - r.mean()) / r.std(), atol=1e-4)
 
 
-@pytest.mark.parametrize("objective", ["reinforce", "rloo"])
-def test_update_in_chunks_gives_the_whole_batch_gradient(tiny_tokenizer, objective):
-    """Gradient accumulation over chunks is weighted to equal one whole-batch step."""
+@pytest.mark.parametrize("objective", ["reinforce", "rloo", "dpo"])
+def test_update_in_chunks_gives_the_whole_batch_gradient(tiny_tokenizer, objective, tmp_path):
+    """Gradient accumulation over chunks is weighted to equal one whole-batch step (dpo:
+    chunks of whole pairs, the reference's log-probs computed once for the batch)."""
+    from test_dpo import write_pairs
+    from tokenalign.objectives.dpo import DPO, DPOSettings
+
     results = []
     for chunk in (0, 5):
+        extra = {"objective_settings": DPOSettings(data=str(write_pairs(tmp_path / "pairs.jsonl")))} if objective == "dpo" else {}
         cfg = _config(objective, "token" if objective == "reinforce" else "sequence", iterations=1,
-                      update_batch_size=chunk, entropy_coef=0.1, lr=1e-2)
-        trainer = _trainer(cfg, tiny_tokenizer)
-        ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+                      update_batch_size=chunk, entropy_coef=0.1, lr=1e-2, **extra)
+        if objective == "dpo":
+            policy = build_tiny_lm(tiny_tokenizer, seed=3)  # not its reference: the log-ratios are not zero
+            trainer = PolicyTrainer(cfg, policy, tiny_tokenizer, LikedTokens(len(tiny_tokenizer)), PROMPTS,
+                                    ref_policy=build_tiny_lm(tiny_tokenizer),
+                                    data=DPO.training_data(cfg, None, tiny_tokenizer, policy))
+            ro = trainer.objective.batch(trainer, 0)
+            assert len(trainer.objective.update_steps(trainer, ro)[0]) == (1 if chunk == 0 else 3)  # 6 pairs, 2 a chunk
+        else:
+            trainer = _trainer(cfg, tiny_tokenizer)
+            ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
         trainer.optimizer.step = lambda *a, **k: None  # keep the accumulated gradient to compare it
         trainer.optimizer.zero_grad = lambda *a, **k: None
         trainer.update(ro)

@@ -54,7 +54,7 @@ def test_bad_train_configs_fail_with_a_clear_message(tmp_path, capsys):
     from tokenalign.cli import main
 
     assert main(_args(tmp_path / "x", "reward.placement=token")) == 2
-    assert "reward.source=blame or token_model" in capsys.readouterr().err
+    assert "reward.source=blame, token_model or dpo" in capsys.readouterr().err
     assert main(_args(tmp_path / "y", "objective=rloo", "samples_per_prompt=1")) == 2
     assert "samples_per_prompt >= 2" in capsys.readouterr().err
     assert main(_args(tmp_path / "z", "objective=wmle", "reward.source=token_model", "reward.token_model=nowhere")) == 2

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tokenalign.data.loading import LoadResult, load_records
-from tokenalign.data.records import Record
+from tokenalign.data.records import Message, Messages, Record
 
 __all__ = ["CheckReport", "check_file", "length_stats"]
 
@@ -52,13 +52,23 @@ def length_stats(values: Sequence[int]) -> dict[str, float]:
     }
 
 
+def _is_messages(value: Any) -> bool:
+    return isinstance(value, tuple) and bool(value) and isinstance(value[0], Message)
+
+
+def _message_text(messages: Messages) -> str:
+    """A chat prompt's text for length statistics: its messages' contents, one per line."""
+    return "\n".join(m.content for m in messages)
+
+
 def _field_texts(records: Sequence[Record]) -> dict[str, list[list[str]]]:
     """For each text field, the texts of each record (one, or K for ``responses``)."""
     if not records:
         return {}
     fields = [f for f in type(records[0]).FIELDS if f != "scores"]
     return {
-        f: [[v] if isinstance(v, str) else list(v) for v in (getattr(r, f) for r in records)]
+        f: [[v] if isinstance(v, str) else [_message_text(v)] if _is_messages(v) else list(v)
+            for v in (getattr(r, f) for r in records)]
         for f in fields
     }
 

@@ -216,10 +216,13 @@ class PairRecord(_RecordBase):
     """``prompt``, ``chosen`` (the preferred response), ``rejected``.
 
     A row with only ``chosen`` and ``rejected`` holds two whole dialogues that share a
-    prefix (HH-RLHF); :func:`split_shared_prefix` turns the prefix into the prompt.
+    prefix (HH-RLHF); :func:`split_shared_prefix` turns the prefix into the prompt. The
+    prompt may be a list of chat messages (TRL's conversational format), which a policy
+    trained on the pairs (``objective: dpo``) renders with its chat template; reward
+    learning takes text prompts only.
     """
 
-    prompt: str
+    prompt: str | Messages
     chosen: str
     rejected: str
     FORMAT: ClassVar[str] = "pairs"
@@ -243,8 +246,10 @@ class PairRecord(_RecordBase):
                     "the last reply is empty, so the prompt ends at an earlier turn", field=blank))
             record = cls(prompt, chosen_tail, rejected_tail)
         else:
+            value = _value(row, "prompt")
+            prompt = _messages(value, "prompt") if isinstance(value, (list, tuple)) else _string(row, "prompt", non_empty=False)
             record = cls(
-                _string(row, "prompt", non_empty=False),
+                prompt,
                 _string(row, "chosen", non_empty=True),
                 _string(row, "rejected", non_empty=True),
             )

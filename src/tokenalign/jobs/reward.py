@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from tokenalign.errors import ConfigError, TokenalignError
+from tokenalign.errors import ConfigError, DataError, TokenalignError
 from tokenalign.rewards.learn import LabelledExample, RankedExample, RewardLearnConfig, RewardLearner
 from tokenalign.rewards.model import TokenRewardHeadConfig
 from tokenalign.utils.lora import LoraSettings
@@ -66,6 +66,9 @@ class RewardRunConfig:
 
 def training_examples(records: list[Any], fmt: str, tokenizer=None, unchanged: str = "ignore") -> list[Any]:
     """Records -> training examples (ranked lists, or labelled responses for edits)."""
+    if any(not isinstance(getattr(r, "prompt", ""), str) for r in records):
+        raise DataError("chat-message prompts: reward learning takes text prompts (apply the chat template first); "
+                        "objective dpo renders them", field="prompt")
     if fmt == "pairs":
         return [RankedExample(r.prompt, (r.chosen, r.rejected), (1.0, 0.0)) for r in records]
     if fmt == "ranked":

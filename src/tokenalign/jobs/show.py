@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 __all__ = ["responses_of", "run_show"]
 
 
 def responses_of(record: Any, fmt: str) -> list[tuple[str, str, str]]:
-    """(prompt, response, title) of each response to show for a record."""
+    """(prompt, response, title) of each response to show for a record (a chat prompt as
+    its messages' text, one per line)."""
+    if not isinstance(record.prompt, str):
+        record = dataclasses.replace(record, prompt="\n".join(f"{m.role}: {m.content}" for m in record.prompt))
     if fmt == "pairs":
         return [(record.prompt, record.chosen, "chosen"), (record.prompt, record.rejected, "rejected")]
     if fmt == "ranked":

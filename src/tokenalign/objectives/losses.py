@@ -1,5 +1,5 @@
-"""Policy losses (guidance-weighted MLE, token REINFORCE, PPO): one function each, on
-right-padded ``[B, T]`` tensors.
+"""Policy losses (guidance-weighted MLE, token REINFORCE, PPO, DPO): one function each, on
+right-padded ``[B, T]`` tensors (DPO: on per-sequence log-probs ``[N]``).
 
 ``mask`` marks real response tokens. "mean" is over all real tokens of the batch
 (``masked_mean``), as in the guidance paper's mean_{i,t} (Yang et al., NeurIPS 2023).
@@ -19,6 +19,8 @@ __all__ = [
     "ppo_policy_loss",
     "ppo_value_loss",
     "sequence_pg_loss",
+    "sequence_logprobs",
+    "dpo_loss",
 ]
 
 
@@ -101,3 +103,32 @@ def ppo_value_loss(
 def sequence_pg_loss(logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """REINFORCE with one advantage per sequence (RLOO): - mean_i A_i Σ_t log π(y_t|s_t)."""
     return -(advantages.detach() * (logprobs * mask).sum(dim=1)).mean()
+
+
+def sequence_logprobs(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log π(y|x) of each row: the sum of its response tokens' log-probs, ``[B, T]`` -> ``[B]``."""
+    return (logprobs * mask).sum(dim=1)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO (Rafailov et al., NeurIPS 2023) per pair, from sequence log-probs ``[N]``:
+
+    h = β [(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π_ref(y_l|x))],
+    L = -(1 - ε) log σ(h) - ε log σ(-h).
+
+    ε (``label_smoothing``) is conservative DPO (cDPO, Mitchell 2023): each label is taken
+    as flipped with probability ε; ε = 0 is the paper's loss. Returns the losses and the
+    implicit rewards β (log π - log π_ref) of the chosen and rejected responses (detached).
+    """
+    chosen = beta * (policy_chosen - ref_chosen)
+    rejected = beta * (policy_rejected - ref_rejected)
+    h = chosen - rejected
+    losses = -(1.0 - label_smoothing) * torch.nn.functional.logsigmoid(h) - label_smoothing * torch.nn.functional.logsigmoid(-h)
+    return losses, chosen.detach(), rejected.detach()

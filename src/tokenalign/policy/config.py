@@ -11,6 +11,7 @@ fine-grained PPO and sequence-level ("holistic") PPO differ in one key
 | `reinforce` | token REINFORCE + max-entropy (guidance)  | r_t, or reward-to-go              |
 | `rloo`      | sequence REINFORCE                        | leave-one-out over K samples      |
 | `wmle`      | guidance-weighted MLE                     | weights from token rewards        |
+| `dpo`       | DPO on preference pairs (offline)         | β log π/π_ref of chosen - rejected |
 | `dpg`       | GDC++ distribution matching               | P/q - Z π/q toward the EBM target |
 | `fdpg`      | f-DPG (kl / rkl / js / tv)                | -f'(π/p), minus its batch mean    |
 | `cdpg`      | conditional DPG                           | per-prompt Z_c over the K samples |
@@ -37,18 +38,29 @@ class RewardSettings:
     """Where rewards come from and where they land on the tokens."""
 
     # scorer: the scorer's sequence score; blame: the same score spread over the tokens the
-    # scorer blames (gold dense rewards); token_model: a trained token reward model;
+    # scorer blames (gold dense rewards); token_model: a trained token reward model; dpo: a
+    # DPO-trained model's log-ratio to its reference on every token (RTO, Zhong et al. 2024);
     # guidance: the token guidance r_φ that `tokenalign align` learns (that job sets it); or
     # package.module:attribute, a function that builds a reward source (see policy/rewards.py)
     source: str = "scorer"
     token_model: str = ""  # a folder written by `tokenalign reward` (source: token_model)
+    # source dpo: the DPO-trained policy (the model/ folder of `tokenalign train --set objective=dpo`),
+    # its reference ("" = the run's initial model, the policy's base), the scale β of
+    # r_t = β log π_dpo(y_t|s_t)/π_ref(y_t|s_t) (RTO's β1; its authors start at 0.05), and a clip
+    # of each r_t to [-clip, clip] (0 = off; RTO's released code uses 0.05)
+    model: str = ""
+    ref_model: str = ""
+    beta: float = 0.05
+    clip: float = 0.0
     # where rewards land: every token its own (token), a segment's sum on its last token
     # (segment), or the sequence score on the last token (sequence: holistic RL)
     placement: Literal["token", "segment", "sequence"] = "sequence"
     segment: Literal["line", "sentence"] = "line"  # what a segment is (placement: segment)
     aggregate: Literal["sum", "avg"] = "sum"  # token model -> sequence score (sequence placement)
     scale: float = 1.0  # every reward is multiplied by this
-    plus_scorer: float = 0.0  # token_model: also add this weight x the task scorer's sequence reward on the last token
+    # token_model, dpo: also add this weight x the task scorer's sequence reward on the last token
+    # (RTO's sparse sentence-level term, its β3 = 1)
+    plus_scorer: float = 0.0
     # token_model / guidance: standardise the token rewards over each rollout batch before the KL penalty
     # ("center": minus their mean; "whiten": also divided by their std, so tokens have unit scale;
     # "sequence": centred, divided by the std of the samples' sums, so a sample's total has unit scale)
@@ -82,7 +94,7 @@ class TrainConfig:
     """``tokenalign train``: train a policy on a task's prompts with one objective.
 
     The objective's own settings sit under its section key (``ppo:``, ``reinforce:``,
-    ``wmle:``, ``dm:``, ``phf:``; ``rloo`` has none): in Python, ``objective_settings``.
+    ``wmle:``, ``dpo:``, ``dm:``, ``phf:``; ``rloo`` has none): in Python, ``objective_settings``.
     """
 
     MOVED_KEYS: ClassVar[dict[str, str]] = {
@@ -108,7 +120,7 @@ class TrainConfig:
     eval_prompts_split: str = "test"  # the split of `eval_prompts` (or of `prompts`) to evaluate on
     model: str = ""  # policy initialisation; "" = the task's base model
     ref_model: str = ""  # reference for the KL; "" = the initial policy
-    # a registered objective (ppo, reinforce, rloo, wmle, dpg, fdpg, cdpg, phf-mle, phf-filter,
+    # a registered objective (ppo, reinforce, rloo, wmle, dpo, dpg, fdpg, cdpg, phf-mle, phf-filter,
     # phf-cond, phf-ul, phf-rwr, phf-awr) or package.module:Class (an Objective subclass)
     objective: str = "ppo"
     reward: RewardSettings = dataclasses.field(default_factory=RewardSettings)  # where rewards come from and land
@@ -181,6 +193,12 @@ class TrainConfig:
         self.objective_class.check_sources(self)
         if self.reward.placement in ("token", "segment") and self.reward.source == "scorer":
             raise ConfigError(f"reward.placement {self.reward.placement} needs per-token rewards: "
-                              "reward.source=blame or token_model")
+                              "reward.source=blame, token_model or dpo")
         if self.reward.source == "token_model" and not self.reward.token_model:
             raise ConfigError("reward.source token_model needs reward.token_model=DIR (from `tokenalign reward`)")
+        if self.reward.source == "dpo":
+            if not self.reward.model:
+                raise ConfigError("reward.source dpo needs reward.model=DIR (a DPO-trained policy: "
+                                  "the model/ folder of `tokenalign train --set objective=dpo`)")
+            if not self.reward.beta > 0 or self.reward.clip < 0:
+                raise ConfigError(f"reward.beta must be > 0 and reward.clip >= 0, got {self.reward.beta} and {self.reward.clip}")

@@ -9,14 +9,17 @@ better) and, when it can, a reward per generated token:
   fine-grained credit: pycodestyle's violations, each on the token it points at);
 - :class:`TokenModelReward` runs a trained :class:`~tokenalign.rewards.TokenRewardModel`
   (preference-grounded or edit-supervised) and maps its per-token rewards onto the
-  policy's tokens through character spans, so the two tokenizers may differ.
+  policy's tokens through character spans, so the two tokenizers may differ;
+- :class:`DPOTokenReward` gives each sampled token a DPO-trained model's log-ratio to its
+  reference, β log π_dpo(y_t|s_t)/π_ref(y_t|s_t) (RTO, Zhong et al. 2024): the same
+  tokenizer as the policy, one forward pass of each model per batch.
 
 :func:`place_rewards` then puts them on the tokens: ``token`` (dense, every token its
 own), ``segment`` (a line's or sentence's summed reward on its last token) or ``sequence``
 (the sequence score on the last token: holistic PPO / REINFORCE).
 
-``REWARD_SOURCES`` names the built-in sources (``scorer``, ``blame``, ``token_model``, and
-``guidance``, the align loop's own r_φ) as
+``REWARD_SOURCES`` names the built-in sources (``scorer``, ``blame``, ``token_model``,
+``dpo``, and ``guidance``, the align loop's own r_φ) as
 functions that build one from a run's settings; a config's ``reward.source`` takes one of
 those names or ``package.module:attribute`` (a function with the same signature as
 :func:`scorer_source`).
@@ -34,7 +37,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from tokenalign.registry import Registry
-from tokenalign.rollout.batch import response_char_spans
+from tokenalign.rollout.batch import build_token_batch, response_char_spans, token_logprobs
 from tokenalign.rollout.generate import Sample
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ __all__ = [
     "BlameReward",
     "TokenModelReward",
     "DensePlusSequenceReward",
+    "DPOTokenReward",
+    "dpo_token_rewards",
     "spans_to_tokens",
     "segment_ends",
     "place_rewards",
@@ -257,6 +262,49 @@ class DensePlusSequenceReward:
         return RewardOutput(scores, token, list(s.details))
 
 
+def dpo_token_rewards(dpo_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float,
+                      clip: float = 0.0) -> torch.Tensor:
+    """RTO's token reward (Zhong et al. 2024): r_t = β (log π_dpo(y_t|s_t) - log π_ref(y_t|s_t)),
+    each clipped to [-clip, clip] when ``clip`` > 0 (RTO's released code clips at 0.05); zero
+    on padding. ``[B, T]`` -> ``[B, T]``."""
+    r = beta * (dpo_logprobs.float() - ref_logprobs.float())
+    if clip > 0:
+        r = r.clamp(-clip, clip)
+    return r * mask
+
+
+class DPOTokenReward:
+    """Dense token rewards from a DPO-trained model: β log π_dpo(y_t|s_t)/π_ref(y_t|s_t) on
+    each generated token (RTO, Zhong et al. 2024; :func:`dpo_token_rewards`).
+
+    DPO's implicit reward of a response, β log π_dpo(y|x)/π_ref(y|x), is a sum over its
+    tokens; RTO reads each term as that token's reward. Both models read the samples' own
+    token ids (``prompt_ids`` + ``generated_ids``), so they must share the policy's
+    tokenizer. One no-grad forward pass of each model per ``batch_size`` rows; the sequence
+    score is the sum of a sample's token rewards (DPO's implicit reward when unclipped).
+    """
+
+    def __init__(self, model, ref_model, pad_id: int, beta: float = 0.05, clip: float = 0.0, batch_size: int = 32) -> None:
+        self.model, self.ref_model, self.pad_id = model.eval(), ref_model.eval(), pad_id
+        self.beta, self.clip, self.batch_size = beta, clip, batch_size
+
+    @torch.no_grad()
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        if not samples:
+            return RewardOutput([], [], [])
+        device = next(self.model.parameters()).device
+        ref_device = next(self.ref_model.parameters()).device
+        batch = build_token_batch([s.prompt_ids for s in samples], [s.generated_ids for s in samples], self.pad_id)
+        rows: list[list[float]] = []
+        for start in range(0, len(samples), self.batch_size):
+            sub, _ = batch.rows(list(range(start, min(start + self.batch_size, len(samples))))).trimmed()
+            dpo = token_logprobs(self.model, sub.to(device))["logprobs"]
+            ref = token_logprobs(self.ref_model, sub.to(ref_device))["logprobs"].to(device)
+            r = dpo_token_rewards(dpo, ref, sub.response_mask.to(device), self.beta, self.clip).cpu()
+            rows.extend(r[i, : len(samples[start + i].generated_ids)].tolist() for i in range(r.shape[0]))
+        return RewardOutput([sum(r) for r in rows], rows, [])
+
+
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 
@@ -363,6 +411,34 @@ def token_model_source(settings, scorer, text_fn, tokenizer, base_model: str):
     model_tokenizer = load_tokenizer(path if (path / "tokenizer.json").is_file() else base_model)
     source = TokenModelReward(model, model_tokenizer, tokenizer, settings.aggregate, settings.scale, text_fn,
                               normalize=settings.normalize)
+    if settings.plus_scorer:
+        source = DensePlusSequenceReward(source, ScorerReward(scorer, 1.0, text_fn), settings.plus_scorer)
+    return source
+
+
+@register_reward_source("dpo")
+def dpo_source(settings, scorer, text_fn, tokenizer, base_model: str):
+    """RTO's dense reward (Zhong et al. 2024): β log π_dpo/π_ref per token from a DPO-trained
+    policy (``reward.model``; reference ``reward.ref_model``, default the run's initial
+    model; β ``reward.beta``; ``reward.clip``), plus ``reward.plus_scorer`` x the scorer's
+    sequence reward on the last token when set (RTO's sparse sentence-level term)."""
+    from tokenalign.errors import ConfigError
+    from tokenalign.utils.accel import process_state
+    from tokenalign.utils.models import load_causal_lm
+
+    if not settings.model:
+        raise ConfigError("reward.source dpo needs reward.model=DIR (a DPO-trained policy: "
+                          "the model/ folder of `tokenalign train --set objective=dpo`)")
+    device = process_state().device
+    models = {}
+    for key, path in (("reward.model", settings.model), ("reward.ref_model", settings.ref_model or base_model)):
+        model, model_tokenizer = load_causal_lm(str(path))
+        if model_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(f"{key} {path}: its tokenizer differs from the policy's; the DPO log-ratio is read on "
+                              "the policy's own tokens, so the models must share its tokenizer")
+        models[key] = model.to(device).requires_grad_(False)
+    source = DPOTokenReward(models["reward.model"], models["reward.ref_model"], tokenizer.pad_token_id,
+                            settings.beta, settings.clip)
     if settings.plus_scorer:
         source = DensePlusSequenceReward(source, ScorerReward(scorer, 1.0, text_fn), settings.plus_scorer)
     return source
