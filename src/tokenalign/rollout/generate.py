@@ -4,7 +4,10 @@ Prompts are left-padded (the attention mask drives position ids) and sampled in 
 eval mode without gradients, by a loop that drops each row from the batch and the KV cache
 as soon as it finishes (``_sample_pruned``; transformers' ``DynamicCache`` and logits
 warpers), or with ``model.generate`` where that loop does not apply (``_can_prune``) or
-``SamplingConfig.prune_finished`` is off. Each completion is cut at the first stop string;
+``SamplingConfig.prune_finished`` is off. The loop's prefill computes real tokens only: the
+batch's shared prompt head (a chat template's system turn) once, each row's own tokens in
+groups of similar length (``_prefill``); under autocast its linear layers' weights are cast
+once per batch (``autocast_linear_weights``), not at every step. Each completion is cut at the first stop string;
 its token ids are cut to match, so text and ids always agree.
 
 An encoder-decoder (T5, BART) is sampled with ``model.generate``: the prompt goes to its
