@@ -262,3 +262,57 @@ def test_recorded_logprobs_equal_a_forward_pass(tiny_tokenizer, temperature, top
     # Not recorded where the sampler cannot: model.generate.
     old = generate(model, tok, prompts, SamplingConfig(**{**cfg.__dict__, "prune_finished": False}), progress=False)
     assert all(s.logprobs is None for s in old)
+
+
+def _chat_llama(tmp_path):
+    from conftest import save_tiny_smollm2
+    from tokenalign.utils.models import load_causal_lm
+
+    model, tok = load_causal_lm(str(save_tiny_smollm2(tmp_path / "llama")))
+    questions = ["Hi.", "What is the capital of France, and why?", "Name a fruit.",
+                 "Tell me a long story about a dragon who " + "flies over the mountains and " * 6 + "sleeps."]
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in questions]
+    return model, tok, prompts
+
+
+def test_prefill_runs_the_shared_head_once_and_little_padding_with_the_same_logits(tmp_path):
+    from tokenalign.rollout.generate import _chunks, _prefill, _shared_prefix
+
+    model, tok, prompts = _chat_llama(tmp_path)
+    ids, mask = _left_pad(tok, prompts)
+    shared = _shared_prefix(ids, mask)
+    assert shared >= 8  # the chat template's system turn
+    own = (mask.sum(-1) - shared).tolist()
+    assert len(_chunks(own)) > 1  # the long prompt is not padded to by the short ones
+    with torch.no_grad():
+        logits, cache, cache_mask = _prefill(model, ids, mask, ids.shape[1] + 4)
+        for i, p in enumerate(prompts):  # each prompt alone, no padding
+            alone = torch.tensor([encode_prompt(tok, p)])
+            torch.testing.assert_close(logits[i], model(input_ids=alone).logits[0, -1], atol=1e-5, rtol=1e-5)
+    assert cache_mask.shape == mask.shape and cache_mask.sum() == mask.sum()
+    assert cache.layers[0].keys.shape[-2] == ids.shape[1]
+
+    # and the whole sampler still decodes as model.generate, token for token
+    ref = _hf_greedy(model, ids, mask, 8, None, tok.pad_token_id)
+    ours, _ = _sample_pruned(model, ids, mask, _processors(SamplingConfig(greedy=True), True, []), [], True, None, 8)
+    assert ours == ref
+
+
+def test_autocast_linear_weights_same_outputs_restored_after(tmp_path):
+    from tokenalign.utils.kernels import autocast_linear_weights
+
+    model, tok, prompts = _chat_llama(tmp_path)
+    ids = torch.tensor([encode_prompt(tok, prompts[1])])
+    before = {name: id(p) for name, p in model.named_parameters()}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(input_ids=ids).logits
+        with autocast_linear_weights(model) as swapped:
+            assert swapped == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer and the LM head
+            assert model.lm_head.weight.dtype == torch.bfloat16
+            assert model.get_input_embeddings().weight.dtype == torch.float32  # tied, not swapped
+            assert torch.equal(model(input_ids=ids).logits, ref)
+    assert {name: id(p) for name, p in model.named_parameters()} == before
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with autocast_linear_weights(model) as swapped:  # no autocast: nothing to do
+        assert swapped == 0

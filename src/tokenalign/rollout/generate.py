@@ -4,7 +4,10 @@ Prompts are left-padded (the attention mask drives position ids) and sampled in 
 eval mode without gradients, by a loop that drops each row from the batch and the KV cache
 as soon as it finishes (``_sample_pruned``; transformers' ``DynamicCache`` and logits
 warpers), or with ``model.generate`` where that loop does not apply (``_can_prune``) or
-``SamplingConfig.prune_finished`` is off. Each completion is cut at the first stop string;
+``SamplingConfig.prune_finished`` is off. The loop's prefill computes real tokens only: the
+batch's shared prompt head (a chat template's system turn) once, each row's own tokens in
+groups of similar length (``_prefill``); under autocast its linear layers' weights are cast
+once per batch (``autocast_linear_weights``), not at every step. Each completion is cut at the first stop string;
 its token ids are cut to match, so text and ids always agree.
 
 An encoder-decoder (T5, BART) is sampled with ``model.generate``: the prompt goes to its
@@ -31,6 +34,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
+
+from tokenalign.utils.kernels import autocast_linear_weights
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +428,25 @@ def _cache_layer_class():
             self._views()
             return self.keys, self.values
 
+        def reserve(self, rows: int, length: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+            """Zeroed buffers for ``rows`` rows of ``length`` positions, heads, dim and dtype as
+            ``keys`` / ``values``: the columns a prefill leaves unwritten are masked, and finite."""
+            self.device = keys.device
+            self._keys = keys.new_zeros((rows, keys.shape[1], self.capacity, keys.shape[-1]))
+            self._values = values.new_zeros((rows, values.shape[1], self.capacity, values.shape[-1]))
+            self.length, self.is_initialized = length, True
+            self._views()
+
+        def fill(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+            """Start from ``keys`` / ``values`` ([rows, heads, positions, dim])."""
+            self.reserve(keys.shape[0], keys.shape[-2], keys, values)
+            self.write(slice(None), keys.shape[-2], keys, values)
+
+        def write(self, rows: torch.Tensor, end: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+            """Write ``keys`` / ``values`` of ``rows`` so that they end at column ``end``."""
+            start = end - keys.shape[-2]
+            self._keys[rows, :, start:end], self._values[rows, :, start:end] = keys, values
+
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             if self.is_initialized:
                 self._keys, self._values = self._keys[indices], self._values[indices]
@@ -448,6 +472,95 @@ def _draw(scores: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1).squeeze(1)
 
 
+def _shared_prefix(input_ids: torch.Tensor, attention: torch.Tensor) -> int:
+    """How many leading tokens every left-padded prompt of the batch shares (a chat template's
+    system turn), at most the shortest prompt's length less one: each row keeps a token of
+    its own, whose logits start its sample."""
+    lengths = attention.long().sum(-1)
+    shortest = int(lengths.min())
+    if input_ids.shape[0] < 2 or shortest < 2:
+        return 0
+    cols = (input_ids.shape[1] - lengths)[:, None] + torch.arange(shortest - 1, device=input_ids.device)
+    heads = input_ids.gather(1, cols)
+    return int((heads == heads[:1]).all(0).long().cumprod(0).sum())
+
+
+def _chunks(lengths: list[int], waste: float = 1.25, max_positions: int = 4096) -> list[list[int]]:
+    """Rows grouped, longest first, so that each group padded to its longest row computes at
+    most ``waste`` times its real tokens (and at most ``max_positions`` positions)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= min(waste * (real + lengths[i]), max_positions):
+            groups[-1].append(i)
+            real += lengths[i]
+        else:
+            groups.append([i])
+            real = lengths[i]
+    return groups
+
+
+def _prefill(model, input_ids: torch.Tensor, attention: torch.Tensor, capacity: int, min_shared: int = 8):
+    """Run the left-padded prompts through ``model``: (the last position's logits [rows, vocab],
+    the KV cache, its attention mask). Only real tokens are computed, up to a little padding:
+    the prompts' shared leading tokens (``_shared_prefix``, when at least ``min_shared``) run
+    once, in one row, and each row's own tokens run in groups of rows of similar length
+    (``_chunks``). The cache's columns are the shared tokens, then each row's own tokens
+    right-aligned (padding between, masked): the same attention as over the padded prompt,
+    with positions from each row's real tokens as before."""
+    from transformers import DynamicCache
+
+    from tokenalign.utils.models import forward_parameters
+
+    params = forward_parameters(model)
+    cache_name = _cache_kwarg(params)
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    layer_class = _cache_layer_class()
+
+    def new_cache(size: int):
+        cache = DynamicCache(config=model.config)
+        cache.layers = [layer_class(size) for _ in cache.layers]
+        return cache
+
+    n, width = input_ids.shape
+    shared = _shared_prefix(input_ids, attention)
+    shared = shared if shared >= min_shared else 0
+    prefix_kv = None
+    if shared:
+        head = input_ids[:1, width - int(attention[0].sum()) :][:, :shared]
+        cache = new_cache(shared)
+        model(input_ids=head, attention_mask=torch.ones_like(head), position_ids=torch.arange(shared)[None].to(head.device),
+              **{cache_name: cache, "use_cache": True}, **keep_last)
+        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+    own_ids, own_mask = input_ids[:, shared:], attention[:, : width - shared].long()  # right-aligned own tokens
+    own = own_mask.sum(-1)
+    mask = torch.cat([own_mask.new_ones((n, shared)), own_mask], dim=-1)
+    positions = (shared + own_mask.cumsum(-1) - 1).clamp(min=0)
+    big = new_cache(capacity)
+    logits = None
+    for group in _chunks(own.tolist()):
+        rows = torch.tensor(group, device=input_ids.device)
+        span = int(own[group[0]])
+        cache = new_cache(shared + span)
+        if prefix_kv is not None:
+            for layer, (k, v) in zip(cache.layers, prefix_kv):
+                layer.fill(k.expand(len(group), -1, -1, -1), v.expand(len(group), -1, -1, -1))
+        chunk_mask = torch.cat([own_mask.new_ones((len(group), shared)), own_mask[rows, -span:]], dim=-1)
+        out = model(input_ids=own_ids[rows, -span:], attention_mask=chunk_mask, position_ids=positions[rows, -span:],
+                    **{cache_name: cache, "use_cache": True}, **keep_last).logits[:, -1]
+        if logits is None:
+            logits = out.new_empty((n, out.shape[-1]))
+        logits[rows] = out
+        for target, layer in zip(big.layers, cache.layers):
+            if not target.is_initialized:
+                target.reserve(n, width, layer.keys, layer.values)
+                if shared:
+                    target.write(slice(None), shared, layer.keys[:1, :, :shared], layer.values[:1, :, :shared])
+            target.write(rows, width, layer.keys[:, :, shared:], layer.values[:, :, shared:])
+    return logits, big, mask
+
+
 def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, processors, criteria: Sequence,
                    greedy: bool, eos_id, max_new_tokens: int,
                    logprob_temperature: float | None = None) -> tuple[list[list[int]], list[list[float]] | None]:
@@ -462,35 +575,29 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
     ``softmax(logits / logprob_temperature)`` (None otherwise). Positions follow the
     attention mask: a row's next position is its number of real tokens so far.
     """
-    from transformers import DynamicCache
-
     from tokenalign.utils.models import forward_parameters
 
     n, width = input_ids.shape
     device = input_ids.device
     params = forward_parameters(model)
-    cache = DynamicCache(config=model.config)
-    cache.layers = [_cache_layer_class()(width + max_new_tokens) for _ in cache.layers]
-    cache_kw = {_cache_kwarg(params): cache, "use_cache": True}
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-
     out: list[list[int] | None] = [None] * n
     out_lp: list[list[float] | None] = [None] * n
     record = logprob_temperature is not None
     if max_new_tokens <= 0:
         return [[] for _ in range(n)], ([[] for _ in range(n)] if record else None)
     rows = torch.arange(n, device=device)  # the original index of each running row
-    ids, mask = input_ids, attention.long()
+    ids = input_ids
     lps = torch.zeros((n, 0), dtype=torch.float32, device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    next_pos = mask.sum(-1, keepdim=True)  # [rows, 1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, **cache_kw, **keep_last).logits
+    next_pos = attention.long().sum(-1, keepdim=True)  # [rows, 1]
+    last, cache, mask = _prefill(model, input_ids, attention, width + max_new_tokens)
+    cache_kw = {_cache_kwarg(params): cache, "use_cache": True}
     for step in range(max_new_tokens):
-        last = logits[:, -1, :].to(dtype=torch.float32)
+        last = last.to(dtype=torch.float32)
         scores = processors(ids, last)
         token = scores.argmax(-1) if greedy else _draw(scores)
         if record:
-            lp = torch.log_softmax(last / logprob_temperature, dim=-1).gather(-1, token[:, None])
+            scaled = last if logprob_temperature == 1.0 else last / logprob_temperature
+            lp = torch.log_softmax(scaled, dim=-1).gather(-1, token[:, None])
             lps = torch.cat([lps, lp], dim=-1)
         ids = torch.cat([ids, token[:, None]], dim=-1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
@@ -511,7 +618,7 @@ def _sample_pruned(model, input_ids: torch.Tensor, attention: torch.Tensor, proc
             lps = lps[running]
             cache.batch_select_indices(running)
             mask = _drop_padding_columns(cache, mask)
-        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, **cache_kw).logits
+        last = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, **cache_kw).logits[:, -1]
         next_pos = next_pos + 1
     return out, (out_lp if record else None)  # type: ignore[return-value]
 
@@ -661,9 +768,10 @@ def generate(
             # encoder-decoder, from model.generate's logits.
             lp_temperature = None if conditioning is not None else (cfg.temperature if not greedy else 1.0)
             if can_prune:
-                rows, row_logprobs = _sample_pruned(model, input_ids.to(device), attention.to(device),
-                                                    _processors(cfg, greedy, extra_processors), criteria, greedy, eos_id,
-                                                    max_new, lp_temperature)
+                with autocast_linear_weights(model):  # cast once, not at every step
+                    rows, row_logprobs = _sample_pruned(model, input_ids.to(device), attention.to(device),
+                                                        _processors(cfg, greedy, extra_processors), criteria, greedy,
+                                                        eos_id, max_new, lp_temperature)
             else:
                 rows, row_logprobs = _sample_hf(model, input_ids.to(device), attention.to(device), cfg, greedy,
                                                 extra_processors, criteria, eos_id, pad_id, max_new,
