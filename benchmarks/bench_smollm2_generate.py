@@ -205,6 +205,7 @@ def main() -> None:
     p.add_argument("--json", default="benchmarks/results/smollm2_generate.json")
     p.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran on the machine)")
     p.add_argument("--smoke", action="store_true", help="4 prompts, 8 tokens, 1 repeat: checks it runs")
+    p.add_argument("--model", default="", help="a model folder in place of SmolLM2-135M-Instruct (the smoke test's tiny Llama)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     if args.smoke:
@@ -220,7 +221,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     peak = matmul_peak(args.matmul_repeats)
-    model, tok = load_causal_lm(str(smollm2_path()))
+    model, tok = load_causal_lm(args.model or str(smollm2_path()))
     from tokenalign.data.records import Message
 
     prompts = render_prompts([(Message("user", q),) for q in load_pii_prompts("train")[: args.prompts]], tok)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
-          "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py"}
+          "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -197,3 +197,18 @@ def test_vllm_check_smoke(tmp_path):
     (run,) = report["runs"]
     assert positive(run["hf"]["tokens_per_s"]) and positive(run["vllm"]["tokens_per_s"])
     assert run["logprob_agreement"]["max_abs"] < 1e-3 and report["greedy_identical_share"] == 1.0
+
+
+@pytest.mark.slow
+def test_bench_smollm2_generate_smoke(tmp_path):
+    """On a tiny Llama with SmolLM2's real tokenizer (the 93 MB model is not in CI)."""
+    from conftest import save_tiny_smollm2
+
+    model = save_tiny_smollm2(tmp_path / "smol")
+    out = tmp_path / "gen.json"
+    run_bench("bench_smollm2_generate.py", ["--smoke", "--threads", "1", "--model", str(model), "--json", str(out)], tmp_path)
+    report = json.loads(out.read_text())
+    for precision in ("bf16", "fp32"):
+        for sampler in ("tokenalign", "hf_generate"):
+            assert positive(report["generation"][precision][sampler]["median_tokens_per_s"]), (precision, sampler)
+    assert report["update"]
