@@ -116,6 +116,21 @@ def save_tiny_smollm2(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def run_retrying_a_hang(command_for, env: dict, timeout: float):
+    """``command_for(attempt)`` run in a subprocess; a run that hangs past ``timeout`` is
+    retried once (gloo on a loaded CPU has hung a rank about once in a dozen CI runs, never
+    reproduced alone). Returns (the finished process, the attempt that finished)."""
+    import subprocess
+
+    for attempt in range(2):
+        try:
+            return subprocess.run(command_for(attempt), env=env, capture_output=True, text=True, timeout=timeout), attempt
+        except subprocess.TimeoutExpired:
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class LikedTokens:
     """Toy dense reward: +1 for every generated token in a fixed tenth of the vocabulary; the
     sequence score is their share."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import save_tiny_chat_models
+from conftest import run_retrying_a_hang, save_tiny_chat_models
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -48,21 +48,20 @@ def _launch(launcher: str, args: list[str], out: Path, ok: bool = True) -> subpr
     processes; retried once in a fresh folder when it hangs."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(Path(__file__).parent)]), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    for attempt in range(2):
-        folder = out if attempt == 0 else out.with_name(out.name + "-retry")
+    def folder_for(attempt: int) -> Path:
+        return out if attempt == 0 else out.with_name(out.name + "-retry")
+
+    def command(attempt: int) -> list[str]:
         if launcher == "torchrun":
             head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
         else:
             head = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                     "--main_process_port", str(_free_port())]
-        cmd = [*head, "-m", "tokenalign", "-q", *args, "--set", f"out_dir={folder}"]
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-            break
-        except subprocess.TimeoutExpired:
-            if attempt == 1:
-                raise
+        return [*head, "-m", "tokenalign", "-q", *args, "--set", f"out_dir={folder_for(attempt)}"]
+
+    done, attempt = run_retrying_a_hang(command, env, timeout=180)
+    folder = folder_for(attempt)
     if ok:
         assert done.returncode == 0, done.stderr[-4000:]
     done.folder = folder  # type: ignore[attr-defined]

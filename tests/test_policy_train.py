@@ -152,21 +152,20 @@ def test_two_process_cpu_run(tmp_path):
     rank about once in a dozen CI runs (never reproduced alone), so a run that hangs is
     retried once in a fresh folder; a job that fails, or hangs twice, fails the test."""
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
+    from conftest import run_retrying_a_hang
+
     job = Path(__file__).parent / "two_process_job.py"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    for attempt in range(2):
-        out = tmp_path / f"attempt{attempt}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(job), str(out)]
-        try:
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
-            break
-        except subprocess.TimeoutExpired:
-            if attempt == 1:
-                raise
+
+    def command(attempt: int) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(job),
+                str(tmp_path / f"attempt{attempt}")]
+
+    done, attempt = run_retrying_a_hang(command, env, timeout=150)
+    out = tmp_path / f"attempt{attempt}"
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "rank0.ok").is_file() and (out / "rank1.ok").is_file()
 

@@ -242,12 +242,13 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
         metrics["reference_refusal_share"] = refusal_share([s.completion for s in ref_samples])
-        with torch.no_grad():
-            metrics["perplexity_under_reference"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
-                                                                        tokenizer, samples, cfg.sampling.batch_size)
-            metrics["reference_perplexity"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
-                                                                  tokenizer, ref_samples, cfg.sampling.batch_size)
-        if cfg.judge:
+        if main:  # every process holds all samples (gathered): the main one scores them once
+            with torch.no_grad():
+                metrics["perplexity_under_reference"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
+                                                                            tokenizer, samples, cfg.sampling.batch_size)
+                metrics["reference_perplexity"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
+                                                                      tokenizer, ref_samples, cfg.sampling.batch_size)
+        if cfg.judge and main:
             judge = load_scorer(cfg.judge)
             metrics["judge"] = cfg.judge
             metrics.update(judge_win_rate(judge, inputs, texts, [task.text_fn(s.completion, s.finished) for s in ref_samples]))

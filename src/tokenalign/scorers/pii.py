@@ -65,15 +65,14 @@ def pii_entities(scrubber, text: str, prompt: str = "", config: PiiConfig | None
     without what ``config`` leaves uncharged: entities ``prompt`` contains, emails without
     "@" or " dot ", over-long hits (see :class:`PiiConfig`)."""
     cfg = config or PiiConfig()
-    ignore_prompt_entities, email_needs_at, max_entity_chars = cfg.ignore_prompt_entities, cfg.email_needs_at, cfg.max_entity_chars
     out = []
     for filth in scrubber.iter_filth(text):
         kind = filth.detector_name or filth.type
-        if ignore_prompt_entities and filth.text and filth.text in prompt:
+        if cfg.ignore_prompt_entities and filth.text and filth.text in prompt:
             continue
-        if email_needs_at and kind == "email" and "@" not in filth.text and not _SPELLED_DOT.search(filth.text):
+        if cfg.email_needs_at and kind == "email" and "@" not in filth.text and not _SPELLED_DOT.search(filth.text):
             continue
-        if max_entity_chars and len(filth.text) > max_entity_chars:
+        if cfg.max_entity_chars and len(filth.text) > cfg.max_entity_chars:
             continue
         out.append(Blame(filth.beg, filth.end, kind, filth.text))
     return sorted(out, key=lambda b: (b.start, b.end))
