@@ -116,6 +116,11 @@ def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     assert acfg.policy.kl_coef == DemoAlign().pg_kl_coef and acfg.policy.reward.normalize == "sequence"
     assert acfg.guidance.reuse_rollouts and acfg.guidance.head.end_token and acfg.policy.objective_settings.reward_to_go
     assert align_config(DemoAlign(method="rloo"), tmp_path / "x", "", 4, 48, 0, True).policy.kl_coef == DemoAlign().kl_coef
+    # its equal-information baseline: a sequence reward model from the same rankings, same optimiser and KL
+    seq = align_config(DemoAlign(method="pg-sequence"), tmp_path / "x", "", 4, 48, 0, True)
+    assert seq.guidance.learn.aggregator == "last" and seq.policy.reward.placement == "sequence"
+    assert seq.policy.reward.aggregate == "last" and seq.policy.kl_coef == acfg.policy.kl_coef
+    assert seq.policy.objective_settings == acfg.policy.objective_settings and seq.guidance.prompts == acfg.guidance.prompts
     saved = from_dict(AlignConfig, {"policy": {"iterations": 2}})  # a section in part keeps PG's defaults
     assert saved.policy.reward.placement == "token"
 

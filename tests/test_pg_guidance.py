@@ -54,6 +54,9 @@ def test_token_model_reward_normalize_by_hand(monkeypatch, normalize):
     assert out.token_rewards[0] == pytest.approx([(v - shift) / div for v in (0.5, 0.7, 0.6)])
     assert out.token_rewards[1] == pytest.approx([(v - shift) / div for v in (0.2, 0.5, 0.4, 0.6)])
     assert out.scores == pytest.approx([1.8, 1.7])  # sequence scores stay the raw aggregates
+    for how, want in (("avg", [0.6, 0.425]), ("last", [0.6, 0.6])):
+        got = TokenModelReward(None, tok, tok, how, scale=2.0)([_sample(tok, a), _sample(tok, b)]).scores
+        assert got == pytest.approx([2.0 * w for w in want])  # last: a sequence reward model's one score
 
 
 def test_token_model_reward_normalize_leaves_policy_tokens_past_the_text_at_zero(monkeypatch):

@@ -159,3 +159,13 @@ def test_softmax_length_term_as_in_the_papers_code_and_its_correction():
     # the corrected forms are the paper's minus +-beta log L (hand-computed on the fixture)
     got = aggregate(REWARDS, MASK, "softmax_mean", beta=2.0)[0].tolist()
     assert got == pytest.approx([2 * 2 * (lse(0.5, 1.0, 1.5) - math.log(3)), 2 * 2 * 2.0], rel=1e-6)
+
+
+def test_last_aggregator_reads_the_last_response_token_only():
+    """``last`` is a sequence reward model's score: the reward at each sample's last real
+    token, whatever came before it and whatever padding follows."""
+    assert aggregate(REWARDS, MASK, "last")[0].tolist() == [3.0, 4.0]
+    rewards = torch.tensor([[[5.0, -1.0, 7.0, 8.0], [2.0, 9.0, 1.0, 1.0]]])
+    mask = torch.tensor([[[1, 1, 1, 0], [1, 1, 1, 1]]], dtype=torch.bool)
+    assert aggregate(rewards, mask, "last", sample_mask=torch.tensor([[True, False]]))[0].tolist() == [7.0, 0.0]
+    assert aggregate(rewards, mask, "last")[0].tolist() == [7.0, 1.0]

@@ -33,8 +33,11 @@ class DemoAlign:
     # "pg": the alternating loop (token guidance re-learned from rankings + token REINFORCE);
     # "token": token-level REINFORCE on dense gold rewards (each blamed violation's share
     #   of the score on the token it blames; reward-to-go, whitened);
+    # "pg-sequence": the same loop with a *sequence* reward model learned from the same rankings
+    #   (guidance aggregator "last": one score read at the end token, placed on the last token),
+    #   the equal-information baseline of "pg" (Yang et al.'s claim: token beats sequence guidance);
     # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
-    method: Literal["token", "pg", "rloo"] = "pg"
+    method: Literal["token", "pg", "pg-sequence", "rloo"] = "pg"
     iterations: int = 16
     prompts_per_iteration: int = 16
     samples_per_prompt: int = 4
@@ -64,15 +67,18 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig
 
+    sequence = cfg.method == "pg-sequence"
+    reward = ({"source": "guidance", "placement": "sequence", "aggregate": "last"} if sequence
+              else {"source": "guidance", "placement": "token", "normalize": cfg.normalize})
     return from_dict(AlignConfig, {
         "out_dir": str(out_dir),
         "relearn_every": cfg.relearn_every,
         "policy": {
             "task": task, "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr,
-            "kl_coef": cfg.pg_kl_coef if cfg.method == "pg" else cfg.kl_coef,
+            "kl_coef": cfg.pg_kl_coef if cfg.method.startswith("pg") else cfg.kl_coef,
             "entropy_coef": cfg.entropy_coef,
             "reinforce": {"baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go},
-            "reward": {"source": "guidance", "placement": "token", "normalize": cfg.normalize},
+            "reward": reward,
             "prompts_per_iteration": cfg.prompts_per_iteration, "samples_per_prompt": cfg.samples_per_prompt,
             "sampling": {"max_new_tokens": max_new_tokens}, "seed": seed,
             "eval": {"every": cfg.iterations, "prompts": eval_prompts, "sampling": {"max_new_tokens": max_new_tokens}},
@@ -80,7 +86,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
         "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts,
                      "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token},
                      "learn": {"epochs": cfg.guidance_epochs, "lr": cfg.guidance_lr, "max_length": 256, "batch_size": 8,
-                               "aggregator": cfg.guidance_aggregator}},
+                               "aggregator": "last" if sequence else cfg.guidance_aggregator}},
     })
 
 
@@ -102,7 +108,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, run_cfg.sampling.max_new_tokens, run_cfg.seed,
                         run_cfg.quick, task.name)
     scorer = getattr(task.scorer, "label", None) or getattr(task.scorer, "name", type(task.scorer).__name__)
-    if a.method == "pg":
+    if a.method in ("pg", "pg-sequence"):
         align_summary = run_align(acfg)
     else:
         from tokenalign.jobs.train import run_train
@@ -123,11 +129,14 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     samples, results = before.scored_samples(), before.results
     after_samples, after_results = after.scored_samples(), after.results
 
-    if a.method == "pg":
-        report.add_heading("Alignment: a short PG loop")
-        what = (f"tokenalign align from the same base model: {a.iterations} iterations of token REINFORCE "
-                f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) against the learned "
-                f"token guidance r_φ alone (rewards normalised per batch: {a.normalize}; reward-to-go: {a.reward_to_go}; "
+    if a.method in ("pg", "pg-sequence"):
+        sequence = a.method == "pg-sequence"
+        report.add_heading("Alignment: a short PG loop" + (" with a sequence reward model" if sequence else ""))
+        guidance = ("a sequence reward model r_φ (the end token's score alone, on the last token; whitened per batch)"
+                    if sequence else f"the learned token guidance r_φ (rewards normalised per batch: {a.normalize})")
+        what = (f"tokenalign align from the same base model: {a.iterations} iterations of REINFORCE "
+                f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) against {guidance} "
+                f"alone (reward-to-go: {a.reward_to_go}; "
                 f"baseline: {a.reinforce_baseline}; per-token KL penalty {a.pg_kl_coef} to the base model). r_φ is re-learned "
                 f"every {a.relearn_every} iterations (first half) from {scorer}'s rankings of the policy's own samples "
                 f"({a.guidance_prompts} fresh prompts x {a.samples_per_prompt}"
@@ -187,6 +196,6 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
              for i, t in zip(shown, scored)],
             title="What the learned guidance r_φ rewards (last round)", scale="sequential", label="r_φ")
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
-             if a.method == "pg" else {})
+             if a.method in ("pg", "pg-sequence") else {})
     return {"align_before": stats["before"], "align_after": stats["after"], "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
             "align_iterations": a.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}

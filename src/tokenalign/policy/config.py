@@ -56,7 +56,9 @@ class RewardSettings:
     # (segment), or the sequence score on the last token (sequence: holistic RL)
     placement: Literal["token", "segment", "sequence"] = "sequence"
     segment: Literal["line", "sentence"] = "line"  # what a segment is (placement: segment)
-    aggregate: Literal["sum", "avg"] = "sum"  # token model -> sequence score (sequence placement)
+    # token model -> sequence score (sequence placement): the sum or mean of its token rewards, or
+    # the last token's alone (a model learned with aggregator "last" is a sequence reward model)
+    aggregate: Literal["sum", "avg", "last"] = "sum"
     scale: float = 1.0  # every reward is multiplied by this
     # token_model, dpo: also add this weight x the task scorer's sequence reward on the last token
     # (RTO's sparse sentence-level term, its β3 = 1)

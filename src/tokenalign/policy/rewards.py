@@ -162,8 +162,9 @@ def spans_to_tokens(
 class TokenModelReward:
     """Per-token rewards from a trained token reward model.
 
-    The sequence score is the aggregate of the token rewards (``sum`` or ``avg``), which is
-    what ``sequence`` placement uses; ``text_fn`` as in :class:`ScorerReward`.
+    The sequence score is the aggregate of the token rewards (``sum``, ``avg``, or ``last``:
+    the last token's alone, for a model learned as a sequence reward model), which is what
+    ``sequence`` placement uses; ``text_fn`` as in :class:`ScorerReward`.
 
     ``normalize`` standardises the token rewards over each call's batch (all scored tokens
     of all samples) before they are scaled and placed: ``center`` subtracts their mean,
@@ -184,7 +185,7 @@ class TokenModelReward:
     text, on the last generated token).
     """
 
-    def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg"] = "sum",
+    def __init__(self, model, tokenizer, policy_tokenizer, aggregate: Literal["sum", "avg", "last"] = "sum",
                  scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None, batch_size: int = 32,
                  normalize: Literal["none", "center", "whiten", "sequence"] = "none") -> None:
         if normalize not in ("none", "center", "whiten", "sequence"):
@@ -236,7 +237,10 @@ class TokenModelReward:
             values = [self.scale * v for v in values]
             token_rewards.append(values)
             total = sum(self.scale * v for v in tr.rewards)
-            scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
+            if self.aggregate == "last":
+                scores.append(self.scale * tr.rewards[-1] if tr.rewards else 0.0)
+            else:
+                scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
         return RewardOutput(scores, token_rewards, scored)
 
 

@@ -12,6 +12,10 @@ over the valid samples of its list:
 - ``softmin``: Lbar * (-beta) * log sum_t exp(-r_t / beta)  (pads are +inf)
 - ``softmax_mean`` / ``softmin_mean``: the same with log-*mean*-exp,
   Lbar * (+-beta) * log (1/L_k) sum_t exp(+-r_t / beta)
+- ``last``:    r_{L_k}, the reward of the last response token only. A model learned with it
+  is a sequence reward model (one score read from the final hidden state, as an
+  ``...ForSequenceClassification`` head reads it): the equal-information baseline of a
+  token reward learned from the same rankings.
 
 Multiplying by ``Lbar`` keeps avg/softmax/softmin on the scale of a sum over a typical
 sample, so the same learning rate works for every aggregator.
@@ -31,8 +35,8 @@ from typing import Literal
 
 import torch
 
-Aggregator = Literal["sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean"]
-AGGREGATORS: tuple[str, ...] = ("sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean")
+Aggregator = Literal["sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean", "last"]
+AGGREGATORS: tuple[str, ...] = ("sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean", "last")
 
 __all__ = ["Aggregator", "AGGREGATORS", "aggregate"]
 
@@ -64,6 +68,9 @@ def aggregate(
         raise ValueError("a sample has no response tokens; its sequence score is undefined")
     if how == "sum":
         return (rewards * mask).sum(-1)
+    if how == "last":
+        at_last = mask & (mask.cumsum(-1) == lengths.unsqueeze(-1).long())
+        return (rewards * at_last).sum(-1)
     n_valid = sample_mask.sum(-1, keepdim=True).clamp(min=1).to(rewards.dtype)
     lbar = (lengths * sample_mask).sum(-1, keepdim=True) / n_valid  # [N, 1]
     safe_len = lengths.clamp(min=1)

@@ -70,8 +70,9 @@ class RewardLearnConfig:
     grad_clip: float = 5.0
     warmup_steps: int = 0
     # sum | avg | softmax | softmin (the paper's code, with a length term) | softmax_mean | softmin_mean
-    # (log-mean-exp: no length term); see tokenalign.rewards.aggregate
-    aggregator: Literal["sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean"] = "avg"
+    # (log-mean-exp: no length term) | last (the last token's reward alone: a sequence reward model);
+    # see tokenalign.rewards.aggregate
+    aggregator: Literal["sum", "avg", "softmax", "softmin", "softmax_mean", "softmin_mean", "last"] = "avg"
     beta: float = 2.0
     max_length: int = 512
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"

@@ -1,12 +1,13 @@
-"""The pii task's seeds table: `tokenalign demo --task pii` per alignment method and seed,
-at the demo's budget (12 iterations x 32 answers of at most 64 tokens), then mean and 95%
-t-interval over seeds (benchmarks/summarize_demo_runs.py).
+"""A seeds table of the demo: `tokenalign demo --task TASK` per alignment method and seed, at
+the demo's budget (pep8: 16 iterations x 64 samples; pii: 12 iterations x 32 answers), then
+mean and 95% t-interval over seeds (benchmarks/summarize_demo_runs.py).
 
 Resumable across sessions: a run whose summary.json has its after-alignment evaluation is
 skipped, an unfinished one continues from its align checkpoint.
 
-    python benchmarks/pii_seeds.py --methods token rloo pg --seeds 0 1 2 --judge runs/pii-judge/run/model
-    python benchmarks/summarize_demo_runs.py runs/pii-seeds
+    python benchmarks/demo_seeds.py --out runs/pep8-seeds --methods pg pg-sequence token rloo
+    python benchmarks/demo_seeds.py --task pii --out runs/pii-seeds --methods token rloo pg --judge runs/pii-judge/run/model
+    python benchmarks/summarize_demo_runs.py runs/pep8-seeds
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-log = logging.getLogger("pii_seeds")
+log = logging.getLogger("demo_seeds")
 
 
 def finished(folder: Path) -> bool:
@@ -29,7 +30,8 @@ def finished(folder: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/pii-seeds")
+    parser.add_argument("--task", default="pep8")
+    parser.add_argument("--out", default="runs/demo-seeds")
     parser.add_argument("--methods", nargs="+", default=["token", "rloo", "pg"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--judge", default="", help="a judge folder (benchmarks/pii_judge.py)")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             if finished(folder):
                 log.info("%s: done", folder)
                 continue
-            command = [sys.executable, "-m", "tokenalign", "demo", "--task", "pii", "--out", str(folder),
+            command = [sys.executable, "-m", "tokenalign", "demo", "--task", args.task, "--out", str(folder),
                        "--set", f"seed={seed}", "--set", f"align.method={method}"]
             command += ["--set", f"judge={args.judge}"] if args.judge else []
             for item in args.overrides:
