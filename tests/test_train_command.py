@@ -59,3 +59,34 @@ def test_bad_train_configs_fail_with_a_clear_message(tmp_path, capsys):
     assert "samples_per_prompt >= 2" in capsys.readouterr().err
     assert main(_args(tmp_path / "z", "objective=wmle", "reward.source=token_model", "reward.token_model=nowhere")) == 2
     assert "data=FILE" in capsys.readouterr().err
+
+
+def test_weighted_mle_and_plain_mle_train_on_the_corpus_own_bodies(tmp_path, token_model_dir):
+    """PG's supervised objective end to end: reference completions are the corpus's own
+    function bodies for the training prompts; guidance weights w_t = r_t / Σ r from a token
+    model, and the plain-MLE baseline w_t = 1 / L on the same rows."""
+    import torch
+
+    from tokenalign.cli import main
+    from tokenalign.objectives.wmle import WeightedMLE
+    from tokenalign.tasks.pep8.corpus import read_corpus
+    from tokenalign.tasks.pep8.prompts import load_prompts, reference_completions
+
+    train = set(load_prompts("train"))
+    rows = [(h, b) for _, text in read_corpus("validation")[:40] for h, b in reference_completions(text) if h in train][:6]
+    assert len(rows) == 6 and all(b.startswith("\n    ") and b.endswith("\n") for _, b in rows)
+    data = tmp_path / "bodies.jsonl"
+    data.write_text("".join(json.dumps({"prompt": h, "completion": b}) + "\n" for h, b in rows))
+    for weights, extra in (("uniform", ()), ("guidance", ("reward.source=token_model", f"reward.token_model={token_model_dir}"))):
+        out = tmp_path / weights
+        assert main(_args(out, "objective=wmle", f"wmle.data={data}", f"wmle.weights={weights}", *extra)) == 0
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["iteration"] for r in metrics] == [0, 1, 2] and all(torch.isfinite(torch.tensor(r["loss"])) for r in metrics[1:])
+        assert (out / "model" / "model.safetensors").is_file()
+
+    class Ro:  # the uniform signal by hand: each row's real tokens share weight 1
+        class batch:
+            response_mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    uniform = WeightedMLE.__new__(WeightedMLE)
+    uniform.settings = type("S", (), {"weights": "uniform"})()
+    assert uniform.signal(Ro, 0)["advantages"].tolist() == [[0.5, 0.5, 0.0, 0.0], [0.25] * 4]

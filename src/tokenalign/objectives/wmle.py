@@ -4,6 +4,7 @@ reference response weighted by its (normalised) reward from a token reward model
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
 
@@ -23,6 +24,9 @@ class WMLESettings:
     data: str = ""  # a `supervised` dataset (prompt, completion): the responses trained on
     exp: bool = False  # weights from exp(r) instead of r before normalising
     reward_to_go: bool = False  # weights from Σ_{t'>=t} r_t' instead of r_t
+    # guidance: w_t = r_t / Σ r (the paper's); uniform: w_t = 1 / L, plain MLE on the same rows with
+    # the same per-sequence normalisation, the baseline guidance weighting is measured against
+    weights: Literal["guidance", "uniform"] = "guidance"
 
 
 @register_objective("wmle")
@@ -40,7 +44,7 @@ class WeightedMLE(Objective):
     def check_sources(cls, cfg) -> None:
         if not cfg.objective_settings.data:
             raise ConfigError("objective wmle trains on a supervised dataset: set wmle.data=FILE (prompt, completion)")
-        if cfg.reward.source not in ("token_model", "guidance"):
+        if cfg.objective_settings.weights == "guidance" and cfg.reward.source not in ("token_model", "guidance"):
             raise ConfigError("objective wmle weights tokens by a token reward model: reward.source=token_model")
 
     @classmethod
@@ -61,7 +65,10 @@ class WeightedMLE(Objective):
 
     def signal(self, ro: Rollout, iteration: int) -> dict[str, torch.Tensor]:
         s = self.settings
-        return {"advantages": guidance_weights(ro.token_rewards, ro.batch.response_mask, use_exp=s.exp,
+        mask = ro.batch.response_mask
+        if s.weights == "uniform":
+            return {"advantages": mask / mask.sum(dim=1, keepdim=True).clamp(min=1)}
+        return {"advantages": guidance_weights(ro.token_rewards, mask, use_exp=s.exp,
                                                use_reward_to_go=s.reward_to_go)}
 
     def loss(self, chunk: Chunk, ro: Rollout, signal: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:

@@ -18,19 +18,30 @@ from typing import Literal
 
 from tokenalign.tasks.pep8 import ASSETS
 
-__all__ = ["extract_headers", "build_prompt_sets", "load_prompts"]
+__all__ = ["extract_headers", "reference_completions", "build_prompt_sets", "load_prompts"]
 
 PROMPT_FILES = {"train": "prompts_train.jsonl", "test": "prompts_test.jsonl"}
 
 
 def extract_headers(source: str, max_chars: int = 400) -> list[str]:
     """Function headers of ``source`` (dedented, without the final newline), in source order."""
+    return [header for header, _ in _functions(source, max_chars)]
+
+
+def reference_completions(source: str, max_chars: int = 400) -> list[tuple[str, str]]:
+    """``(header, body)`` of each function :func:`extract_headers` keeps: the body is what
+    the source itself writes after the header (from its newline to the function's last
+    line, dedented with the header), the reference completion of supervised objectives."""
+    return list(_functions(source, max_chars))
+
+
+def _functions(source: str, max_chars: int):
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return []
+        return
     lines = source.splitlines(keepends=True)
-    headers = []
+    found = []
     for node in ast.walk(tree):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.body:
             continue
@@ -45,10 +56,11 @@ def extract_headers(source: str, max_chars: int = 400) -> list[str]:
         # No trailing newline: BPE merges a newline with the next line's indentation into one
         # token ("\n    "), so a prompt ending in a bare "\n" token would put the model where
         # it has only seen column-0 lines follow. The completion starts with "\n    ...".
+        whole = textwrap.dedent("".join(lines[start:node.end_lineno])).rstrip("\n") + "\n"
         text = textwrap.dedent("".join(lines[start:end])).rstrip("\n")
-        if len(text) <= max_chars and text.startswith(("def ", "async def ")):
-            headers.append((node.lineno, text))
-    return [h for _, h in sorted(headers)]
+        if len(text) <= max_chars and text.startswith(("def ", "async def ")) and whole.startswith(text):
+            found.append((node.lineno, text, whole[len(text):]))
+    yield from ((header, body) for _, header, body in sorted(found))
 
 
 def build_prompt_sets(max_train: int = 2000, max_test: int = 500) -> dict[str, list[str]]:
