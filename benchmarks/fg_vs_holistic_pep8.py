@@ -54,10 +54,12 @@ responses of at most 64 tokens everywhere (data, rollouts, evaluation; the other
 benchmarks use 128) and a budget of 16 iterations x 8 prompts x 4 samples = 512 samples
 per run (theirs: 80k episodes), so that 3 seeds fit a 2-core CPU VM.
 
-Run (2-core CPU VM; about 45 minutes on a quiet machine for 3 seeds):
+Run (on the shared 2-core CPU VM, load 6-10, it took ~65 minutes with each seed in its own
+process — ``--seeds 0``, ``--seeds 1``, ``--seeds 2`` on the same ``--out`` once the RMs
+exist — each PPO run 11-14 minutes; a quiet machine was not measured):
 
     python benchmarks/fg_vs_holistic_pep8.py --out runs/fg-holistic --seeds 0 1 2
-    python benchmarks/fg_vs_holistic_pep8.py --out runs/fg-smoke --smoke      # tiny, < 30 s
+    python benchmarks/fg_vs_holistic_pep8.py --out runs/fg-smoke --smoke      # tiny, < 30 s quiet
 
 Each piece (data, each RM, each PPO run, each evaluation) is skipped when its folder
 already holds its result, so a killed run resumes by rerunning the command.
@@ -90,8 +92,9 @@ MEASURES = [
     ("syntax_failure_rate", "syntax failures", ".3f"),
     ("mean_misalignment_valid", "misalignment of valid samples", ".4f"),
     ("violation_free_rate", "violation-free", ".3f"),
-    ("comment_line_share", "comment lines", ".3f"),
-    ("empty_share", "empty answers", ".3f"),
+    ("comment_line_share", "comment lines (`#`)", ".3f"),
+    ("empty_rate", "no code (docstring / comments only: a failure)", ".3f"),
+    ("empty_share", "blank answers", ".3f"),
     ("mean_length_tokens", "mean length (tokens)", ".1f"),
     ("distinct_2", "distinct-2", ".3f"),
     ("kl_to_reference", "KL to base (per sample)", ".2f"),
@@ -230,7 +233,7 @@ def cell(values: list[float], fmt: str) -> str:
     if not values:
         return "–"
     mean, half = mean_and_halfwidth(values)
-    return f"{mean:{fmt}}" if math.isnan(half) else f"{mean:{fmt}} ± {half:{fmt}}"
+    return f"{mean:{fmt}}" if math.isnan(half) else f"{mean:{fmt}} ± {half:{fmt.lstrip('+')}}"
 
 
 def table(evals: dict[str, dict[int, dict]], seeds: list[int]) -> str:
