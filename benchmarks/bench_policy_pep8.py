@@ -92,23 +92,37 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
     }
 
 
-def prepare_edit_reward_model(out: Path, args: argparse.Namespace) -> Path:
-    """Base-model samples on training prompts -> autopep8 edits -> token reward model."""
+def edits_dataset(data_dir: Path, n_prompts: int, seed: int, max_new_tokens: int | None = None) -> Path:
+    """Base-model samples (4 per prompt) on the first ``n_prompts`` *training* prompts, each
+    edited minimally by autopep8: ``data_dir/edits.jsonl`` (original, edited) — the input of
+    edit-supervised token rewards (``tokenalign demo --set prompt_split=train``). Kept if there."""
     from tokenalign.config import from_dict
     from tokenalign.jobs.demo import DemoConfig, run_demo
+
+    if not (data_dir / "edits.jsonl").is_file():
+        sampling = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+        run_demo(from_dict(DemoConfig, {"out_dir": str(data_dir), "prompt_split": "train", "n_prompts": n_prompts,
+                                        "samples_per_prompt": 4, "n_unconditional": 0, "seed": seed,
+                                        "align": {"enabled": False}, "sampling": sampling}))
+    return data_dir / "edits.jsonl"
+
+
+def learn_reward_model(rm_out: Path, spec: dict) -> Path:
+    """``tokenalign reward`` with config ``spec`` into ``rm_out`` (kept if its model/ is there)."""
+    from tokenalign.config import from_dict
     from tokenalign.jobs.reward import RewardRunConfig, run_reward
 
-    data_dir, rm_out = out / "edits-data", out / "rm-edits"
-    if not (data_dir / "edits.jsonl").is_file():
-        run_demo(from_dict(DemoConfig, {"out_dir": str(data_dir), "prompt_split": "train", "n_prompts": args.edit_prompts,
-                                        "samples_per_prompt": 4, "n_unconditional": 0, "seed": args.seed,
-                                        "align": {"enabled": False}}))
     if not (rm_out / "model").is_dir():
-        run_reward(from_dict(RewardRunConfig, {
-            "out_dir": str(rm_out), "data": {"train": str(data_dir / "edits.jsonl"), "format": "edits"},
-            "head": {"bounding": "centered_sigmoid"}, "learn": {"epochs": args.rm_epochs, "lr": 1e-4, "max_length": 256},
-        }))
+        run_reward(from_dict(RewardRunConfig, {**spec, "out_dir": str(rm_out)}))
     return rm_out / "model"
+
+
+def prepare_edit_reward_model(out: Path, args: argparse.Namespace) -> Path:
+    """Base-model samples on training prompts -> autopep8 edits -> token reward model."""
+    edits = edits_dataset(out / "edits-data", args.edit_prompts, args.seed)
+    return learn_reward_model(out / "rm-edits", {
+        "data": {"train": str(edits), "format": "edits"}, "head": {"bounding": "centered_sigmoid"},
+        "learn": {"epochs": args.rm_epochs, "lr": 1e-4, "max_length": 256}})
 
 
 def run_method(name: str, spec: dict, out: Path) -> dict:
@@ -135,8 +149,11 @@ def run_method(name: str, spec: dict, out: Path) -> dict:
     curve = [{"samples": r.get("samples_seen", 0), "tokens": r.get("tokens_seen", 0), "misalignment": r["eval_mean_misalignment"],
               "kl": r.get("eval_kl_to_ref")} for r in rows if "eval_mean_misalignment" in r]
     seconds = sum(r.get("seconds", 0.0) for r in rows)
-    return {"name": name, "before": summary["before"], "after": summary["after"], "samples": summary["samples_seen"],
-            "tokens": summary["tokens_seen"], "train_seconds": seconds, "curve": curve}
+    # before / after: the run's own held-out evaluation (absent with eval.every 0)
+    return {"name": name, "before": summary.get("before"), "after": summary.get("after"), "samples": summary["samples_seen"],
+            "tokens": summary["tokens_seen"], "train_seconds": seconds, "curve": curve, "iterations": summary["iteration"],
+            "stopped_early": summary.get("stopped_early"),
+            "rollout_kl": [r["kl"] for r in rows if "kl" in r], "rollout_reward": [r["reward"] for r in rows if "reward" in r]}
 
 
 def samples_to_reach(curve: list[dict], target: float) -> int | None:

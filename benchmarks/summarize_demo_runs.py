@@ -30,11 +30,19 @@ MEASURES = [("mean_misalignment", "mean misalignment"), ("failure_rate", "failed
             ("judge_win_rate", "judge: after preferred to before")]
 
 
+def mean_and_halfwidth(values: list[float]) -> tuple[float, float]:
+    """The mean and the half-width of its two-sided 95% t-interval (nan for one value)."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, T95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def interval(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.4g} (1 seed)"
-    mean, sd = statistics.mean(values), statistics.stdev(values)
-    return f"{mean:.4g} ± {T95[len(values) - 1] * sd / math.sqrt(len(values)):.2g}"
+    mean, half = mean_and_halfwidth(values)
+    return f"{mean:.4g} ± {half:.2g}"
 
 
 def main(root: str) -> None:

@@ -119,6 +119,31 @@ def test_bench_policy_pep8_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_fg_vs_holistic_pep8_smoke(tmp_path):
+    """Xu et al.'s comparison end to end at toy sizes: edits of training-prompt samples, a token
+    and a sequence RM from them, PPO with each (fine-grained, holistic), eval against the base."""
+    out = tmp_path / "out"
+    run_bench("fg_vs_holistic_pep8.py", ["--smoke", "--seeds", "0", "--out", str(out)], tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["reward_models"]) == {"token", "sequence"}
+    for rm in report["reward_models"].values():
+        assert rm["heldout_pairs"] >= 1 and 0.0 <= rm["heldout_accuracy_sum"] <= 1.0 and nonneg(rm["train_last_std"])
+    heldout = {json.loads(x)["prompt"] for x in (out / "edits-data" / "heldout-pairs.jsonl").read_text().splitlines()}
+    train = {json.loads(x)["prompt"] for x in (out / "edits-data" / "train-pairs.jsonl").read_text().splitlines()}
+    assert heldout and train and not heldout & train  # split by prompt
+    from tokenalign.tasks import get_task
+
+    assert train <= set(get_task("pep8").prompts("train"))  # the edits never touch test prompts
+    for name in ("fine-grained", "holistic"):
+        assert report["ppo"][name]["0"]["samples"] == 8, name
+        ev = report["eval"][name]["0"]
+        assert 0.0 <= ev["win_rate_vs_reference"] <= 1.0 and nonneg(ev["failure_rate"]) and "kl_to_reference" in ev, name
+    config = (out / "holistic-0" / "config.yaml").read_text()
+    assert "stop_kl: 10.0" in config and "placement: sequence" in config and "aggregate: last" in config
+    assert "| win rate vs base (pycodestyle judge) |" in report["table"]
+
+
+@pytest.mark.slow
 def test_bench_phf_pep8_smoke(tmp_path):
     out = tmp_path / "out"
     run_bench("bench_phf_pep8.py", ["--smoke", "--out", str(out)], tmp_path)

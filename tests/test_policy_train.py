@@ -226,3 +226,41 @@ def test_save_model_writes_a_folder_eval_loads(tiny_tokenizer, tmp_path):
     assert tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
     for a, b in zip(model.state_dict().values(), trainer.unwrapped_policy.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_stop_kl_ends_the_run_evaluated_checkpointed_and_summarised(tiny_tokenizer, tmp_path):
+    """stop_kl (FineGrainedRLHF's KL threshold): the policy starts away from its reference
+    (another init), so every rollout's KL is over a tiny threshold; the run stops at the
+    patience-th such iteration, evaluates and checkpoints there, finish_run writes the model
+    and records why, and a trainer resumed from the checkpoint trains no further."""
+    import json
+
+    from transformers import GPT2LMHeadModel
+
+    from tokenalign.errors import ConfigError
+    from tokenalign.jobs.train import finish_run
+
+    cfg = _config("ppo", "token", iterations=6, save_every=3, stop_kl=1e-3, stop_kl_patience=2)
+    out = tmp_path / "run"
+    trainer = _trainer(cfg, tiny_tokenizer, out_dir=out, policy=build_tiny_lm(tiny_tokenizer, seed=2))
+    evaluated = []
+    trainer.evaluate_fn = lambda t: evaluated.append(t.iteration) or {"mean_misalignment": 0.5, "failure_rate": 0.0}
+    rows = trainer.fit()
+    assert [r["iteration"] for r in rows] == [1, 2] and all(r["kl"] > 1e-3 for r in rows)
+    assert trainer.done and trainer.stopped_early["iteration"] == 2 and "stop_kl" in trainer.stopped_early["reason"]
+    assert evaluated == [2]  # the stopping iteration is evaluated like a last one (eval.every 10)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())  # checkpointed there though save_every is 3
+    assert state["iteration"] == 2 and state["stopped_early"] == trainer.stopped_early
+    summary = finish_run(trainer, cfg, out)
+    assert summary["finished"] and summary["iteration"] == 2 and summary["stopped_early"]["iteration"] == 2
+    assert summary["after"]["mean_misalignment"] == 0.5 and (out / "model" / "config.json").is_file()
+
+    ckpt = out / "checkpoint"
+    resumed = _trainer(cfg, tiny_tokenizer, out_dir=out, policy=GPT2LMHeadModel.from_pretrained(ckpt / "policy").eval(),
+                       value=ValueModel.from_pretrained(ckpt / "value"))
+    assert resumed.fit(resume_from=ckpt) == [] and resumed.iteration == 2 and resumed.done
+
+    with pytest.raises(ConfigError, match="stop_kl"):
+        _config("ppo", "token", stop_kl=-1.0).validate()
+    with pytest.raises(ConfigError, match="stop_kl"):
+        _config("dpo", "sequence", stop_kl=10.0).validate()

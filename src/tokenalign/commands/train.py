@@ -88,6 +88,8 @@ def print_before_after(summary: dict[str, Any], out_dir: str) -> None:
     if not summary.get("finished"):
         Console().print(f"stopped at iteration {summary.get('iteration')}; rerun the same command to resume")
         return
+    if "stopped_early" in summary:
+        Console().print(f"stopped early at iteration {summary['stopped_early']['iteration']}: {summary['stopped_early']['reason']}")
     if "after" not in summary:
         Console().print(f"finished {summary.get('iteration')} iterations (no held-out evaluation: eval.every=0); model in {out_dir}/model")
         return

@@ -233,7 +233,7 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
     end = pcfg.iterations
     if pcfg.stop_after_iterations:
         end = min(end, trainer.iteration + pcfg.stop_after_iterations)
-    while trainer.iteration < end:
+    while trainer.iteration < end and trainer.stopped_early is None:
         it = trainer.iteration
         round_dir = guidance_dir / f"round-{it:05d}"
         trainer.accelerator.wait_for_everyone()  # the main process has written the last rollout's lists

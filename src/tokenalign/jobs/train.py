@@ -155,11 +155,13 @@ def finish_run(trainer, cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """After training: model/, summary.json and report.html (when all iterations ran)."""
     from tokenalign.utils.io import atomic_write_json
 
-    if trainer.iteration < cfg.iterations:
+    if not trainer.done:
         log.info("stopped at iteration %d of %d; rerun the same command to resume", trainer.iteration, cfg.iterations)
         return {"iteration": trainer.iteration, "finished": False}
     summary: dict[str, Any] = {"iteration": trainer.iteration, "finished": True, "samples_seen": trainer.samples_seen,
                                "tokens_seen": trainer.tokens_seen}
+    if trainer.stopped_early is not None:  # stop_kl ended it: finished, at fewer iterations than configured
+        summary["stopped_early"] = trainer.stopped_early
     trainer.save_model(out / "model")  # every process calls it: it waits for the others
     if trainer.accelerator.is_main_process:
         rows = MetricsWriter(out / "metrics.jsonl").rows()

@@ -149,6 +149,13 @@ class TrainConfig:
     save_every: int = 1  # iterations between checkpoints
     seed: int = 0  # every random choice derives from (seed, iteration): the same seed, the same run
     stop_after_iterations: int = 0  # stop this invocation early (checkpointed; rerun resumes)
+    # End the run early once the rollouts' mean KL(π || π_ref) per sample (the metrics row's
+    # `kl`) has exceeded this in `stop_kl_patience` iterations, counted over the whole run, not
+    # necessarily in a row (FineGrainedRLHF: 10 and 5). The run then finishes as if its last
+    # iteration were the final one: evaluated, checkpointed, model/ written, and summary.json
+    # records `stopped_early` (the iteration and why); a rerun does not train further. 0 = off.
+    stop_kl: float = 0.0
+    stop_kl_patience: int = 1
     # experiment trackers that get every metrics row (accelerate's): none, tensorboard, wandb, mlflow,
     # several as a list or "a,b", or all (those installed). Files go under out_dir: tensorboard/,
     # wandb/ (offline unless WANDB_MODE is set), mlruns/ (unless MLFLOW_TRACKING_URI is set)
@@ -181,6 +188,11 @@ class TrainConfig:
             raise ConfigError("iterations, prompts_per_iteration and samples_per_prompt must be >= 1")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.stop_kl < 0 or self.stop_kl_patience < 1:
+            raise ConfigError(f"stop_kl must be >= 0 and stop_kl_patience >= 1, got {self.stop_kl} and {self.stop_kl_patience}")
+        if self.stop_kl and not self.objective_class.reports_kl:
+            raise ConfigError(f"stop_kl: objective {self.objective} trains on a dataset, not on the policy's samples "
+                              "(no KL to the reference is measured); set stop_kl=0")
         if self.sampling.temperature <= 0:
             raise ConfigError("sampling.temperature must be > 0 for training (log-probs are of the sampled distribution)")
         resolve_report_to(self.report_to)

@@ -94,6 +94,8 @@ class PolicyTrainer:
         self.iteration = 0
         self.samples_seen = 0
         self.tokens_seen = 0
+        self.kl_exceeded = 0  # iterations whose rollout KL exceeded cfg.stop_kl
+        self.stopped_early: dict[str, Any] | None = None  # {"iteration", "reason"} once stop_kl ended the run
         needs_value = self.objective.needs_value_model
         if needs_value and value_model is None:
             raise ValueError(f"objective {config.objective} needs a value model")
@@ -308,6 +310,24 @@ class PolicyTrainer:
         return {k: v / max(len(steps), 1) for k, v in sums.items()}
 
     # ---- the loop ----------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """All configured iterations ran, or ``stop_kl`` ended the run."""
+        return self.iteration >= self.cfg.iterations or self.stopped_early is not None
+
+    def _check_kl(self, row: dict[str, Any]) -> None:
+        """Count an iteration whose rollout KL exceeds ``stop_kl``; stop the run at the
+        ``stop_kl_patience``-th (the row's ``kl`` is reduced over processes: all agree)."""
+        cfg = self.cfg
+        if not cfg.stop_kl or row.get("kl", 0.0) <= cfg.stop_kl:
+            return
+        self.kl_exceeded += 1
+        if self.kl_exceeded >= cfg.stop_kl_patience:
+            reason = (f"rollout KL {row['kl']:.3g} > stop_kl {cfg.stop_kl:g} "
+                      f"({self.kl_exceeded} iteration(s) over it, patience {cfg.stop_kl_patience})")
+            self.stopped_early = {"iteration": self.iteration, "reason": reason}
+            log.info("stopping at iteration %d of %d: %s", self.iteration, cfg.iterations, reason)
+
     def record(self, row: dict[str, Any]) -> None:
         """Write a metrics row (it carries its ``iteration``): metrics.jsonl and the trackers
         (main process; other processes do nothing)."""
@@ -364,7 +384,7 @@ class PolicyTrainer:
         elif cfg.stop_after_iterations:
             stop_at = min(stop_at, self.iteration + cfg.stop_after_iterations)
         with TrainingProgress(log, cfg.objective, cfg.iterations, self.iteration, cfg.progress and acc.is_main_process) as bar:
-            while self.iteration < stop_at:
+            while self.iteration < stop_at and self.stopped_early is None:
                 t0 = time.perf_counter()
                 ro = self.objective.batch(self, self.iteration)
                 t_sample = time.perf_counter() - t0
@@ -376,7 +396,9 @@ class PolicyTrainer:
                 self.tokens_seen += int(row["sampled_tokens"])
                 row.update(samples_seen=self.samples_seen, tokens_seen=self.tokens_seen,
                            rollout_seconds=round(t_sample, 3), seconds=round(time.perf_counter() - t0, 3))
-                if self.evaluate_fn is not None and (self.iteration % max(cfg.eval.every, 1) == 0 or self.iteration == cfg.iterations):
+                self._check_kl(row)
+                last = self.iteration == cfg.iterations or self.stopped_early is not None
+                if self.evaluate_fn is not None and (self.iteration % max(cfg.eval.every, 1) == 0 or last):
                     if acc.is_main_process:
                         row.update({f"eval_{k}": v for k, v in self.evaluate_fn(self).items()})
                     acc.wait_for_everyone()
@@ -386,7 +408,7 @@ class PolicyTrainer:
                     bar.update(completed=self.iteration,
                                description=f"{cfg.objective} reward {row['reward']:.3f} kl {row.get('kl', 0.0):.2f}")
                     bar.line("iteration %d: %s", self.iteration, format_metrics(row))
-                if self.out_dir is not None and cfg.save_every and (self.iteration % cfg.save_every == 0 or self.iteration == cfg.iterations):
+                if self.out_dir is not None and cfg.save_every and (self.iteration % cfg.save_every == 0 or last):
                     self.save_state(self.out_dir / "checkpoint")
                 if on_iteration is not None:
                     on_iteration(self)
@@ -434,7 +456,7 @@ class PolicyTrainer:
             value = acc.unwrap_model(self.value_model)
             models["value"] = (self.value_model, lambda folder, state_dict: value.save_pretrained(folder, state_dict))
         state = {"iteration": self.iteration, "samples_seen": self.samples_seen, "tokens_seen": self.tokens_seen,
-                 "objective": self.cfg.objective}
+                 "objective": self.cfg.objective, "kl_exceeded": self.kl_exceeded, "stopped_early": self.stopped_early}
         return save_distributed_checkpoint(acc, path, models, self.optimizer, None, state, extra=self.objective.save)
 
     def load_state(self, path: str | Path) -> None:
@@ -446,6 +468,7 @@ class PolicyTrainer:
         prepared = [m for m in (self.policy, self.value_model) if m is not None]
         state = load_checkpoint(path, self.optimizer, None, self.accelerator, prepared)
         self.iteration, self.samples_seen, self.tokens_seen = state["iteration"], state["samples_seen"], state["tokens_seen"]
+        self.kl_exceeded, self.stopped_early = state.get("kl_exceeded", 0), state.get("stopped_early")
         self.objective.load(path)
         if self.metrics is not None:
             self.metrics.trim(self.iteration)  # rows of iterations after the checkpoint (written before a kill) are redone
