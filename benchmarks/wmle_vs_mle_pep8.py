@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from pep8_preferences import finished, ranked_base_samples, sets, tokenalign  # noqa: E402
 from summarize_demo_runs import interval  # noqa: E402
 
 log = logging.getLogger("wmle_vs_mle_pep8")
@@ -55,18 +54,6 @@ def reference_rows(path: Path) -> int:
     return len(rows)
 
 
-def tokenalign(*args: str) -> None:
-    command = [sys.executable, "-m", "tokenalign", *args]
-    log.info("running %s", " ".join(command))
-    t0 = time.perf_counter()
-    subprocess.run(command, check=True)
-    log.info("%.0f s", time.perf_counter() - t0)
-
-
-def sets(**kv) -> list[str]:
-    return [x for k, v in kv.items() for x in ("--set", f"{k.replace('__', '.')}={v}")]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/wmle-vs-mle")
@@ -87,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "reference_bodies.jsonl"
     if not data.is_file():
         log.info("%d reference completions -> %s", reference_rows(data), data)
-    ranked = out / "ranked" / "ranked.jsonl"
-    if not (out / "ranked" / "summary.json").is_file():
-        tokenalign("demo", "--out", str(out / "ranked"), *(["--quick"] if args.smoke else []),
-                   *sets(prompt_split="train", n_prompts=args.ranked_prompts, align__enabled="false", seed=0))
+    ranked = ranked_base_samples(out / "ranked", args.ranked_prompts, args.smoke)
     rm = out / "guidance"
     if not (rm / "model").is_dir():
         tokenalign("reward", *sets(out_dir=rm, data__train=ranked, data__format="ranked", learn__aggregator="avg",
@@ -104,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for weights in results:
             folder = out / f"{weights}-{seed}"
-            if not (folder / "summary.json").is_file() or not json.loads((folder / "summary.json").read_text()).get("finished"):
+            if not finished(folder):
                 tokenalign("train", *sets(out_dir=folder, seed=seed, wmle__weights=weights, **common))
             summary = json.loads((folder / "summary.json").read_text())
             results[weights].append(summary["after"])
