@@ -347,7 +347,8 @@ def _write_report(path: Path, report: dict) -> None:
         versions = f"torch {torch.__version__}, TRL {trl.__version__}"
     except ImportError:
         versions = ""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
     prefs = report["preferences"]
     lines = [f"# tokenalign vs TRL on the pep8 task, like for like ({report['date']})", "",
              "```", "python " + " ".join(sys.argv), "```", "",
