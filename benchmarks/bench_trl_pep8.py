@@ -254,6 +254,17 @@ def _contender(kind: str, args, seed: int, out: Path) -> None:
     (out / "result.json").write_text(json.dumps(r, indent=2) + "\n")
 
 
+def _base_eval(args, out: Path) -> None:
+    """The base model's held-out evaluation by the same code: the table's reference row."""
+    import torch
+
+    from tokenalign.tasks.pep8 import base_model_path
+
+    torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps({"eval": _evaluate(str(base_model_path()), args)}, indent=2) + "\n")
+
+
 def _in_process(target, *args) -> None:
     """Run ``target(*args)`` in a fresh process (its own peak RSS and threads); fail loudly."""
     proc = mp.get_context("spawn").Process(target=target, args=args)
@@ -263,11 +274,13 @@ def _in_process(target, *args) -> None:
         raise SystemExit(f"{target.__name__} {args[0] if isinstance(args[0], str) else ''} exited {proc.exitcode}")
 
 
-def _table(results: dict) -> str:
+def _table(results: dict, base: dict) -> str:
     from summarize_demo_runs import interval  # benchmarks/: the script's folder
 
     rows = ["| contender | seeds | " + " | ".join(label for _, label, _ in MEASURES) + " |",
-            "|---|---|" + "---|" * len(MEASURES)]
+            "|---|---|" + "---|" * len(MEASURES),
+            "| base model | - | " + " | ".join(f"{base[key] * factor:.4g}" if key in base else "-"
+                                             for key, _, factor in MEASURES) + " |"]
     for kind, runs in results.items():
         cells = []
         for key, _, factor in MEASURES:
@@ -320,10 +333,13 @@ def main() -> None:
             run = out / kind / f"seed-{seed}"
             if not (run / "result.json").is_file():  # resumable: finished contender-seeds are kept
                 _in_process(_contender, kind, args, seed, run)
+    if not (out / "base" / "result.json").is_file():
+        _in_process(_base_eval, args, out / "base")
+    base = json.loads((out / "base" / "result.json").read_text())["eval"]
     results = {kind: [json.loads((out / kind / f"seed-{s}" / "result.json").read_text()) for s in seeds] for kind in kinds}
-    table = _table(results)
+    table = _table(results, base)
     report = {"machine": f"{platform.machine()} {platform.processor()}".strip(), "cores": mp.cpu_count(),
-              "date": datetime.date.today().isoformat(), "args": vars(args), "preferences": prefs,
+              "date": datetime.date.today().isoformat(), "args": vars(args), "preferences": prefs, "base": base,
               "results": results, "table": table}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.report:

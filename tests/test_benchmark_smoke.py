@@ -167,7 +167,8 @@ def test_bench_trl_pep8_smoke(tmp_path):
             assert r["tokens_per_completion"] <= 24  # --smoke: at most 24 new tokens
             assert nonneg(r["eval"]["mean_misalignment"]) and nonneg(r["eval"]["failure_rate"]), kind
     assert report["preferences"]["lists"] >= 1 and (out / "preferences" / "seq-rm" / "model").is_dir()
-    assert "| tokenalign-token-rm | 2 |" in report["table"] and "± " in report["table"]
+    assert "| tokenalign-token-rm | 2 |" in report["table"] and "± " in report["table"] and "| base model |" in report["table"]
+    assert nonneg(report["base"]["mean_misalignment"])
     assert "bench_trl_pep8.py" in report_md.read_text() and json.loads(report_md.with_suffix(".json").read_text())["table"]
     # resumable: a rerun keeps every finished contender-seed
     stamp = (out / "trl-grpo-seq-rm" / "seed-1" / "result.json").stat().st_mtime_ns
