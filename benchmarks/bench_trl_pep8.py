@@ -368,12 +368,14 @@ def _write_report(path: Path, report: dict) -> None:
     prefs = report["preferences"]
     lines = [f"# tokenalign vs TRL on the pep8 task, like for like ({report['date']})", "",
              "```", "python " + " ".join(sys.argv), "```", "",
-             f"Machine: {cpu}, {report['cores']} cores, {report['args']['threads']} threads per run, "
+             f"Machine: {cpu}, {report['cores']} cores, {report['args']['threads']} thread(s) per run, "
              f"{versions}; commit {commit or '?'}.", ""]
     if prefs:
-        lines += [f"Preferences: {prefs['lists']} ranked lists of base-model samples; held-out ranking accuracy "
-                  f"of the sequence reward model {prefs['seq_rm']['heldout_ranking_accuracy']}, of the token reward model "
-                  f"{prefs['token_rm']['heldout_ranking_accuracy']}.", ""]
+        accuracy = {k: prefs[f"{k}_rm"]["heldout_ranking_accuracy"] for k in ("seq", "token")}
+        lines += [f"Preferences: {prefs['lists']} ranked lists of {report['args']['generations']} base-model samples "
+                  f"(the first {report['args']['pref_prompts']} training prompts; lists with all samples tied dropped), "
+                  f"10% held out; held-out ranking accuracy of the sequence reward model {accuracy['seq']:.3f}, of the "
+                  f"token reward model {accuracy['token']:.3f}.", ""]
     lines += ["Mean ± half-width of the 95% t-interval over seeds.", "", report["table"], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
