@@ -371,11 +371,12 @@ def _write_report(path: Path, report: dict) -> None:
              f"Machine: {cpu}, {report['cores']} cores, {report['args']['threads']} thread(s) per run, "
              f"{versions}; commit {commit or '?'}.", ""]
     if prefs:
-        accuracy = {k: prefs[f"{k}_rm"]["heldout_ranking_accuracy"] for k in ("seq", "token")}
+        accuracy = {k: "n/a" if (a := prefs[f"{k}_rm"]["heldout_ranking_accuracy"]) is None else f"{a:.3f}"
+                    for k in ("seq", "token")}  # n/a: no held-out list (--smoke)
         lines += [f"Preferences: {prefs['lists']} ranked lists of {report['args']['generations']} base-model samples "
                   f"(the first {report['args']['pref_prompts']} training prompts; lists with all samples tied dropped), "
-                  f"10% held out; held-out ranking accuracy of the sequence reward model {accuracy['seq']:.3f}, of the "
-                  f"token reward model {accuracy['token']:.3f}.", ""]
+                  f"10% held out; held-out ranking accuracy of the sequence reward model {accuracy['seq']}, of the "
+                  f"token reward model {accuracy['token']}.", ""]
     lines += ["Mean ± half-width of the 95% t-interval over seeds.", "", report["table"], ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
