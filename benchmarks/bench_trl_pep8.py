@@ -1,53 +1,149 @@
-"""Head-to-head on the pep8 task: tokenalign vs TRL's GRPOTrainer and RLOOTrainer.
+"""Head-to-head on the pep8 task: tokenalign vs TRL's GRPOTrainer and RLOOTrainer, like for like.
 
-Same base model (the shipped 4.3M GPT-2), same training prompts, same sample budget
-(steps x prompts_per_step x generations completions of <= max_new_tokens at temperature
-1), same learning rate, KL coefficient and precision (``--precision``: fp32, or bf16
-autocast for all), same machine, in one run. Each contender runs
-in its own process (so peak RSS is its own) and its final policy is evaluated by the same
-code (``tokenalign.evaluate.policy_eval``) on the same held-out prompts and seeds.
+Same base model (the shipped 4.3M GPT-2), same training prompts in the same order (each
+seed's permutation, as ``tokenalign train`` draws them), same sample budget (steps x
+prompts_per_step x generations completions of <= max_new_tokens at temperature 1), same
+learning rate, KL coefficient and precision (``--precision``: fp32, or bf16 autocast for
+all), same machine, in one run. Both engines stop a completion at the task's stop strings
+and train on the same tokens: through the token that completes the first stop string (TRL
+through :class:`tokenalign.integrations.trl.StopStrings`; ``--trl-no-stop`` gives TRL's
+own behaviour, completions to the length limit scored up to the first stop, as the
+December results were measured). Each contender-seed runs in its own process (so peak RSS
+is its own); its final policy is evaluated by the same code
+(``tokenalign.evaluate.policy_eval``) on the same held-out prompts and sampling seeds.
 
-The reward for TRL is the pep8 gold scorer as a reward function (``-misalignment`` of the
-completion cut at the task's stop strings and to complete lines, exactly what tokenalign
-scores). TRL has no per-token rewards, so its contenders are sequence-level; tokenalign
-runs its sequence-level RLOO (the like-for-like baseline) and, optionally, a token-level
-method.
+Contenders, in pairs that get the same information:
+
+* gold scalar, sequence level: ``trl-grpo`` (TRL GRPO, the gold score as its reward
+  function) vs ``tokenalign-rloo`` (tokenalign's sequence-level RLOO on the same score);
+  also ``trl-rloo``, ``tokenalign-reinforce``. The gold score is the task scorer's reward
+  on exactly the text tokenalign scores (:func:`~tokenalign.integrations.trl.sequence_reward_func`).
+* the same preferences: K samples of the base model on each of ``--pref-prompts`` training
+  prompts, ranked by the gold scorer, learn two reward models with ``tokenalign reward``:
+  a sequence reward model (aggregator ``last``: the end token's reward alone) and a token
+  reward model (aggregator ``avg``). ``trl-grpo-seq-rm`` is TRL GRPO with the sequence
+  reward model as its reward function; ``tokenalign-token-rm`` is token REINFORCE on the
+  token reward model's per-token rewards (``reward.source: token_model``, placement token,
+  reward-to-go, whitened). Also ``tokenalign-seq-rm`` (tokenalign RLOO on the sequence
+  reward model) and ``trl-token-grpo-rm`` (:class:`~tokenalign.integrations.trl.TokenGRPOTrainer`:
+  TRL GRPO on the token reward model's per-token advantages).
+* gold blame (more information than TRL can take): ``tokenalign-reinforce-blame``,
+  ``tokenalign-ppo-blame``.
+
+``-nockpt`` after a TRL contender turns off TRL's default gradient checkpointing (tokenalign
+runs without it).
 
     pip install -e ".[bench]"
-    python benchmarks/bench_trl_pep8.py --out runs/bench-trl            # ~30-40 min on 2 CPU cores
+    python benchmarks/bench_trl_pep8.py --out runs/bench-trl-like --seeds 0,1,2 --steps 10 \\
+        --contenders trl-grpo,tokenalign-rloo,trl-grpo-seq-rm,tokenalign-token-rm \\
+        --report benchmarks/results/trl_like_for_like.md
     python benchmarks/bench_trl_pep8.py --out runs/bench-trl-smoke --smoke
 
-Reported per contender: seconds per RL iteration (sampling + training), sampled tokens
-per second of the whole iteration, peak RSS, and the held-out table.
+Every contender-seed writes ``<out>/<contender>/seed-<s>/result.json``; a rerun skips those
+that have one (resumable), and the reward models are learned once (``<out>/preferences``).
+Contenders run interleaved: each seed's round in a rotated order. Reported per contender,
+as the mean ± the half-width of the 95% t-interval over seeds: seconds per RL iteration
+(sampling + reward + training), trained (= sampled and kept) tokens per second, tokens
+per trained completion, peak RSS, and the held-out evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import multiprocessing as mp
 import platform
 import resource
+import subprocess
 import time
 from pathlib import Path
 
+# The reward models each contender needs: "seq" (aggregator last) and/or "token" (avg).
+PREFERENCES = {"trl-grpo-seq-rm": "seq", "tokenalign-seq-rm": "seq", "tokenalign-token-rm": "token",
+               "trl-token-grpo-rm": "token"}
+TOKENALIGN = {
+    "tokenalign-rloo": {"objective": "rloo"},
+    "tokenalign-reinforce": {"objective": "reinforce", "reinforce": {"baseline": "mean"}},
+    # token-level: pycodestyle's blame as dense gold rewards (each violation on its token)
+    "tokenalign-reinforce-blame": {"objective": "reinforce", "reinforce": {"reward_to_go": True, "baseline": "whiten"},
+                                   "reward": {"source": "blame", "placement": "token"}},
+    "tokenalign-ppo-blame": {"objective": "ppo", "reward": {"source": "blame", "placement": "token"}},
+    # from the preferences: the token reward model's per-token rewards (normalised as the PG demo does)
+    "tokenalign-token-rm": {"objective": "reinforce", "reinforce": {"reward_to_go": True, "baseline": "whiten"},
+                            "reward": {"source": "token_model", "placement": "token", "normalize": "sequence"}},
+    # from the preferences: the sequence reward model's score on the last token
+    "tokenalign-seq-rm": {"objective": "rloo",
+                          "reward": {"source": "token_model", "placement": "sequence", "aggregate": "last"}},
+}
+TRL = ("trl-grpo", "trl-rloo", "trl-grpo-seq-rm", "trl-token-grpo-rm")
+# (key in a run's result, label, factor): the table's columns
+MEASURES = [("seconds_per_iteration", "s / iteration", 1), ("tokens_per_s", "trained tokens / s", 1),
+            ("tokens_per_completion", "tokens / trained completion", 1), ("peak_rss_mib", "peak RSS (MiB)", 1),
+            ("mean_misalignment", "misalignment", 1), ("failure_rate", "failed samples (%)", 100),
+            ("mean_misalignment_valid", "misalignment of valid samples", 1),
+            ("violation_free_rate", "violation-free (%)", 100), ("comment_line_share", "comment lines (%)", 100),
+            ("mean_length_tokens", "eval length (tokens)", 1), ("kl_to_ref", "KL to base", 1)]
 
-def _pep8_reward():
-    from tokenalign.rollout.generate import first_stop
+
+def _base(kind: str) -> str:
+    return kind.removesuffix("-nockpt")
+
+
+def _train_prompts(args, seed: int) -> list[str]:
+    """The prompts of ``steps`` iterations in the order ``tokenalign train`` draws them for
+    ``seed`` (its trainer's ``iteration_rows``: one seeded permutation per pass)."""
+    import torch
+
+    from tokenalign.tasks.pep8.prompts import load_prompts
+
+    pool = load_prompts("train")
+    out: list[str] = []
+    for epoch in range(args.steps * args.prompts_per_step // len(pool) + 1):
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+        out += [pool[i] for i in order]
+    return out[: args.steps * args.prompts_per_step]
+
+
+def _learn_preferences(args, out: Path) -> dict:
+    """K base-model samples of each of the first ``pref_prompts`` training prompts, ranked by
+    the gold scorer (ranked.jsonl), and the two reward models learned from those rankings."""
+    import torch
+
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.reward import RewardRunConfig, run_reward
+    from tokenalign.rewards.ranking import group_ranked_lists
+    from tokenalign.rollout.generate import SamplingConfig, generate
     from tokenalign.scorers.pep8 import Pep8Scorer
-    from tokenalign.tasks.pep8 import STOP_STRINGS, complete_lines
+    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
+    from tokenalign.tasks.pep8.prompts import load_prompts
+    from tokenalign.utils.models import load_causal_lm
 
-    scorer = Pep8Scorer()
-
-    def cut(text: str) -> tuple[str, bool]:
-        at = first_stop(text, STOP_STRINGS)
-        return (text[:at], True) if at >= 0 else (text, False)
-
-    def reward(prompts, completions, **kwargs) -> list[float]:
-        scored = [complete_lines(*cut(c)) for c in completions]
-        return [-r.misalignment for r in scorer.score(scored, list(prompts))]
-
-    return reward
+    torch.set_num_threads(args.threads)
+    ranked = out / "ranked.jsonl"
+    if not ranked.is_file():
+        model, tok = load_causal_lm(str(base_model_path()))
+        k, prompts = args.generations, load_prompts("train")[: args.pref_prompts]
+        cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, stop=list(STOP_STRINGS), seed=1234)
+        samples = generate(model.eval(), tok, [p for p in prompts for _ in range(k)], cfg, progress=False)
+        texts = [complete_lines(s.completion, s.finished) for s in samples]
+        prefs = [-r.misalignment for r in Pep8Scorer().score(texts, [s.prompt for s in samples])]
+        lists = group_ranked_lists([s.prompt for s in samples], texts, prefs, k, keep_empty=True)
+        ranked.write_text("".join(json.dumps({"prompt": ex.prompt, "responses": list(ex.responses), "scores": list(ex.scores)})
+                                  + "\n" for ex, _ in lists))
+    report = {"lists": len(ranked.read_text().splitlines())}
+    for name, aggregator in (("seq", "last"), ("token", "avg")):
+        # the PG demo's guidance settings: an end token read after every response, 2 epochs at lr 1e-4
+        cfg = from_dict(RewardRunConfig, {
+            "out_dir": str(out / f"{name}-rm"), "data": {"train": str(ranked), "format": "ranked", "eval_fraction": 0.1},
+            "head": {"end_token": True, "hidden_size": 64 if args.smoke else 2048},
+            "learn": {"epochs": args.rm_epochs, "lr": 1e-4, "batch_size": 8, "max_length": 256, "aggregator": aggregator,
+                      "progress": False, "seed": 0}})
+        final = run_reward(cfg) if not (out / f"{name}-rm" / "final_metrics.json").is_file() else \
+            json.loads((out / f"{name}-rm" / "final_metrics.json").read_text())
+        report[f"{name}_rm"] = {"aggregator": aggregator, "heldout_ranking_accuracy": final.get("eval_ranking_accuracy")}
+    (out / "preferences.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _evaluate(model_dir: str, args) -> dict:
@@ -60,54 +156,67 @@ def _evaluate(model_dir: str, args) -> dict:
 
     model, tok = load_causal_lm(model_dir)
     ref, _ = load_causal_lm(str(base_model_path()))
-    settings = PolicyEvalSettings(seed=args.seed + 4242)
+    settings = PolicyEvalSettings(seed=4242)  # the same held-out draws for every contender and seed
     settings.sampling.max_new_tokens = args.max_new_tokens
     return evaluate_policy(model.eval(), tok, load_prompts("test", args.eval_prompts), Pep8Scorer(), settings, list(STOP_STRINGS),
                            complete_lines, lambda b: token_logprobs(ref.eval(), b)["logprobs"])
 
 
-def _run_trl(kind: str, args, out: Path) -> dict:
+def _run_trl(kind: str, args, seed: int, out: Path) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tokenalign.tasks.pep8 import base_model_path
-    from tokenalign.tasks.pep8.prompts import load_prompts
+    from tokenalign.integrations import trl as bridge
+    from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path
 
     torch.set_num_threads(args.threads)
-    if kind.startswith("trl-grpo"):
-        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+    base = _base(kind)
+    if base == "trl-rloo":
+        from trl import RLOOConfig as Config
     else:
-        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+        from trl import GRPOConfig as Config
     tok = AutoTokenizer.from_pretrained(base_model_path())
     tok.pad_token = tok.pad_token or tok.eos_token
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(base_model_path())
-    n = args.steps * args.prompts_per_step
-    prompts = (load_prompts("train") * (n // 616 + 1))[:n]
+    stops = () if args.trl_no_stop else STOP_STRINGS
+    prefs = Path(args.out) / "preferences"
     config = Config(
-        output_dir=str(out / kind), per_device_train_batch_size=args.prompts_per_step * args.generations,
+        output_dir=str(out), per_device_train_batch_size=args.prompts_per_step * args.generations,
         num_generations=args.generations, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
         learning_rate=args.lr, beta=args.kl_coef, max_steps=args.steps, steps_per_generation=1, num_iterations=1,
         gradient_accumulation_steps=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=args.precision == "bf16",
-        seed=args.seed, lr_scheduler_type="constant", warmup_steps=0, shuffle_dataset=False,
+        seed=seed, lr_scheduler_type="constant", warmup_steps=0, shuffle_dataset=False,
         # TRL's trainers default to gradient checkpointing (less memory, one more forward in
         # the backward); the "-nockpt" contenders turn it off, as tokenalign runs.
         gradient_checkpointing=not kind.endswith("-nockpt"),
     )
-    trainer = Trainer(model=model, reward_funcs=_pep8_reward(), args=config, train_dataset=Dataset.from_dict({"prompt": prompts}),
-                      processing_class=tok)
+    common = dict(model=model, args=config, train_dataset=Dataset.from_dict({"prompt": _train_prompts(args, seed)}),
+                  processing_class=tok, stop_strings=stops)
+    if base == "trl-token-grpo-rm":  # per-token advantages from the token reward model, in TRL's engine
+        trainer = bridge.TokenGRPOTrainer(token_rewards="token_model", reward_model=str(prefs / "token-rm" / "model"),
+                                          task="pep8", normalize="sequence", whiten_advantages=True, **common)
+    else:
+        # the gold score, or the sequence reward model's, on the text tokenalign scores
+        source = ({"source": "token_model", "model": str(prefs / "seq-rm" / "model"), "aggregate": "last"}
+                  if base == "trl-grpo-seq-rm" else {"source": "scorer"})
+        reward = bridge.sequence_reward_func(tokenizer=tok, task="pep8", stop_strings=STOP_STRINGS, **source)
+        cls = bridge.StopStringRLOOTrainer if base == "trl-rloo" else bridge.StopStringGRPOTrainer
+        trainer = cls(reward_funcs=reward, **common)
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    trainer.save_model(str(out / kind / "model"))
-    tok.save_pretrained(str(out / kind / "model"))
+    trainer.save_model(str(out / "model"))
+    tok.save_pretrained(str(out / "model"))
     logs = [x for x in trainer.state.log_history if "completions/mean_length" in x]
-    tokens = sum(x["completions/mean_length"] * args.prompts_per_step * args.generations for x in logs)
-    return {"seconds": seconds, "sampled_tokens": tokens, "model": str(out / kind / "model")}
+    n = args.prompts_per_step * args.generations
+    # TRL's completion lengths count the tokens it trains on (its completion mask)
+    tokens = sum(x["completions/mean_length"] * n for x in logs)
+    return {"seconds": seconds, "trained_tokens": tokens, "completions": n * len(logs), "model": str(out / "model")}
 
 
-def _run_tokenalign(kind: str, args, out: Path) -> dict:
+def _run_tokenalign(kind: str, args, seed: int, out: Path) -> dict:
     import torch
 
     from tokenalign.config import from_dict
@@ -115,45 +224,79 @@ def _run_tokenalign(kind: str, args, out: Path) -> dict:
     from tokenalign.jobs.train import run_train
 
     torch.set_num_threads(args.threads)
-    method = {
-        "tokenalign-rloo": {"objective": "rloo"},
-        "tokenalign-reinforce": {"objective": "reinforce", "reinforce": {"baseline": "mean"}},
-        # token-level: pycodestyle's blame as dense gold rewards (each violation on its token)
-        "tokenalign-reinforce-blame": {"objective": "reinforce", "reinforce": {"reward_to_go": True, "baseline": "whiten"},
-                                       "reward": {"source": "blame", "placement": "token"}},
-        "tokenalign-ppo-blame": {"objective": "ppo", "reward": {"source": "blame", "placement": "token"}},
-    }[kind]
+    method = json.loads(json.dumps(TOKENALIGN[kind]))
+    if kind in PREFERENCES:
+        method["reward"]["token_model"] = str(Path(args.out) / "preferences" / f"{PREFERENCES[kind]}-rm" / "model")
     cfg = from_dict(TrainConfig, {
-        "out_dir": str(out / kind), "iterations": args.steps, "prompts_per_iteration": args.prompts_per_step,
+        "out_dir": str(out), "iterations": args.steps, "prompts_per_iteration": args.prompts_per_step,
         "samples_per_prompt": args.generations, "lr": args.lr, "kl_coef": args.kl_coef,
         "mixed_precision": "bf16" if args.precision == "bf16" else "no",
-        "sampling": {"max_new_tokens": args.max_new_tokens}, "eval": {"every": 0}, "seed": args.seed, "save_every": 0,
+        "sampling": {"max_new_tokens": args.max_new_tokens}, "eval": {"every": 0}, "seed": seed, "save_every": 0,
         **method,
     })
     summary = run_train(cfg)
     # Time of the RL iterations themselves (sampling + scoring + training), as TRL's train() is timed.
-    rows = [json.loads(x) for x in (out / kind / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     seconds = sum(r.get("seconds", 0.0) for r in rows)
-    return {"seconds": seconds, "sampled_tokens": summary["tokens_seen"], "model": str(out / kind / "model")}
+    return {"seconds": seconds, "trained_tokens": summary["tokens_seen"], "completions": summary["samples_seen"],
+            "model": str(out / "model")}
 
 
-def _contender(kind: str, args, out: Path, queue) -> None:
+def _contender(kind: str, args, seed: int, out: Path) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    result = (_run_trl if kind.startswith("trl") else _run_tokenalign)(kind, args, out)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["eval"] = _evaluate(result["model"], args)
-    queue.put(result)
+    r = (_run_trl if kind.startswith("trl") else _run_tokenalign)(kind, args, seed, out)
+    r.update(kind=kind, seed=seed, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             seconds_per_iteration=r["seconds"] / args.steps, tokens_per_s=r["trained_tokens"] / r["seconds"],
+             tokens_per_completion=r["trained_tokens"] / r["completions"])
+    r["eval"] = _evaluate(r["model"], args)
+    (out / "result.json").write_text(json.dumps(r, indent=2) + "\n")
+
+
+def _base_eval(args, out: Path) -> None:
+    """The base model's held-out evaluation by the same code: the table's reference row."""
+    import torch
+
+    from tokenalign.tasks.pep8 import base_model_path
+
+    torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps({"eval": _evaluate(str(base_model_path()), args)}, indent=2) + "\n")
+
+
+def _in_process(target, *args) -> None:
+    """Run ``target(*args)`` in a fresh process (its own peak RSS and threads); fail loudly."""
+    proc = mp.get_context("spawn").Process(target=target, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{target.__name__} {args[0] if isinstance(args[0], str) else ''} exited {proc.exitcode}")
+
+
+def _table(results: dict, base: dict) -> str:
+    from summarize_demo_runs import interval  # benchmarks/: the script's folder
+
+    rows = ["| contender | seeds | " + " | ".join(label for _, label, _ in MEASURES) + " |",
+            "|---|---|" + "---|" * len(MEASURES),
+            "| base model | - | " + " | ".join(f"{base[key] * factor:.4g}" if key in base else "-"
+                                             for key, _, factor in MEASURES) + " |"]
+    for kind, runs in results.items():
+        cells = []
+        for key, _, factor in MEASURES:
+            values = [(r[key] if key in r else r["eval"].get(key, float("nan"))) * factor for r in runs]
+            cells.append(interval(values))
+        rows.append(f"| {kind} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench-trl")
-    p.add_argument("--contenders", default="tokenalign-rloo,trl-rloo,trl-grpo",
-                   help="comma-separated: tokenalign-rloo, tokenalign-reinforce, tokenalign-reinforce-blame, "
-                        "tokenalign-ppo-blame, trl-grpo, trl-rloo (TRL defaults: gradient checkpointing on), "
-                        "trl-grpo-nockpt, trl-rloo-nockpt (checkpointing off)")
+    p.add_argument("--contenders", default="trl-grpo,tokenalign-rloo,trl-grpo-seq-rm,tokenalign-token-rm",
+                   help="comma-separated: " + ", ".join([*TRL, *TOKENALIGN]) + "; -nockpt after a TRL contender: "
+                        "gradient checkpointing off (TRL's default is on)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; every contender runs once per seed")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--generations", type=int, default=4)
@@ -161,46 +304,83 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--eval-prompts", type=int, default=128)
+    p.add_argument("--pref-prompts", type=int, default=256, help="training prompts whose K base samples are ranked")
+    p.add_argument("--rm-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="training precision of every contender: fp32, or bf16 autocast (TRL's bf16=True)")
-    p.add_argument("--repeats", type=int, default=1,
-                   help="run every contender this many times, in rotating order; the median run is reported")
+    p.add_argument("--trl-no-stop", action="store_true",
+                   help="TRL's own sampling: completions run to the length limit (scored up to the first stop string)")
+    p.add_argument("--report", default="", help="also write the markdown report here (and its JSON beside it)")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args()
     if args.smoke:
         args.steps, args.prompts_per_step, args.generations, args.max_new_tokens, args.eval_prompts = 2, 2, 2, 24, 4
+        args.pref_prompts, args.rm_epochs = 8, 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = mp.get_context("spawn")
-    kinds = args.contenders.split(",")
-    runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
-    for rep in range(args.repeats):  # contenders in turn, the order rotated each round
-        for kind in kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]:
-            queue = ctx.Queue()
-            run_out = out if args.repeats == 1 else out / f"round-{rep + 1}"  # every run starts from nothing
-            proc = ctx.Process(target=_contender, args=(kind, args, run_out, queue))
-            proc.start()
-            runs[kind].append(queue.get())
-            proc.join()
-    results = {}
-    for kind, rs in runs.items():
-        # the run with the median time stands for the contender; every run is kept
-        r = dict(sorted(rs, key=lambda x: x["seconds"])[(len(rs) - 1) // 2])
-        r["runs"] = [{k: x[k] for k in ("seconds", "sampled_tokens", "peak_rss_mib")} for x in rs]
-        results[kind] = r
-    rows = ["| contender | s / iteration | sampled tokens / s | peak RSS (MiB) | misalignment | syntax failures | violation-free | KL to base | mean length |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for kind, r in results.items():
-        e = r["eval"]
-        rows.append(f"| {kind} | {r['seconds'] / args.steps:.2f} | {r['sampled_tokens'] / r['seconds']:.0f} | {r['peak_rss_mib']:.0f} | "
-                    f"{e['mean_misalignment']:.4f} | {e['syntax_failure_rate']:.1%} | {e['violation_free_rate']:.1%} | "
-                    f"{e.get('kl_to_ref', float('nan')):.2f} | {e['mean_length_tokens']:.1f} |")
-    table = "\n".join(rows)
-    report = {"machine": f"{platform.machine()} {platform.processor()}".strip(), "args": vars(args), "results": results, "table": table}
+    kinds, seeds = args.contenders.split(","), [int(s) for s in args.seeds.split(",")]
+    unknown = [k for k in kinds if _base(k) not in (*TRL, *TOKENALIGN) or (k.endswith("-nockpt") and k.startswith("tokenalign"))]
+    if unknown:
+        p.error(f"unknown contenders {unknown}")
+    prefs = None
+    if any(_base(k) in PREFERENCES for k in kinds):
+        (out / "preferences").mkdir(exist_ok=True)
+        _in_process(_learn_preferences, args, out / "preferences")
+        prefs = json.loads((out / "preferences" / "preferences.json").read_text())
+    for i, seed in enumerate(seeds):  # each seed's round in a rotated order: contenders interleave in time
+        for kind in kinds[i % len(kinds):] + kinds[: i % len(kinds)]:
+            run = out / kind / f"seed-{seed}"
+            if not (run / "result.json").is_file():  # resumable: finished contender-seeds are kept
+                _in_process(_contender, kind, args, seed, run)
+    if not (out / "base" / "result.json").is_file():
+        _in_process(_base_eval, args, out / "base")
+    base = json.loads((out / "base" / "result.json").read_text())["eval"]
+    results = {kind: [json.loads((out / kind / f"seed-{s}" / "result.json").read_text()) for s in seeds] for kind in kinds}
+    table = _table(results, base)
+    report = {"machine": f"{platform.machine()} {platform.processor()}".strip(), "cores": mp.cpu_count(),
+              "date": datetime.date.today().isoformat(), "args": vars(args), "preferences": prefs, "base": base,
+              "results": results, "table": table}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.report:
+        _write_report(Path(args.report), report)
     print(table)
+
+
+def _write_report(path: Path, report: dict) -> None:
+    """The markdown report (command, machine, date, reward models, table) and its JSON."""
+    import sys
+
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = report["machine"]
+    try:
+        import torch
+        import trl
+
+        versions = f"torch {torch.__version__}, TRL {trl.__version__}"
+    except ImportError:
+        versions = ""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    prefs = report["preferences"]
+    lines = [f"# tokenalign vs TRL on the pep8 task, like for like ({report['date']})", "",
+             "```", "python " + " ".join(sys.argv), "```", "",
+             f"Machine: {cpu}, {report['cores']} cores, {report['args']['threads']} thread(s) per run, "
+             f"{versions}; commit {commit or '?'}.", ""]
+    if prefs:
+        accuracy = {k: "n/a" if (a := prefs[f"{k}_rm"]["heldout_ranking_accuracy"]) is None else f"{a:.3f}"
+                    for k in ("seq", "token")}  # n/a: no held-out list (--smoke)
+        lines += [f"Preferences: {prefs['lists']} ranked lists of {report['args']['generations']} base-model samples "
+                  f"(the first {report['args']['pref_prompts']} training prompts; lists with all samples tied dropped), "
+                  f"10% held out; held-out ranking accuracy of the sequence reward model {accuracy['seq']}, of the "
+                  f"token reward model {accuracy['token']}.", ""]
+    lines += ["Mean ± half-width of the 95% t-interval over seeds.", "", report["table"], ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

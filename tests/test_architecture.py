@@ -198,10 +198,10 @@ def test_the_checks_catch_what_they_are_for(fake_package):
 
 # Private attributes that may be read on objects that are not ``self``: other libraries'
 # internals that tokenalign has no public way to reach (accelerate's shared state).
-# accelerate's process-state reset, and the one TRL hook the TRL bridge overrides (its
+# accelerate's process-state reset, and the two TRL hooks the TRL bridge overrides (their
 # super() call: TRL has no public hook for per-token advantages)
 FOREIGN_PRIVATE = {("utils/accel.py", "_shared_state"), ("utils/accel.py", "_reset_state"),
-                   ("integrations/trl.py", "_generate_and_score_completions"),
+                   ("integrations/trl.py", "_generate_and_score_completions"), ("integrations/trl.py", "_generate_single_turn"),
                    # the bf16 weight swap for one sampling batch: a Linear's registered parameter slot
                    ("utils/kernels.py", "_parameters")}
 

@@ -175,23 +175,30 @@ def test_bench_reward_throughput_smoke(tmp_path):
 def test_bench_trl_pep8_smoke(tmp_path):
     pytest.importorskip("trl")
     out = tmp_path / "out"
-    kinds = {"tokenalign-reinforce-blame", "trl-rloo-nockpt", "trl-grpo"}  # TRL with and without checkpointing
-    run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(out), "--contenders", ",".join(sorted(kinds))],
-              tmp_path)
+    # TRL GRPO on the sequence reward model, tokenalign on the token reward model (both learned
+    # from the same rankings), TRL RLOO without checkpointing; both engines stop at the stop strings
+    kinds = ["trl-grpo-seq-rm", "tokenalign-token-rm", "trl-rloo-nockpt"]
+    report_md = tmp_path / "like.md"
+    args = ["--smoke", "--threads", "1", "--out", str(out), "--contenders", ",".join(kinds), "--seeds", "0,1",
+            "--report", str(report_md)]
+    run_bench("bench_trl_pep8.py", args, tmp_path)
     report = json.loads((out / "results.json").read_text())
-    assert set(report["results"]) == kinds
-    for kind, r in report["results"].items():
-        assert positive(r["seconds"]) and positive(r["sampled_tokens"]) and positive(r["peak_rss_mib"]), kind
-        assert len(r["runs"]) == 1, kind
-        assert nonneg(r["eval"]["mean_misalignment"]) and nonneg(r["eval"]["syntax_failure_rate"]), kind
-    assert "| tokenalign-reinforce-blame |" in report["table"]
-    # --repeats: every round in its own folder, the median run reported
-    again = tmp_path / "again"
-    run_bench("bench_trl_pep8.py", ["--smoke", "--threads", "1", "--out", str(again), "--contenders", "tokenalign-rloo",
-                                    "--repeats", "2"], tmp_path)
-    r = json.loads((again / "results.json").read_text())["results"]["tokenalign-rloo"]
-    assert len(r["runs"]) == 2 and r["seconds"] in [x["seconds"] for x in r["runs"]]
-    assert (again / "round-1" / "tokenalign-rloo").is_dir() and (again / "round-2" / "tokenalign-rloo").is_dir()
+    assert list(report["results"]) == kinds
+    for kind, runs in report["results"].items():
+        assert [r["seed"] for r in runs] == [0, 1], kind
+        for r in runs:
+            for key in ("seconds_per_iteration", "tokens_per_s", "tokens_per_completion", "peak_rss_mib"):
+                assert positive(r[key]), (kind, key)
+            assert r["tokens_per_completion"] <= 24  # --smoke: at most 24 new tokens
+            assert nonneg(r["eval"]["mean_misalignment"]) and nonneg(r["eval"]["failure_rate"]), kind
+    assert report["preferences"]["lists"] >= 1 and (out / "preferences" / "seq-rm" / "model").is_dir()
+    assert "| tokenalign-token-rm | 2 |" in report["table"] and "± " in report["table"] and "| base model |" in report["table"]
+    assert nonneg(report["base"]["mean_misalignment"])
+    assert "bench_trl_pep8.py" in report_md.read_text() and json.loads(report_md.with_suffix(".json").read_text())["table"]
+    # resumable: a rerun keeps every finished contender-seed
+    stamp = (out / "trl-grpo-seq-rm" / "seed-1" / "result.json").stat().st_mtime_ns
+    run_bench("bench_trl_pep8.py", args, tmp_path)
+    assert (out / "trl-grpo-seq-rm" / "seed-1" / "result.json").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from tokenalign.rollout.generate import (
     _can_prune,
     _processors,
     _sample_pruned,
-    _StopOnStrings,
+    StopOnStrings,
     encode_prompt,
     generate,
 )
@@ -70,7 +70,7 @@ def test_greedy_equals_model_generate_token_for_token(tiny_tokenizer):
     # An "EOS" that one row emits a few tokens in, and a stop string another row spells
     # later (the tiny random model never emits its real EOS greedily).
     eos_row, eos, stop_row, stop = _pick_eos_and_stop(tok, ref)
-    criteria = [_StopOnStrings(tok, [stop], ids.shape[1])]
+    criteria = [StopOnStrings(tok, [stop], ids.shape[1])]
 
     hf = _hf_greedy(model, ids, mask, max_new, eos, pad, criteria)
     ours, _ = _sample_pruned(model, ids, mask, _processors(SamplingConfig(greedy=True), True, []), criteria, True, eos, max_new)
@@ -158,7 +158,7 @@ def test_each_step_sees_each_rows_own_context(tiny_tokenizer):
     width, pad = ids.shape[1], tok.pad_token_id
     record = Record()
     torch.manual_seed(0)
-    out, _ = _sample_pruned(model, ids, mask, LogitsProcessorList([record]), [_StopOnStrings(tok, ["e", "\n"], width)],
+    out, _ = _sample_pruned(model, ids, mask, LogitsProcessorList([record]), [StopOnStrings(tok, ["e", "\n"], width)],
                          False, tok.eos_token_id, 12)
     lengths = sorted(map(len, out))
     assert len(set(lengths)) >= 3 and lengths[-1] == 12  # rows left at several steps

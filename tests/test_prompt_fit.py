@@ -12,7 +12,7 @@ import torch
 from tokenalign.errors import TokenalignError
 from tokenalign.policy.rewards import BlameReward, segment_ends
 from tokenalign.rollout.batch import build_token_batch, response_char_spans, token_logprobs
-from tokenalign.rollout.generate import SamplingConfig, SamplingSettings, _StopOnStrings, encode_prompt, fit_prompts, generate
+from tokenalign.rollout.generate import SamplingConfig, SamplingSettings, StopOnStrings, encode_prompt, fit_prompts, generate
 from tokenalign.tasks import get_task
 from tokenalign.tasks.pep8 import base_model_path
 from tokenalign.tasks.pep8.prompts import load_prompts
@@ -143,7 +143,7 @@ def test_stop_strings_are_not_matched_in_the_healed_text(pep8):
     ids = torch.tensor([tok("x = 1\n    y", add_special_tokens=False)["input_ids"]] * 2)
     width = 3  # the generated ids start with "\n" (re-spelling row 0's prompt end)
     assert tok.decode(ids[0, width:]).startswith("\n")
-    stop = _StopOnStrings(tok, ["\n"], width, healed=["\n", ""])
+    stop = StopOnStrings(tok, ["\n"], width, healed=["\n", ""])
     assert stop(ids, None).tolist() == [False, True]
     assert stop(ids[1:], None, rows=torch.tensor([1])).tolist() == [True]
     assert stop(ids[:1], None, rows=torch.tensor([0])).tolist() == [False]

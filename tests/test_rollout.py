@@ -53,22 +53,22 @@ def test_temperature_and_entropy(tiny_tokenizer):
 
 
 def test_generated_ids_include_the_tokens_that_stopped_the_sample(tiny_tokenizer):
-    from tokenalign.rollout.generate import _finish_row
+    from tokenalign.rollout.generate import finish_row
 
     tok = tiny_tokenizer
     eos, pad = tok.eos_token_id, tok.pad_token_id
     body = tok("    return a\n", add_special_tokens=False)["input_ids"]
     stop = tok("\ndef", add_special_tokens=False)["input_ids"]
     # stopped by a stop string, then padded: trains on the body and the stop's tokens
-    s = _finish_row(tok, "p", [1], body + stop + [pad, pad], ["\ndef"], eos, pad)
+    s = finish_row(tok, "p", [1], body + stop + [pad, pad], ["\ndef"], eos, pad)
     assert s.finished and s.completion == tok.decode(s.completion_ids) and "\ndef" not in s.completion
     assert s.generated_ids[: len(s.completion_ids)] == s.completion_ids
     assert "\ndef" in tok.decode(s.generated_ids) and pad not in s.generated_ids
     # ended by EOS: the EOS token is trained on (the choice to stop)
-    s = _finish_row(tok, "p", [1], body + [eos, pad], [], eos, pad)
+    s = finish_row(tok, "p", [1], body + [eos, pad], [], eos, pad)
     assert s.finished and s.generated_ids == body + [eos] and s.completion_ids == body
     # cut by the length limit: nothing added
-    s = _finish_row(tok, "p", [1], body, [], eos, pad)
+    s = finish_row(tok, "p", [1], body, [], eos, pad)
     assert not s.finished and s.generated_ids == body
 
 

@@ -68,3 +68,51 @@ def test_grpo_trains_on_token_advantages(tiny_tokenizer, tmp_path):
     torch.testing.assert_close(adv, expected)
     assert lengths.min() >= 1
     assert any(not torch.equal(before[k], v) for k, v in model.named_parameters()), "weights did not change"
+
+
+def test_grpo_completions_end_at_stop_strings(tiny_tokenizer, tmp_path):
+    """TRL samples stop at the first stop string in the generated text and are trained on
+    exactly tokenalign's tokens: through the token that completes the stop string."""
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from tokenalign.integrations.trl import StopStringGRPOTrainer, sequence_reward_func
+    from tokenalign.rollout.generate import first_stop
+
+    class Recording(StopStringGRPOTrainer):
+        seen: list = []
+
+        def _compute_loss(self, model, inputs):
+            self.seen.append({k: inputs[k].detach().clone() for k in ("completion_ids", "completion_mask")})
+            return super()._compute_loss(model, inputs)
+
+    tok, stops, width = tiny_tokenizer, ["e", " ", "t", "a", "(", "\n"], 24
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=width, max_steps=1, steps_per_generation=1, num_iterations=1, learning_rate=1e-3,
+                      beta=0.0, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+                      gradient_checkpointing=False, seed=0, shuffle_dataset=False)
+    lengths = lambda prompts, completions, completion_ids, **kw: [float(len(c)) for c in completion_ids]  # noqa: E731
+    gold = sequence_reward_func("scorer", tokenizer=tok, scorer=lambda p, c: len(c) / 100, stop_strings=stops)
+    trainer = Recording(model=build_tiny_lm(tok), reward_funcs=[lengths, gold], args=args, stop_strings=stops,
+                        train_dataset=Dataset.from_dict({"prompt": ["def add(a, b):\n", "import os\n"] * 4}),
+                        processing_class=tok)
+    Recording.seen = []
+    trainer.train()
+    (batch,) = Recording.seen
+    rows = [ids[m.bool()].tolist() for ids, m in zip(batch["completion_ids"], batch["completion_mask"])]
+    stopped = 0
+    for ids in rows:
+        text = tok.decode(ids)
+        if first_stop(text, stops) >= 0:  # a stop string: it ends at the last token, and nothing follows
+            stopped += 1
+            assert first_stop(tok.decode(ids[:-1]), stops) < 0, text
+        else:  # no stop string: the length limit or EOS ended it
+            assert len(ids) == width or ids[-1] == tok.eos_token_id, text
+    assert stopped >= 6, rows
+    # sampling itself stopped once every row had (not only the loss masked): fewer columns than the limit
+    assert batch["completion_ids"].shape[1] == max(len(ids) for ids in rows) < width
+    # the gold reward scored each row's text before its stop string (misalignment = chars / 100)
+    logged = [x for x in trainer.state.log_history if "rewards/scorer/mean" in x]
+    texts = [tok.decode(ids) for ids in rows]
+    cut = [t[: first_stop(t, stops)] if first_stop(t, stops) >= 0 else t for t in texts]
+    assert logged and abs(logged[0]["rewards/scorer/mean"] + sum(len(c) for c in cut) / 100 / len(cut)) < 1e-6

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from tokenalign.policy.rewards import RewardSource, make_reward_source, place_rewards
-from tokenalign.rollout.generate import Sample
+from tokenalign.rollout.generate import Sample, finish_row
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +68,23 @@ def build_reward_source(
 
 def samples_from_ids(
     tokenizer: Any, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-    prompts: Sequence[str] | None = None,
+    prompts: Sequence[str] | None = None, stop_strings: Sequence[str] = (),
 ) -> list[Sample]:
     """Samples of unpadded token rows: the response ids are what the policy generated
     (a trailing EOS ends the sample and is trained on, as in tokenalign's own rollouts).
-    ``prompts`` (texts) default to the decoded prompt ids."""
+    ``prompts`` (texts) default to the decoded prompt ids. With ``stop_strings``, a row is
+    cut as tokenalign's sampler cuts it (:func:`~tokenalign.rollout.generate.finish_row`):
+    the completion text ends before the first stop string, which ends the sample."""
     eos = tokenizer.eos_token_id
     out = []
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
         p, r = [int(x) for x in p], [int(x) for x in r]
+        prompt = prompts[i] if prompts is not None else tokenizer.decode(p, skip_special_tokens=True)
+        if stop_strings:
+            out.append(finish_row(tokenizer, prompt, p, r, stop_strings, eos, tokenizer.pad_token_id))
+            continue
         finished = bool(r) and eos is not None and r[-1] == eos
         body = r[:-1] if finished else r
-        prompt = prompts[i] if prompts is not None else tokenizer.decode(p, skip_special_tokens=True)
         out.append(Sample(prompt=prompt, completion=tokenizer.decode(body), completion_ids=body, finished=finished,
                           generated_ids=r, prompt_ids=p))
     return out

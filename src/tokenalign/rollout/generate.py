@@ -39,7 +39,8 @@ from tokenalign.utils.kernels import autocast_linear_weights
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SamplingSettings", "SamplingConfig", "Sample", "encode_prompt", "first_stop", "fit_prompts", "generate"]
+__all__ = ["SamplingSettings", "SamplingConfig", "Sample", "StopOnStrings", "encode_prompt", "finish_row", "first_stop", "fit_prompts",
+           "generate"]
 
 
 @dataclasses.dataclass
@@ -139,7 +140,7 @@ class Sample:
     logprobs: list[float] | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
-class _StopOnStrings:
+class StopOnStrings:
     """Per-row stopping when a stop string appears in the *generated* text.
 
     (transformers' own ``stop_strings`` also matches across the prompt boundary: a prompt
@@ -183,7 +184,7 @@ def _cut_at_stop(tokenizer, ids: list[int], text: str, stops: Sequence[str], ski
     return ids[:k], tokenizer.decode(ids[:k])[skip:], True
 
 
-def _finish_row(tokenizer, prompt: str, prompt_ids: list[int], ids: list[int], stops: Sequence[str], eos_id, pad_id,
+def finish_row(tokenizer, prompt: str, prompt_ids: list[int], ids: list[int], stops: Sequence[str], eos_id, pad_id,
                 logprobs: list[float] | None = None, healed: str = "") -> Sample:
     """One generated row -> a Sample. A stop string wins over a later EOS (a stopped row is
     padded, and the pad token may be the EOS token). ``logprobs`` (one per id in ``ids``)
@@ -751,7 +752,7 @@ def generate(
                 prefix = 1
             greedy = cfg.greedy or cfg.temperature == 0
             max_new = cfg.max_new_tokens
-            criteria: list = [_StopOnStrings(tokenizer, cfg.stop, prefix, healed=healed)] if cfg.stop else []
+            criteria: list = [StopOnStrings(tokenizer, cfg.stop, prefix, healed=healed)] if cfg.stop else []
             extra_processors: list = [_FirstTokenPrefix(allowed, width)] if any(healed) else []
             if conditioning is not None:
                 # Control tokens do not count: the budget is of plain tokens (the raw limit
@@ -779,11 +780,11 @@ def generate(
             for i, prompt in enumerate(batch):
                 raw = rows[i]
                 if conditioning is None:
-                    samples.append(_finish_row(tokenizer, prompt, encoded[i], raw, cfg.stop, eos_id, pad_id,
+                    samples.append(finish_row(tokenizer, prompt, encoded[i], raw, cfg.stop, eos_id, pad_id,
                                                row_logprobs[i] if row_logprobs is not None else None, healed[i]))
                     continue
                 plain = conditioning.strip(raw)[: cfg.max_new_tokens]  # padding after a budget stop is cut
-                sample = _finish_row(tokenizer, prompt, plain_prompts[i], plain, cfg.stop, eos_id, pad_id)
+                sample = finish_row(tokenizer, prompt, plain_prompts[i], plain, cfg.stop, eos_id, pad_id)
                 sample.conditioned_ids = (encoded[i], conditioning.raw_prefix(raw, len(sample.generated_ids)))
                 samples.append(sample)
             bar.update(task, advance=len(batch))

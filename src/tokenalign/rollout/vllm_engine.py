@@ -10,7 +10,7 @@ cache is reset with it, since cached prompts were computed with the old weights.
 
 The samples are those of the HF path, field for field: the prompts are encoded,
 truncated and token-healed by the same functions, and each row goes through the same
-``_finish_row`` (stop strings cut the same way, generated ids with the EOS or the tokens
+``finish_row`` (stop strings cut the same way, generated ids with the EOS or the tokens
 that spelled the stop string). vLLM's own stop strings only end a row early; they never
 end one before the HF loop would. Token healing runs in two requests: the first token
 drawn under ``allowed_token_ids`` (the ids whose text starts with the healed text, as
@@ -48,11 +48,11 @@ from tokenalign.errors import ConfigError
 from tokenalign.rollout.generate import (
     Sample,
     SamplingConfig,
-    _finish_row,
     _healed_texts,
     _prompt_limit,
     _token_texts,
     encode_prompt,
+    finish_row,
 )
 
 log = logging.getLogger(__name__)
@@ -337,14 +337,14 @@ def generate_vllm(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig,
 
 def samples_from_rows(tokenizer, prompts: Sequence[str], prompt_ids: Sequence[list[int]], rows: Sequence[RowOutput],
                       healed: Sequence[str], stop: Sequence[str], record: bool = True) -> list[Sample]:
-    """tokenalign ``Sample``s from vLLM's rows, through the HF path's own ``_finish_row``:
+    """tokenalign ``Sample``s from vLLM's rows, through the HF path's own ``finish_row``:
     ``prompt_ids`` as sampled from (a healed prompt's without its last token), the row's ids
     as vLLM returns them (up to and including the EOS or the token that completed a stop
     string), its log-probs kept when ``record``."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     samples = []
     for prompt, ids, row, h in zip(prompts, prompt_ids, rows, healed):
-        sample = _finish_row(tokenizer, prompt, list(ids), list(row.token_ids), stop, tokenizer.eos_token_id, pad_id,
+        sample = finish_row(tokenizer, prompt, list(ids), list(row.token_ids), stop, tokenizer.eos_token_id, pad_id,
                              row.logprobs if record else None, h)
         if isinstance(row.stop_reason, str) and not sample.finished:
             log.warning("vLLM stopped a row on %r, which tokenalign's cut does not find in its text", row.stop_reason)
