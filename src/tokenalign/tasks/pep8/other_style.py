@@ -10,7 +10,7 @@ The rule (deterministic, no hand-picking):
 
 1. the packages of :data:`PACKAGES`, each with an MIT, BSD or Apache-2.0 licence in its
    installed metadata (checked; a package without one is left out);
-2. their ``.py`` files, except tests and vendored code (:func:`_skipped`);
+2. their ``.py`` files, except tests and vendored code (:func:`_sources`);
 3. the headers :func:`~tokenalign.tasks.pep8.prompts.extract_headers` takes from them
    (same format and 400-character cap as the stdlib prompts), repeats dropped;
 4. a header qualifies when it takes a body (``header + "\\n    pass"`` parses), fits the base
@@ -58,6 +58,7 @@ MIN_DOC_LINES = 5
 MAX_PROMPT_TOKENS = 128
 NOTICE = "prompts_other_style_NOTICE.txt"
 _PERMISSIVE = re.compile(r"\b(MIT|BSD|Apache)\b", re.I)
+_COPYRIGHT = re.compile(r"copyright\s*(\(c\)|©|\d)", re.I)
 _OTHER = re.compile(r"\b(GPL|LGPL|AGPL|MPL|Mozilla|PSF|Python Software Foundation)\b", re.I)
 
 
@@ -73,12 +74,24 @@ def licence(dist: metadata.Distribution) -> str:
     return ""
 
 
-def _skipped(path: str) -> bool:
-    """Tests (their own style: no docstrings, fixtures) and vendored code (other authors and licences)."""
-    parts = path.lower().split("/")
-    name = parts[-1]
-    return (any(p in ("tests", "test", "testing", "_vendor", "vendor", "vendored", "externals", "third_party") for p in parts[:-1])
-            or name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py")
+def _sources(dist: metadata.Distribution) -> list[str]:
+    """The distribution's own ``.py`` files, sorted: without tests (their own style: no
+    docstrings, fixtures) and vendored code (other authors and licences: a vendor folder, or
+    any folder that ships its own licence file, such as typer's copy of click)."""
+    files = [str(f) for f in dist.files or []]
+    licensed = {f.rpartition("/")[0] + "/" for f in files if ".dist-info/" not in f
+                and f.rpartition("/")[2].upper().startswith(("LICENSE", "LICENCE", "COPYING"))}
+    out = []
+    for path in files:
+        parts = path.lower().split("/")
+        name = parts[-1]
+        if (not name.endswith(".py") or any(path.startswith(folder) for folder in licensed)
+                or any(p in ("tests", "test", "testing", "_vendor", "vendor", "vendored", "externals", "third_party")
+                       for p in parts[:-1])
+                or name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"):
+            continue
+        out.append(path)
+    return sorted(out)
 
 
 def header_stats(header: str) -> tuple[bool, int] | None:
@@ -93,6 +106,16 @@ def header_stats(header: str) -> tuple[bool, int] | None:
                                            [*a.posonlyargs, *a.args, *a.kwonlyargs, *(v for v in (a.vararg, a.kwarg) if v)])
     doc = ast.get_docstring(fn, clean=False)
     return hinted, len(doc.strip("\n").splitlines()) if doc is not None else 0
+
+
+def _licence_file(dist: metadata.Distribution) -> tuple[str, str]:
+    """The distribution's licence file (in its metadata folder) and its first copyright line ("" if none)."""
+    for f in sorted(str(f) for f in dist.files or []):
+        if ".dist-info/" in f and f.rpartition("/")[2].upper().startswith(("LICENSE", "LICENCE", "COPYING")):
+            text = Path(dist.locate_file(f)).read_text(encoding="utf-8", errors="replace")
+            owner = next((line.strip() for line in text.splitlines() if _COPYRIGHT.match(line.strip())), "")
+            return f, owner
+    return "", ""
 
 
 def _key(package: str, header: str) -> str:
@@ -116,7 +139,7 @@ def build_other_style(packages: tuple[str, ...] = PACKAGES, per_package: int = P
         if not lic:
             continue
         found: dict[str, str] = {}  # header -> its first file
-        for file in sorted(str(f) for f in dist.files or [] if str(f).endswith(".py") and not _skipped(str(f))):
+        for file in _sources(dist):
             try:
                 source = Path(dist.locate_file(file)).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
@@ -165,10 +188,13 @@ def write_other_style(folder: Path = ASSETS) -> dict[str, dict[str, float]]:
         by_package.setdefault((r["package"], r["version"], r["licence"]), []).append(r["file"])
     lines = ["The pep8 task's other-style prompts (prompts_other_style.jsonl) are function headers (a def",
              "line and its docstring, unchanged apart from dedenting) copied from the following packages,",
-             "under their licences. Each record of the JSONL names its package, version, licence and file.",
+             "under their licences, whose full texts ship in each package's distribution (the file named).",
+             "Each record of the JSONL names its package, version, licence and file.",
              "Rule and builder: tokenalign/tasks/pep8/other_style.py.", ""]
     for (package, version, lic), files in sorted(by_package.items(), key=lambda kv: kv[0][0].lower()):
-        lines.append(f"{package} {version} ({lic}): {len(files)} headers from {', '.join(sorted(set(files)))}")
+        licence_file, owner = _licence_file(metadata.distribution(package))
+        lines += [f"{package} {version}: {lic}; {licence_file}" + (f"; {owner}" if owner else ""),
+                  f"  {len(files)} headers from {', '.join(sorted(set(files)))}"]
     (folder / NOTICE).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {"other-style": set_stats([r["prompt"] for r in records]), "test (stdlib)": set_stats(load_prompts("test"))}
 
