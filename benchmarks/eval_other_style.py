@@ -15,7 +15,8 @@ own samples at T 1 (the eval job's ``kl_to_reference``).
 
 Resumable: an evaluation whose metrics.json exists (under --out) is read, not rerun. Writes
 benchmarks/results/pep8_other_style.md (mean ± half-width of the 95% t-interval over the
-seeds, and the paired change after - base per seed) and its .json with every run's numbers.
+seeds, and the paired change after - base per seed, beside the same change on the stdlib
+test prompts from the run's summary.json) and its .json with every run's numbers.
 """
 
 from __future__ import annotations
@@ -84,12 +85,15 @@ def build_table(rows: list[dict]) -> str:
         base = [bases[s].get(key, 0.0) for s in sorted(bases)]  # the base's KL to itself is 0
         cells = [interval([r["after"][key] for r in by_method[m]]) for m in methods]
         lines.append(f"| {label} | {interval(base)} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired change, after - base on the same seed (prompts, seeds):", "",
-              "| measure | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    sides = [("other-style", lambda r: r), ("stdlib test", lambda r: r["stdlib"])] if all("stdlib" in r for r in rows) \
+        else [("other-style", lambda r: r)]
+    lines += ["", "Paired change, after - base on the same seed (same prompts and sampling seeds); beside it the same "
+              "change on the stdlib test prompts (the run's own held-out evaluation, summary.json):", "",
+              "| measure | prompts | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for key in PAIRED:
-        label = dict(MEASURES)[key]
-        cells = [interval([r["after"][key] - r["base"][key] for r in by_method[m]]) for m in methods]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for name, side in sides:
+            cells = [interval([side(r)["after"][key] - side(r)["base"][key] for r in by_method[m]]) for m in methods]
+            lines.append(f"| {dict(MEASURES)[key]} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -125,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         base = evaluate(model, seed, out / f"base-{seed}", demo, args.n_prompts, reference="none")
         after = evaluate(str(folder / "align" / "model"), seed, out / folder.name, demo, args.n_prompts, reference=model)
         keep = [key for key, _ in MEASURES]
+        summary = json.loads((folder / "summary.json").read_text())
         rows.append({"method": method, "seed": seed, "base": {k: base[k] for k in keep if k in base},
-                     "after": {k: after[k] for k in keep if k in after}, "prompts": after["prompts"], "samples": after["samples"]})
+                     "after": {k: after[k] for k in keep if k in after}, "prompts": after["prompts"], "samples": after["samples"],
+                     "stdlib": {"base": {k: summary["align_before"].get(k, float("nan")) for k in PAIRED},
+                                "after": {k: summary["align_after"].get(k, float("nan")) for k in PAIRED}}})
     table = build_table(rows)
     command = "python benchmarks/eval_other_style.py " + " ".join(argv if argv is not None else sys.argv[1:])
     header = (f"# pep8: base vs aligned on the other-style prompts\n\n`{command}`\n\n"

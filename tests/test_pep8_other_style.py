@@ -91,7 +91,7 @@ def test_eval_other_style_benchmark_on_a_fake_run_folder(tmp_path, monkeypatch):
         (runs / name / "config.yaml").write_text("samples_per_prompt: 2\nsampling:\n  max_new_tokens: 4\n")
         (runs / name / "align" / "model").symlink_to(base_model_path())  # "aligned" = the base model
         done = name == "token-0"
-        (runs / name / "summary.json").write_text(json.dumps({"align_after": {}} if done else {}))
+        (runs / name / "summary.json").write_text(json.dumps({"align_before": {}, "align_after": {}} if done else {}))
     results = tmp_path / "results" / "table"
     args = [str(runs), "--n-prompts", "1", "--out", str(tmp_path / "evals"), "--results", str(results)]
     assert bench.main(args) == 0
