@@ -26,6 +26,7 @@ Writes metrics.json, samples.jsonl and report.html into --out and prints a table
 examples:
   tokenalign eval                                   # the shipped base model
   tokenalign eval --model runs/rloo/model --out runs/eval-rloo
+  tokenalign eval --model runs/rloo/model --set prompts_split=other-style   # pep8 headers in other styles
   tokenalign eval --model runs/ppo/model --prompts my_prompts.jsonl --set samples_per_prompt=4
   tokenalign eval --model runs/ppo/model --reward-model runs/rm-edits/model --set compare='[runs/eval-rloo]'
   tokenalign eval --task text --model my_lm --prompts prompts.jsonl --scorer my_rewards:helpfulness
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", help="model folder or hub id (default: the task's base model)")
     parser.add_argument("--task", help="task name (default: pep8)")
     parser.add_argument("--prompts", metavar="FILE", help="prompts file or dataset with a `prompt` field, text or chat "
-                        "messages (default: the task's test prompts)")
+                        "messages (default: the task's prompts of split prompts_split, test)")
     parser.add_argument("--scorer", metavar="NAME", help="what judges the samples: a registered scorer, package.module:function "
                         "or a reward-model folder (default: the task's scorer)")
     parser.add_argument("--reward-model", metavar="DIR", help="token reward model: adds localization AUC")

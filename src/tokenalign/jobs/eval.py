@@ -2,8 +2,9 @@
 fake the result.
 
 For a model (a folder written by tokenalign, any ``from_pretrained`` folder or hub id) on
-a task's held-out prompts or a prompt file, with ``samples_per_prompt`` samples each at
-the PHF paper's evaluation settings (Korbak et al., ICML 2023: temperature 0.7, top-p 0.9):
+a task's held-out prompts (``prompts_split``; pep8 also has ``other-style``) or a prompt
+file, with ``samples_per_prompt`` samples each at the PHF paper's evaluation settings
+(Korbak et al., ICML 2023: temperature 0.7, top-p 0.9):
 
 - misalignment from the gold scorer (failures counted at the failure score), the
   syntax-failure rate, the violation-free share, the expected maximum misalignment over
@@ -59,9 +60,12 @@ class EvalConfig:
     # function, a scorer) or a reward-model folder; "" = the task's scorer. The metrics are
     # named after it (mean_misalignment for a misalignment scorer, mean_reward for a reward)
     scorer: str = ""
-    # a file or dataset with a `prompt` field (text or chat messages); "" = the task's test prompts
+    # a file or dataset with a `prompt` field (text or chat messages); "" = the task's prompts
+    # of split prompts_split
     prompts: str = ""
-    prompts_split: str = "test"  # the split of `prompts` when it is a dataset with splits
+    # the split: of `prompts` when it is a dataset with splits, else of the task's own prompts
+    # (pep8: test, train, or other-style, headers in other styles than the stdlib's)
+    prompts_split: str = "test"
     n_prompts: int = 100  # 0 = all
     samples_per_prompt: int = 25
     expected_max_k: int = 25  # capped at samples_per_prompt
@@ -99,9 +103,9 @@ def _load_prompts(cfg: EvalConfig, task: Task, given: Any = None) -> list:
 
         prompts = load_prompts(source, cfg.prompts_split)
     else:
-        prompts = task.prompts("test")
+        prompts = task.prompts(cfg.prompts_split)
     if not prompts:
-        raise TokenalignError(f"no prompts in {cfg.prompts or 'the task test split'}")
+        raise TokenalignError(f"no prompts in {cfg.prompts or f'the task {cfg.prompts_split} split'}")
     return prompts[: cfg.n_prompts] if cfg.n_prompts else prompts
 
 

@@ -39,9 +39,14 @@ class Task:
     chat: bool = False
     editor: str = ""  # the registered minimal editor of its samples ("": none of its own)
     description: str = ""  # one line for reports and tables
+    # the prompt splits load_prompts serves (eval's prompts_split picks one; an unknown one is
+    # a one-line error naming these); (): whatever load_prompts accepts
+    splits: tuple[str, ...] = ("train", "test")
 
     def prompts(self, split: str, n: int | None = None) -> list:
         """The prompts of ``split`` (at most ``n``): text, or one-message conversations for a chat task."""
+        if self.splits and split not in self.splits:
+            raise ConfigError(f"task '{self.name}' has no prompt split {split!r}: choose one of {', '.join(self.splits)}")
         prompts = self.load_prompts(split, n)
         if not self.chat:
             return prompts
@@ -62,7 +67,8 @@ def pep8_task() -> Task:
     from tokenalign.tasks.pep8.prompts import load_prompts
 
     return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts,
-                editor="autopep8", description="Python function bodies, scored by pycodestyle (violations per character of code)")
+                editor="autopep8", description="Python function bodies, scored by pycodestyle (violations per character of code)",
+                splits=("train", "test", "other-style"))
 
 
 @register_task("pii")
@@ -92,7 +98,7 @@ def _keep_text(completion: str, finished: bool) -> str:
 def text_task() -> Task:
     """Bring your own: free text ended by the model's EOS, scored as it is. Names no
     scorer, base model or prompts: the config gives them (``scorer``, ``model``, ``prompts``)."""
-    return Task("text", None, _keep_text, (), "", _no_prompts)
+    return Task("text", None, _keep_text, (), "", _no_prompts, splits=())
 
 
 def get_task(name: str) -> Task:

@@ -1,7 +1,9 @@
 """Prompt sets of the pep8 task: function headers (signature + docstring).
 
 Training-time prompts come from the validation files, evaluation prompts from the test
-files, so neither was seen in pretraining. A header is the ``def`` line(s) of a function
+files, so neither was seen in pretraining; the ``other-style`` split holds headers of
+third-party packages in other styles than the standard library's (type hints, long
+Google/NumPy docstrings), built by :mod:`tokenalign.tasks.pep8.other_style`. A header is the ``def`` line(s) of a function
 or method plus its docstring, dedented to column 0, without its final newline; the model
 writes the newline and the indented body. Both sets ship as JSONL in ``assets/`` so every machine
 evaluates on the same prompts; :func:`extract_headers` rebuilds them.
@@ -20,7 +22,7 @@ from tokenalign.tasks.pep8 import ASSETS
 
 __all__ = ["extract_headers", "reference_completions", "build_prompt_sets", "load_prompts"]
 
-PROMPT_FILES = {"train": "prompts_train.jsonl", "test": "prompts_test.jsonl"}
+PROMPT_FILES = {"train": "prompts_train.jsonl", "test": "prompts_test.jsonl", "other-style": "prompts_other_style.jsonl"}
 
 
 def extract_headers(source: str, max_chars: int = 400) -> list[str]:
@@ -88,7 +90,7 @@ def write_prompt_sets(folder: Path = ASSETS) -> dict[str, int]:
     return {k: len(v) for k, v in sets.items()}
 
 
-def load_prompts(split: Literal["train", "test"], limit: int | None = None) -> list[str]:
+def load_prompts(split: Literal["train", "test", "other-style"], limit: int | None = None) -> list[str]:
     """The shipped prompts of a split, in their fixed order."""
     path = ASSETS / PROMPT_FILES[split]
     prompts = [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
