@@ -53,6 +53,8 @@ def main(root: str) -> None:
             continue
         method, _, seed = folder.name.rpartition("-")
         s = json.loads(summary.read_text())
+        if "align_after" not in s:
+            continue  # a run still aligning
         align = json.loads((folder / "align" / "summary.json").read_text())
         before, after = dict(s["align_before"]), dict(s["align_after"])
         for side, name in ((before, "before"), (after, "after")):  # one source for every run: the align run's eval

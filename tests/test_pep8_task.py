@@ -120,6 +120,7 @@ def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     seq = align_config(DemoAlign(method="pg-sequence"), tmp_path / "x", "", 4, 48, 0, True)
     assert seq.guidance.learn.aggregator == "last" and seq.policy.reward.placement == "sequence"
     assert seq.policy.reward.aggregate == "last" and seq.policy.kl_coef == acfg.policy.kl_coef
+    assert seq.policy.reward.normalize == acfg.policy.reward.normalize  # unit-scale sample totals in both arms
     assert seq.policy.objective_settings == acfg.policy.objective_settings and seq.guidance.prompts == acfg.guidance.prompts
     saved = from_dict(AlignConfig, {"policy": {"iterations": 2}})  # a section in part keeps PG's defaults
     assert saved.policy.reward.placement == "token"

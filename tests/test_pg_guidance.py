@@ -57,6 +57,13 @@ def test_token_model_reward_normalize_by_hand(monkeypatch, normalize):
     for how, want in (("avg", [0.6, 0.425]), ("last", [0.6, 0.6])):
         got = TokenModelReward(None, tok, tok, how, scale=2.0)([_sample(tok, a), _sample(tok, b)]).scores
         assert got == pytest.approx([2.0 * w for w in want])  # last: a sequence reward model's one score
+    # a sequence reward model's scores normalised as the token arm's sample totals are
+    c = "    yield x\n"
+    _fake_scores(monkeypatch, {a: [0.5, 0.7, 0.6], b: [0.2, 0.5, 0.4, 0.6], c: [0.1, 0.1, 0.1, 0.9]})
+    batch = [_sample(tok, a), _sample(tok, b), _sample(tok, c)]  # last scores 0.6, 0.6, 0.9: mean 0.7, std sqrt(0.03)
+    got = TokenModelReward(None, tok, tok, "last", normalize="sequence")(batch).scores
+    assert got == pytest.approx([-0.1 / math.sqrt(0.03), -0.1 / math.sqrt(0.03), 0.2 / math.sqrt(0.03)])
+    assert TokenModelReward(None, tok, tok, "last", normalize="center")(batch).scores == pytest.approx([-0.1, -0.1, 0.2])
 
 
 def test_token_model_reward_normalize_leaves_policy_tokens_past_the_text_at_zero(monkeypatch):

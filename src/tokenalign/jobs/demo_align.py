@@ -68,8 +68,8 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
     from tokenalign.jobs.align import AlignConfig
 
     sequence = cfg.method == "pg-sequence"
-    reward = ({"source": "guidance", "placement": "sequence", "aggregate": "last"} if sequence
-              else {"source": "guidance", "placement": "token", "normalize": cfg.normalize})
+    reward = {"source": "guidance", "placement": "sequence" if sequence else "token", "normalize": cfg.normalize,
+              **({"aggregate": "last"} if sequence else {})}
     return from_dict(AlignConfig, {
         "out_dir": str(out_dir),
         "relearn_every": cfg.relearn_every,
@@ -132,7 +132,8 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     if a.method in ("pg", "pg-sequence"):
         sequence = a.method == "pg-sequence"
         report.add_heading("Alignment: a short PG loop" + (" with a sequence reward model" if sequence else ""))
-        guidance = ("a sequence reward model r_φ (the end token's score alone, on the last token; whitened per batch)"
+        guidance = (f"a sequence reward model r_φ (the end token's score alone, on the last token; normalised per "
+                    f"batch: {a.normalize})"
                     if sequence else f"the learned token guidance r_φ (rewards normalised per batch: {a.normalize})")
         what = (f"tokenalign align from the same base model: {a.iterations} iterations of REINFORCE "
                 f"({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples each) against {guidance} "

@@ -178,7 +178,10 @@ class TokenModelReward:
     r_φ's rewards are strongly correlated within a sample (much of it is a per-sample
     level), sums of them then reach tens and dwarf such a KL penalty. Policy tokens past the
     scored text (a cut last line) get 0, the batch mean. Sequence scores stay the raw
-    aggregates (what the model says).
+    aggregates (what the model says), except with ``aggregate="last"``: a sequence reward
+    model's one score is its sample total, so ``normalize`` standardises the scores over
+    the batch (``center``: minus their mean; ``whiten``/``sequence``: unit std too), and a
+    sequence-placed reward gets the scale a token arm's totals get.
 
     A model that reads an end-of-response token (``head.end_token``) puts that token's
     reward on the policy token holding the scored text's last character (for an empty
@@ -241,6 +244,12 @@ class TokenModelReward:
                 scores.append(self.scale * tr.rewards[-1] if tr.rewards else 0.0)
             else:
                 scores.append(total / max(len(tr.rewards), 1) if self.aggregate == "avg" else total)
+        if self.aggregate == "last" and self.normalize != "none" and len(scores) > 1:
+            # a sequence reward model's one score is its sample total: normalised as the token
+            # arm's totals are (center: minus the batch mean; whiten / sequence: unit spread too)
+            values = torch.tensor(scores, dtype=torch.float64)
+            spread = float(values.std()) if self.normalize != "center" else 1.0
+            scores = ((values - values.mean()) / (spread if spread > 1e-6 else 1.0)).tolist()
         return RewardOutput(scores, token_rewards, scored)
 
 
