@@ -28,16 +28,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pep8_preferences import finished, pairs_from_ranked, ranked_base_samples, sets, tokenalign  # noqa: E402
-from summarize_demo_runs import interval  # noqa: E402
+from pep8_preferences import finished, pairs_from_ranked, ranked_base_samples, sets, tokenalign, write_table  # noqa: E402
 
 log = logging.getLogger("dpo_rto_pep8")
 
 ARMS = ("dpo", "rto", "ppo-seq")
-SHOWN = [("mean_misalignment", "mean misalignment"), ("failure_rate", "failed samples"),
-         ("syntax_failure_rate", "syntax failures"), ("violation_free_rate", "violation-free"),
-         ("mean_misalignment_valid", "misalignment of valid samples"), ("comment_line_share", "comment lines"),
-         ("mean_length_tokens", "mean length (tokens)"), ("distinct_2", "distinct-2"), ("kl_to_ref", "KL to the base model")]
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,19 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             summary = json.loads((folder / "summary.json").read_text())
             results[arm].append(summary["after"])
             before.append(summary["before"])
-    lines = [f"seeds {args.seeds}; {len(pairs.read_text().splitlines())} pairs from {args.ranked_prompts} training prompts x 4 "
-             f"ranked base samples; DPO {args.dpo_iterations} steps x 8 pairs; PPO {args.rl_iterations} iterations x 8 prompts "
-             f"x 4 samples, KL coefficient {args.kl_coef}; held-out test prompts: {args.eval_prompts} x 4 samples "
-             "(T 0.7, top-p 0.9); mean ± 95% t-interval half-width", "",
-             "| measure | base model | DPO | RTO (PPO, DPO token reward) | PPO, sequence RM from the same pairs |",
-             "|---|---|---|---|---|"]
-    for key, label in SHOWN:
-        if all(key in r for rs in results.values() for r in rs):
-            cells = [interval([r.get(key, 0.0) for r in before])] + [interval([r[key] for r in results[a]]) for a in ARMS]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "before": before, **results}, indent=1))
+    setup = (f"seeds {args.seeds}; {len(pairs.read_text().splitlines())} pairs from {args.ranked_prompts} training prompts "
+             f"x 4 ranked base samples; DPO {args.dpo_iterations} steps x 8 pairs; PPO {args.rl_iterations} iterations x 8 "
+             f"prompts x 4 samples, KL coefficient {args.kl_coef}; held-out test prompts: {args.eval_prompts} x 4 samples "
+             "(T 0.7, top-p 0.9); mean ± 95% t-interval half-width")
+    table = write_table(out, setup, {"dpo": "DPO", "rto": "RTO (PPO, DPO token reward)",
+                                     "ppo-seq": "PPO, sequence RM from the same pairs"}, before, results, vars(args))
     print(table)
     return 0
 

@@ -62,3 +62,27 @@ def pairs_from_ranked(ranked: Path, path: Path) -> int:
                 rows.append(json.dumps({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected}))
     atomic_write_text(path, "".join(x + "\n" for x in rows))
     return len(rows)
+
+
+SHOWN = [("mean_misalignment", "mean misalignment"), ("failure_rate", "failed samples"),
+         ("syntax_failure_rate", "syntax failures"), ("violation_free_rate", "violation-free"),
+         ("mean_misalignment_valid", "misalignment of valid samples"), ("comment_line_share", "comment lines"),
+         ("mean_length_tokens", "mean length (tokens)"), ("distinct_2", "distinct-2"), ("kl_to_ref", "KL to the base model")]
+
+
+def write_table(out: Path, setup: str, labels: dict[str, str], before: list[dict], results: dict[str, list[dict]],
+                args: dict) -> str:
+    """OUT/results.md (``setup``, then base and each arm's held-out measures as mean ± 95%
+    t-interval half-width over seeds) and OUT/results.json; returns the markdown."""
+    from summarize_demo_runs import interval
+
+    lines = [setup, "", "| measure | base model | " + " | ".join(labels[a] for a in results) + " |",
+             "|---|---|" + "---|" * len(results)]
+    for key, label in SHOWN:
+        if all(key in r for rs in results.values() for r in rs):
+            cells = [interval([r.get(key, 0.0) for r in before])] + [interval([r[key] for r in rs]) for rs in results.values()]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({"args": args, "before": before, **results}, indent=1, default=str))
+    return table

@@ -27,15 +27,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pep8_preferences import finished, ranked_base_samples, sets, tokenalign  # noqa: E402
-from summarize_demo_runs import interval  # noqa: E402
+from pep8_preferences import finished, ranked_base_samples, sets, tokenalign, write_table  # noqa: E402
 
 log = logging.getLogger("wmle_vs_mle_pep8")
 
-SHOWN = [("mean_misalignment", "mean misalignment"), ("failure_rate", "failed samples"),
-         ("syntax_failure_rate", "syntax failures"), ("violation_free_rate", "violation-free"),
-         ("mean_misalignment_valid", "misalignment of valid samples"), ("comment_line_share", "comment lines"),
-         ("mean_length_tokens", "mean length (tokens)"), ("distinct_2", "distinct-2"), ("kl_to_ref", "KL to the base model")]
 
 
 def reference_rows(path: Path) -> int:
@@ -93,16 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = json.loads((folder / "summary.json").read_text())
             results[weights].append(summary["after"])
             before.append(summary["before"])
-    lines = [f"seeds {args.seeds}; {args.iterations} steps x {args.rows_per_iteration} rows, lr {args.lr}; "
-             f"held-out test prompts: {args.eval_prompts} x 4 samples (T 0.7, top-p 0.9); mean ± 95% t-interval half-width",
-             "", "| measure | base model | plain MLE (w = 1/L) | guidance-weighted MLE (w = r/Σr) |", "|---|---|---|---|"]
-    for key, label in SHOWN:
-        if all(key in r for rs in results.values() for r in rs):
-            cells = [interval([r.get(key, 0.0) for r in before])] + [interval([r[key] for r in results[w]]) for w in results]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines) + "\n"
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "before": before, **results}, indent=1))
+    setup = (f"seeds {args.seeds}; {args.iterations} steps x {args.rows_per_iteration} rows, lr {args.lr}; held-out test "
+             f"prompts: {args.eval_prompts} x 4 samples (T 0.7, top-p 0.9); mean ± 95% t-interval half-width")
+    table = write_table(out, setup, {"uniform": "plain MLE (w = 1/L)", "guidance": "guidance-weighted MLE (w = r/Σr)"},
+                        before, results, vars(args))
     print(table)
     return 0
 
