@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DemoAlign", "run_demo_alignment"]
 
+PG_METHODS = ("pg", "pg-sequence")  # the methods that run the align job's PG loop
+
 
 @dataclasses.dataclass
 class DemoAlign:
@@ -75,7 +77,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
         "relearn_every": cfg.relearn_every,
         "policy": {
             "task": task, "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr,
-            "kl_coef": cfg.pg_kl_coef if cfg.method.startswith("pg") else cfg.kl_coef,
+            "kl_coef": cfg.pg_kl_coef if cfg.method in PG_METHODS else cfg.kl_coef,
             "entropy_coef": cfg.entropy_coef,
             "reinforce": {"baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go},
             "reward": reward,
@@ -108,7 +110,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, run_cfg.sampling.max_new_tokens, run_cfg.seed,
                         run_cfg.quick, task.name)
     scorer = getattr(task.scorer, "label", None) or getattr(task.scorer, "name", type(task.scorer).__name__)
-    if a.method in ("pg", "pg-sequence"):
+    if a.method in PG_METHODS:
         align_summary = run_align(acfg)
     else:
         from tokenalign.jobs.train import run_train
@@ -129,7 +131,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     samples, results = before.scored_samples(), before.results
     after_samples, after_results = after.scored_samples(), after.results
 
-    if a.method in ("pg", "pg-sequence"):
+    if a.method in PG_METHODS:
         sequence = a.method == "pg-sequence"
         report.add_heading("Alignment: a short PG loop" + (" with a sequence reward model" if sequence else ""))
         guidance = (f"a sequence reward model r_φ (the end token's score alone, on the last token; normalised per "
@@ -197,6 +199,6 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
              for i, t in zip(shown, scored)],
             title="What the learned guidance r_φ rewards (last round)", scale="sequential", label="r_φ")
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
-             if a.method in ("pg", "pg-sequence") else {})
+             if a.method in PG_METHODS else {})
     return {"align_before": stats["before"], "align_after": stats["after"], "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
             "align_iterations": a.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}
