@@ -32,20 +32,13 @@ from pep8_preferences import finished, ranked_base_samples, sets, tokenalign, wr
 log = logging.getLogger("wmle_vs_mle_pep8")
 
 
-
 def reference_rows(path: Path) -> int:
     """The training prompts' own bodies as a supervised file; returns the row count."""
-    from tokenalign.tasks.pep8.corpus import read_corpus
-    from tokenalign.tasks.pep8.prompts import load_prompts, reference_completions
+    from tokenalign.tasks.pep8.prompts import training_references
     from tokenalign.utils.io import atomic_write_text
 
-    train = set(load_prompts("train"))
-    rows: dict[str, str] = {}
-    for _, text in read_corpus("validation"):
-        for header, body in reference_completions(text):
-            if header in train:
-                rows.setdefault(header, body)  # a repeated header keeps its first body
-    atomic_write_text(path, "".join(json.dumps({"prompt": h, "completion": b}) + "\n" for h, b in rows.items()))
+    rows = training_references()
+    atomic_write_text(path, "".join(json.dumps({"prompt": h, "completion": b}) + "\n" for h, b in rows))
     return len(rows)
 
 

@@ -48,3 +48,17 @@ def test_align_loop_smoke(tmp_path):
         events.Reload()
         assert [e.step for e in events.Scalars("guidance/lists")] == [0, 2]
         assert [e.step for e in events.Scalars("reward")] == [1, 2, 3, 4]
+
+
+def test_reuse_rollouts_needs_an_objective_that_samples_the_policy():
+    """wmle's batches are a dataset's rows, not K samples of the policy: nothing to re-rank."""
+    import pytest
+
+    from tokenalign.config import from_dict
+    from tokenalign.errors import ConfigError
+    from tokenalign.jobs.align import AlignConfig
+
+    policy = {"objective": "wmle", "wmle": {"data": "rows.jsonl"}, "reward": {"normalize": "none"}}
+    assert not from_dict(AlignConfig, {"policy": policy}).guidance.reuse_rollouts
+    with pytest.raises(ConfigError, match="guidance.reuse_rollouts: objective wmle trains on a dataset"):
+        from_dict(AlignConfig, {"policy": policy, "guidance": {"reuse_rollouts": True}})

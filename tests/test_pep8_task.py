@@ -103,6 +103,54 @@ def test_demo_quick_writes_a_report(tmp_path):
         assert len(row["responses"]) == len(row["scores"]) >= 2
 
 
+def test_pep8_references_are_the_training_prompts_own_bodies():
+    """wmle's supervised data: each training prompt's own body in the corpus, and header +
+    body is the function as written (it compiles)."""
+    import ast
+
+    from tokenalign.tasks import get_task
+
+    task = get_task("pep8")
+    rows = task.references()
+    train = set(task.prompts("train"))
+    assert len(rows) == 616 and len({p for p, _ in rows}) == len(rows)
+    assert all(p in train for p, _ in rows)
+    for prompt, body in rows:
+        assert body.startswith("\n") and body.endswith("\n")
+        ast.parse(prompt + body)
+
+
+def test_demo_quick_wmle_weights_reference_bodies_by_the_guidance(tmp_path):
+    """The demo's wmle: r_φ learned from rankings of the policy's samples weighs the tokens of
+    the task's reference bodies; nothing ranks its batches (they are not the policy's samples)."""
+    from tokenalign.cli import main
+    from tokenalign.errors import ConfigError
+    from tokenalign.jobs.demo_align import DemoAlign, _write_references, align_config
+    from tokenalign.tasks import get_task
+
+    cfg = align_config(DemoAlign(method="wmle"), tmp_path / "x", "", 4, 48, 0, True, references=tmp_path / "r.jsonl")
+    assert cfg.policy.objective == "wmle" and cfg.policy.objective_settings.data == str(tmp_path / "r.jsonl")
+    assert cfg.policy.objective_settings.weights == "guidance" and cfg.policy.reward.normalize == "none"
+    assert cfg.policy.iterations == DemoAlign().wmle_iterations == 40 and cfg.relearn_every == 10
+    assert not cfg.guidance.reuse_rollouts and not cfg.guidance.head.end_token
+    with pytest.raises(ConfigError, match="task 'text' has none"):
+        _write_references(get_task("text"), tmp_path / "none.jsonl")
+
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--set", "align.method=wmle"]) == 0
+    out = tmp_path / "demo"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8 and summary["align_iterations"] == 2
+    references = [json.loads(x) for x in (out / "references.jsonl").read_text().splitlines()]
+    assert len(references) == 616
+    report = (out / "report.html").read_text()
+    assert "Alignment: guidance-weighted MLE on reference completions" in report and "What the learned guidance" in report
+    rows = [json.loads(x) for x in (out / "align" / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "loss" in r]
+    assert trained and all("kl" not in r for r in trained)  # a dataset's batch: no rollout KL
+    assert not (out / "align" / "rollout_lists.jsonl").exists()
+    assert sorted(p.name for p in (out / "align" / "guidance").glob("round-*")) == ["round-00000", "round-00001"]
+
+
 def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     """The demo's PG loop: r_φ's rewards on the tokens (not sequence-placed, as a config bug
     once made them), its settings and held-out ranking accuracy in the report."""

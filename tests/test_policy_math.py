@@ -12,6 +12,7 @@ from tokenalign.objectives.advantages import discounted_cumsum, gae, kl_penalty,
 from tokenalign.objectives.losses import (
     guidance_weights,
     ppo_policy_loss,
+    rewards_with_endings,
     ppo_value_loss,
     reinforce_loss,
     sequence_pg_loss,
@@ -72,6 +73,16 @@ def test_guidance_weights_variants():
     assert torch.allclose(guidance_weights(r, mask, use_reward_to_go=True), T([[4 / 7, 3 / 7, 0.0]]))
     assert torch.allclose(guidance_weights(T([[0.0, math.log(3.0), 9.0]]), mask, use_exp=True), T([[0.25, 0.75, 0.0]]))
     assert torch.equal(guidance_weights(T([[1.0, -1.0]]), torch.ones(1, 2, dtype=torch.bool)), torch.zeros(1, 2))
+
+
+def test_ending_token_gets_its_rows_mean_reward():
+    # row 0: text rewards 0.2, 0.4 then its EOS (column 2); row 1: no ending (cut at the limit)
+    r = T([[0.2, 0.4, 0.0, 0.0], [1.0, 3.0, 0.0, 0.0]])
+    mask = T([[1, 1, 1, 0], [1, 1, 0, 0]]).bool()
+    out = rewards_with_endings(r, mask, torch.tensor([2, -1]))
+    assert torch.allclose(out, T([[0.2, 0.4, 0.3, 0.0], [1.0, 3.0, 0.0, 0.0]]))
+    assert torch.allclose(guidance_weights(out, mask)[0], T([0.2 / 0.9, 0.4 / 0.9, 0.3 / 0.9, 0.0]))
+    assert torch.equal(rewards_with_endings(r, mask, torch.tensor([-1, -1])), r)
 
 
 def test_weighted_mle_loss():

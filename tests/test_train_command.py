@@ -90,3 +90,23 @@ def test_weighted_mle_and_plain_mle_train_on_the_corpus_own_bodies(tmp_path, tok
     uniform = WeightedMLE.__new__(WeightedMLE)
     uniform.settings = type("S", (), {"weights": "uniform"})()
     assert uniform.signal(Ro, 0)["advantages"].tolist() == [[0.5, 0.5, 0.0, 0.0], [0.25] * 4]
+
+
+def test_weighted_mle_rows_end_with_eos_unless_cut_at_the_limit():
+    """A reference that fits ends with EOS (learned, as a finished sample's ending is); one
+    longer than sampling.max_new_tokens is cut there and left unfinished."""
+    import types
+
+    from tokenalign.objectives.wmle import WeightedMLE
+    from tokenalign.tasks.pep8 import load_tokenizer
+
+    tok = load_tokenizer()
+    rows = [("def f(a):", "\n    return a\n"), ("def g(b):", "\n    x = b\n" * 30)]
+    trainer = types.SimpleNamespace(iteration_rows=lambda data, it: rows, tokenizer=tok, make_rollout=lambda samples: samples,
+                                    data=rows)
+    wmle = WeightedMLE.__new__(WeightedMLE)
+    wmle.cfg = types.SimpleNamespace(sampling=types.SimpleNamespace(max_new_tokens=16))
+    short, long = wmle.batch(trainer, 0)
+    assert short.finished and short.generated_ids == short.completion_ids + [tok.eos_token_id]
+    assert short.completion == "\n    return a\n"
+    assert not long.finished and len(long.generated_ids) == len(long.completion_ids) == 16

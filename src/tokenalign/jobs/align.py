@@ -96,6 +96,9 @@ class AlignConfig:
             raise ConfigError("relearn_every must be >= 1")
         if self.policy.reward.placement == "sequence" and self.policy.objective == "wmle":
             raise ConfigError("wmle needs token rewards")
+        if self.guidance.reuse_rollouts and not self.policy.objective_class.reports_kl:
+            raise ConfigError(f"guidance.reuse_rollouts: objective {self.policy.objective} trains on a dataset, not on the "
+                              "policy's samples (no rollouts to rank); set guidance.reuse_rollouts=false")
         if self.policy.samples_per_prompt < 2:
             raise ConfigError("policy.samples_per_prompt must be >= 2: the guidance learns from rankings of K samples")
         if resolve_report_to(self.guidance.learn.report_to):
@@ -213,8 +216,8 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
         """r_φ's token rewards for the policy; each rollout ranked by the scorer on the side."""
         source = TokenModelReward(rm, tokenizer, tokenizer, pcfg.reward.aggregate, pcfg.reward.scale, task.text_fn,
                                   normalize=pcfg.reward.normalize)
-        if scorer is None:
-            return source
+        if scorer is None or not pcfg.objective_class.reports_kl:
+            return source  # nothing to rank: no scorer, or the batches are a dataset's (wmle), not K samples a prompt
         return RolloutRanker(source, scorer, task.text_fn, k, rollout_path, lambda: trainer.iteration,
                              cfg.guidance.learn.aggregator, cfg.guidance.learn.beta)
 

@@ -98,7 +98,7 @@ class DemoConfig:
             return self
         sampling = dataclasses.replace(self.sampling, max_new_tokens=min(self.sampling.max_new_tokens, 48))
         align = dataclasses.replace(self.align, iterations=min(self.align.iterations, 2), prompts_per_iteration=2,
-                                    samples_per_prompt=2, relearn_every=1, guidance_prompts=4)
+                                    wmle_iterations=min(self.align.wmle_iterations, 2), samples_per_prompt=2, relearn_every=1, guidance_prompts=4)
         return dataclasses.replace(
             self, n_prompts=min(self.n_prompts, 4), samples_per_prompt=2, n_unconditional=min(self.n_unconditional, 2),
             n_heatmaps=min(self.n_heatmaps, 4), sampling=sampling, align=align,
@@ -278,7 +278,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     steps.add_row("learn token reward", f"tokenalign reward --set data.train={out / 'ranked.jsonl'} --set data.format=ranked")
     if "align_after" in summary:
         b, a = summary["align_before"], summary["align_after"]
-        steps.add_row(f"align ({run_cfg.align.method})", f"{run_cfg.align.iterations} iterations -> {out / 'align'}")
+        steps.add_row(f"align ({run_cfg.align.method})", f"{summary['align_iterations']} iterations -> {out / 'align'}")
         console.print(steps)
         after = Table(title=f"held-out prompts: base model vs after {run_cfg.align.method} (same prompts, settings, seeds)")
         after.add_column("measure")

@@ -1,9 +1,10 @@
 """The alignment stage of ``tokenalign demo``: a short alignment run and its before/after.
 
-Runs ``tokenalign align`` (default: token guidance re-learned from rankings of the
-policy's own samples, token REINFORCE against it), token-level REINFORCE on the gold
-scorer's blame, or sequence-level RLOO at demo size from the same base model (the ``align``
-and ``train`` jobs), then evaluates the aligned policy with the evaluation that gave the
+Runs ``tokenalign align`` (token guidance re-learned from rankings of the policy's own
+samples, and either token REINFORCE against it or guidance-weighted MLE on the task's
+reference completions), token-level REINFORCE on the gold scorer's blame, or
+sequence-level RLOO at demo size from the same base model (the ``align`` and ``train``
+jobs), then evaluates the aligned policy with the evaluation that gave the
 base model's samples (``evaluate.policy_eval``: the same held-out prompts, sampling
 settings and seeds), so that before and after are the same prompts under the same
 conditions; a judge, when given, compares the two responses of each prompt and seed.
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DemoAlign", "run_demo_alignment"]
 
-PG_METHODS = ("pg", "pg-sequence")  # the methods that run the align job's PG loop
+PG_METHODS = ("pg", "pg-sequence")  # the methods that run the align job's PG loop with REINFORCE
+ALIGN_METHODS = (*PG_METHODS, "wmle")  # the methods that run the align job (r_φ re-learned from rankings)
 
 
 @dataclasses.dataclass
@@ -38,9 +40,16 @@ class DemoAlign:
     # "pg-sequence": the same loop with a *sequence* reward model learned from the same rankings
     #   (guidance aggregator "last": one score read at the end token, placed on the last token),
     #   the equal-information baseline of "pg" (Yang et al.'s claim: token beats sequence guidance);
-    # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
-    method: Literal["token", "pg", "pg-sequence", "rloo"] = "pg"
-    iterations: int = 16
+    # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against;
+    # "wmle": PG's supervised-data objective: the same r_φ (learned from rankings of the policy's own
+    #   samples) weights each token of the task's reference completions (pep8: the corpus's own bodies
+    #   for the training prompts), w_t = r_t / Σ r (Yang et al. 2023, sec. 3.2)
+    method: Literal["token", "pg", "pg-sequence", "rloo", "wmle"] = "pg"
+    iterations: int = 16  # wmle: wmle_iterations
+    # wmle's optimizer steps of prompts_per_iteration reference rows: 40 x 16 is about one pass over
+    # pep8's 616 rows, the setting of benchmarks/wmle_vs_mle_pep8.py; r_φ is re-learned every
+    # wmle_iterations / 4 steps in the first half
+    wmle_iterations: int = 40
     prompts_per_iteration: int = 16
     samples_per_prompt: int = 4
     relearn_every: int = 4
@@ -64,29 +73,33 @@ class DemoAlign:
 
 
 def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool,
-                 task: str = "pep8"):
-    """The AlignConfig the demo runs."""
+                 task: str = "pep8", references: Path | None = None):
+    """The AlignConfig the demo runs (``references``: wmle's supervised file)."""
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig
 
-    sequence = cfg.method == "pg-sequence"
-    reward = {"source": "guidance", "placement": "sequence" if sequence else "token", "normalize": cfg.normalize,
+    sequence, wmle = cfg.method == "pg-sequence", cfg.method == "wmle"
+    reward = {"source": "guidance", "placement": "sequence" if sequence else "token",
+              "normalize": "none" if wmle else cfg.normalize,  # wmle: w = r / Σ r of the bounded (positive) rewards
               **({"aggregate": "last"} if sequence else {})}
+    iterations = cfg.wmle_iterations if wmle else cfg.iterations
+    objective = {"objective": "wmle", "wmle": {"data": str(references)}} if wmle else {"objective": "reinforce"}
     return from_dict(AlignConfig, {
         "out_dir": str(out_dir),
-        "relearn_every": cfg.relearn_every,
+        "relearn_every": max(1, iterations // 4) if wmle else cfg.relearn_every,
         "policy": {
-            "task": task, "model": model, "objective": "reinforce", "iterations": cfg.iterations, "lr": cfg.lr,
+            "task": task, "model": model, **objective, "iterations": iterations, "lr": cfg.lr,
             "kl_coef": cfg.pg_kl_coef if cfg.method in PG_METHODS else cfg.kl_coef,
             "entropy_coef": cfg.entropy_coef,
-            "reinforce": {"baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go},
+            **({} if wmle else {"reinforce": {"baseline": cfg.reinforce_baseline, "reward_to_go": cfg.reward_to_go}}),
             "reward": reward,
             "prompts_per_iteration": cfg.prompts_per_iteration, "samples_per_prompt": cfg.samples_per_prompt,
             "sampling": {"max_new_tokens": max_new_tokens}, "seed": seed,
-            "eval": {"every": cfg.iterations, "prompts": eval_prompts, "sampling": {"max_new_tokens": max_new_tokens}},
+            "eval": {"every": iterations, "prompts": eval_prompts, "sampling": {"max_new_tokens": max_new_tokens}},
         },
-        "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts,
-                     "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token},
+        "guidance": {"prompts": cfg.guidance_prompts, "reuse_rollouts": cfg.guidance_reuse_rollouts and not wmle,
+                     # wmle weighs the tokens of complete reference bodies: no end token (as its benchmark)
+                     "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token and not wmle},
                      "learn": {"epochs": cfg.guidance_epochs, "lr": cfg.guidance_lr, "max_length": 256, "batch_size": 8,
                                "aggregator": "last" if sequence else cfg.guidance_aggregator}},
     })
@@ -107,10 +120,11 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     from tokenalign.utils.models import lm_auto_class
 
     a = run_cfg.align
+    references = _write_references(task, out / "references.jsonl") if a.method == "wmle" else None
     acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, run_cfg.sampling.max_new_tokens, run_cfg.seed,
-                        run_cfg.quick, task.name)
+                        run_cfg.quick, task.name, references)
     scorer = getattr(task.scorer, "label", None) or getattr(task.scorer, "name", type(task.scorer).__name__)
-    if a.method in PG_METHODS:
+    if a.method in ALIGN_METHODS:
         align_summary = run_align(acfg)
     else:
         from tokenalign.jobs.train import run_train
@@ -147,6 +161,14 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
                 "scores never reach the policy. r_φ's ranking accuracy on rollouts it had not seen: "
                 f"{align_summary.get('guidance_heldout_accuracy', float('nan')):.3f} "
                 f"({align_summary.get('guidance_heldout_pairs', 0)} strictly ordered pairs; chance 0.5).")
+    elif a.method == "wmle":
+        report.add_heading("Alignment: guidance-weighted MLE on reference completions")
+        what = (f"tokenalign align --set policy.objective=wmle from the same base model: {acfg.policy.iterations} steps of "
+                f"{a.prompts_per_iteration} reference completions of training prompts "
+                f"({sum(1 for _ in open(references))} rows), each token's log-likelihood weighted by w_t = r_t / Σ r from the learned token guidance "
+                f"r_φ. r_φ is learned from {scorer}'s rankings of the policy's own samples ({a.guidance_prompts} fresh "
+                f"training prompts x {a.samples_per_prompt}) and re-learned every {acfg.relearn_every} steps in the first "
+                f"half; {scorer}'s scores never reach the policy, and the reference completions are never scored.")
     elif a.method == "token":
         report.add_heading(f"Alignment: token-level REINFORCE on {scorer}'s blame")
         what = (f"tokenalign train --set objective=reinforce --set reward.source=blame --set reward.placement=token from the "
@@ -201,4 +223,18 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
              if a.method in PG_METHODS else {})
     return {"align_before": stats["before"], "align_after": stats["after"], "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
-            "align_iterations": a.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}
+            "align_iterations": acfg.policy.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}
+
+
+def _write_references(task, path: Path) -> Path:
+    """The task's reference completions as a supervised file (prompt, completion) for wmle."""
+    import json
+
+    from tokenalign.errors import ConfigError
+    from tokenalign.utils.io import atomic_write_text
+
+    if task.references is None:
+        raise ConfigError(f"align.method=wmle trains on reference completions, and task '{task.name}' has none: "
+                          "choose another align.method")
+    atomic_write_text(path, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in task.references()))
+    return path

@@ -14,6 +14,7 @@ from tokenalign.objectives.advantages import reward_to_go
 __all__ = [
     "masked_mean",
     "guidance_weights",
+    "rewards_with_endings",
     "weighted_mle_loss",
     "reinforce_loss",
     "ppo_policy_loss",
@@ -48,6 +49,26 @@ def guidance_weights(
     total = r.sum(dim=1, keepdim=True)
     safe = torch.where(total.abs() > eps, total, torch.ones_like(total))
     return torch.where(total.abs() > eps, r / safe, torch.zeros_like(r)) * mask
+
+
+def rewards_with_endings(token_rewards: torch.Tensor, mask: torch.Tensor, end_columns: torch.Tensor) -> torch.Tensor:
+    """Token rewards where each row's ending token (its EOS, column ``end_columns[i]``; -1:
+    the row has none) gets the mean reward of the row's other response tokens.
+
+    A token reward model scores text, and the token that ends a reference response is not
+    text: without a reward of its own its guidance weight would be 0 and weighted MLE would
+    never teach the model to stop. The row's mean is the neutral choice: the ending weighs
+    what an average token of that response weighs (w = 1/(L+1) under uniform weights)."""
+    r = token_rewards.float().clone()
+    rows = torch.nonzero(end_columns >= 0).flatten()
+    if not len(rows):
+        return r
+    cols = end_columns[rows]
+    text = mask.clone()
+    text[rows, cols] = False
+    mean = (r * text).sum(dim=1) / text.sum(dim=1).clamp(min=1)
+    r[rows, cols] = mean[rows]
+    return r
 
 
 def weighted_mle_loss(logprobs: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

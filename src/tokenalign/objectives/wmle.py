@@ -10,7 +10,7 @@ import torch
 
 from tokenalign.errors import ConfigError
 from tokenalign.objectives.base import Chunk, Objective, register_objective
-from tokenalign.objectives.losses import guidance_weights, weighted_mle_loss
+from tokenalign.objectives.losses import guidance_weights, rewards_with_endings, weighted_mle_loss
 from tokenalign.rollout.batch import Rollout
 from tokenalign.rollout.generate import Sample, encode_prompt
 
@@ -34,6 +34,7 @@ class WeightedMLE(Objective):
     name = "wmle"
     section = "wmle"
     Settings = WMLESettings
+    reports_kl = False  # the batch is the dataset's responses, not the policy's samples
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -54,13 +55,20 @@ class WeightedMLE(Objective):
         return [(r.prompt, r.completion) for r in load_records(cfg.objective_settings.data, "supervised").records]
 
     def batch(self, trainer, iteration: int) -> Rollout:
-        """This iteration's (prompt, response) rows as samples, in a seeded order per pass."""
+        """This iteration's (prompt, response) rows as samples, in a seeded order per pass. A
+        response that fits in ``sampling.max_new_tokens`` ends with the tokenizer's EOS, as a
+        finished sample does, so the model learns where a response stops; a longer one is cut
+        there, unfinished."""
         rows = trainer.iteration_rows(trainer.data, iteration)
         tok, limit = trainer.tokenizer, self.cfg.sampling.max_new_tokens
+        eos = tok.eos_token_id
         samples = []
         for prompt, response in rows:
-            ids = tok(response, add_special_tokens=False)["input_ids"][:limit]
-            samples.append(Sample(prompt, tok.decode(ids), ids, True, ids, encode_prompt(tok, prompt)))
+            ids = tok(response, add_special_tokens=False)["input_ids"]
+            finished = len(ids) < limit
+            ids = ids[:limit]
+            ending = [eos] if finished and eos is not None else []
+            samples.append(Sample(prompt, tok.decode(ids), ids, finished, ids + ending, encode_prompt(tok, prompt)))
         return trainer.make_rollout(samples)
 
     def signal(self, ro: Rollout, iteration: int) -> dict[str, torch.Tensor]:
@@ -68,8 +76,10 @@ class WeightedMLE(Objective):
         mask = ro.batch.response_mask
         if s.weights == "uniform":
             return {"advantages": mask / mask.sum(dim=1, keepdim=True).clamp(min=1)}
-        return {"advantages": guidance_weights(ro.token_rewards, mask, use_exp=s.exp,
-                                               use_reward_to_go=s.reward_to_go)}
+        ends = torch.tensor([len(x.completion_ids) if len(x.generated_ids) > len(x.completion_ids) else -1 for x in ro.samples],
+                            device=mask.device)
+        rewards = rewards_with_endings(ro.token_rewards, mask, ends)
+        return {"advantages": guidance_weights(rewards, mask, use_exp=s.exp, use_reward_to_go=s.reward_to_go)}
 
     def loss(self, chunk: Chunk, ro: Rollout, signal: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         return chunk.row_share * weighted_mle_loss(chunk.logprobs, chunk.cut(signal["advantages"]), chunk.mask), {}

@@ -42,6 +42,9 @@ class Task:
     # the prompt splits load_prompts serves (eval's prompts_split picks one; an unknown one is
     # a one-line error naming these); (): whatever load_prompts accepts
     splits: tuple[str, ...] = ("train", "test")
+    # () -> (training prompt, reference completion) rows: the supervised data of weighted MLE
+    # (the demo's `wmle` method); None: the task has none
+    references: Callable[[], list[tuple[str, str]]] | None = None
 
     def prompts(self, split: str, n: int | None = None) -> list:
         """The prompts of ``split`` (at most ``n``): text, or one-message conversations for a chat task."""
@@ -64,11 +67,11 @@ def pep8_task() -> Task:
     """The embedded default: Python function bodies scored by pycodestyle."""
     from tokenalign.scorers.pep8 import Pep8Scorer
     from tokenalign.tasks.pep8 import STOP_STRINGS, base_model_path, complete_lines
-    from tokenalign.tasks.pep8.prompts import load_prompts
+    from tokenalign.tasks.pep8.prompts import load_prompts, training_references
 
     return Task("pep8", Pep8Scorer(), complete_lines, tuple(STOP_STRINGS), str(base_model_path()), load_prompts,
                 editor="autopep8", description="Python function bodies, scored by pycodestyle (violations per character of code)",
-                splits=("train", "test", "other-style"))
+                splits=("train", "test", "other-style"), references=training_references)
 
 
 @register_task("pii")

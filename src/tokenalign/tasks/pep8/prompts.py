@@ -20,7 +20,7 @@ from typing import Literal
 
 from tokenalign.tasks.pep8 import ASSETS
 
-__all__ = ["extract_headers", "reference_completions", "build_prompt_sets", "load_prompts"]
+__all__ = ["extract_headers", "reference_completions", "training_references", "build_prompt_sets", "load_prompts"]
 
 PROMPT_FILES = {"train": "prompts_train.jsonl", "test": "prompts_test.jsonl", "other-style": "prompts_other_style.jsonl"}
 
@@ -35,6 +35,21 @@ def reference_completions(source: str, max_chars: int = 400) -> list[tuple[str, 
     the source itself writes after the header (from its newline to the function's last
     line, dedented with the header), the reference completion of supervised objectives."""
     return list(_functions(source, max_chars))
+
+
+def training_references() -> list[tuple[str, str]]:
+    """``(header, body)`` for the training prompts: each header's own body in the corpus
+    (validation-split files, never pretrained on; a repeated header keeps its first body).
+    The supervised data of weighted MLE (``wmle``) on this task."""
+    from tokenalign.tasks.pep8.corpus import read_corpus
+
+    train = set(load_prompts("train"))
+    rows: dict[str, str] = {}
+    for _, text in read_corpus("validation"):
+        for header, body in reference_completions(text):
+            if header in train:
+                rows.setdefault(header, body)
+    return list(rows.items())
 
 
 def _functions(source: str, max_chars: int):
