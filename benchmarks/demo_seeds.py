@@ -7,6 +7,7 @@ skipped, an unfinished one continues from its align checkpoint.
 
     python benchmarks/demo_seeds.py --out runs/pep8-seeds --methods pg pg-sequence token rloo
     python benchmarks/demo_seeds.py --task pii --out runs/pii-seeds --methods token rloo pg --judge runs/pii-judge/run/model
+    python benchmarks/demo_seeds.py --out runs/pep8-seeds --methods pg --label pg-paper --set align.entropy_coef=0.125 ...
     python benchmarks/summarize_demo_runs.py runs/pep8-seeds
 """
 
@@ -36,11 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--judge", default="", help="a judge folder (benchmarks/pii_judge.py)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="more demo settings, key=value")
+    parser.add_argument("--label", default="", help="run folders LABEL-SEED instead of METHOD-SEED (one method, other settings)")
     args = parser.parse_args(argv)
+    if args.label and len(args.methods) != 1:
+        parser.error("--label names the runs of one method")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     for seed in args.seeds:  # seeds outer: an interrupted table has every method at the same seeds
         for method in args.methods:
-            folder = Path(args.out) / f"{method}-{seed}"
+            folder = Path(args.out) / f"{args.label or method}-{seed}"
             if finished(folder):
                 log.info("%s: done", folder)
                 continue
