@@ -136,7 +136,8 @@ def test_demo_quick_wmle_weights_reference_bodies_by_the_guidance(tmp_path):
     with pytest.raises(ConfigError, match="task 'text' has none"):
         _write_references(get_task("text"), tmp_path / "none.jsonl")
 
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--set", "align.method=wmle"]) == 0
+    assert DemoAlign().method == "wmle"  # the demo's default
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8 and summary["align_iterations"] == 2
@@ -173,8 +174,7 @@ def test_demo_quick_pg_loop_trains_on_token_guidance(tmp_path):
     saved = from_dict(AlignConfig, {"policy": {"iterations": 2}})  # a section in part keeps PG's defaults
     assert saved.policy.reward.placement == "token"
 
-    assert DemoAlign().method == "pg"  # the demo's default
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--set", "align.method=pg"]) == 0
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["align_before"]["n"] == summary["align_after"]["n"] == 8

@@ -19,9 +19,10 @@ scored and edited by scrubadub; needs `pip install 'tokenalign[pii]'` and
      checker crashes count as failures, never dropped);
   3. rank the samples of each prompt and write them as a `ranked` dataset;
   4. edit each sample minimally with autopep8 and write an `edits` dataset;
-  5. align: a short PG loop (`tokenalign align` at demo size: token guidance re-learned
-     from rankings of the policy's samples, token REINFORCE against it), then resample
-     the same held-out prompts with the same settings and seeds;
+  5. align (`tokenalign align` at demo size): token guidance r_φ learned from rankings
+     of the policy's own samples weights each token of the task's reference completions
+     (guidance-weighted MLE; `--set align.method=pg|pg-sequence|token|rloo` for the RL
+     methods), then resample the same held-out prompts with the same settings and seeds;
   6. write report.html (statistics, token heatmaps of pycodestyle's blame and of the
      edit-diff labels, before/after heatmaps, the learned guidance) and print tables.
 

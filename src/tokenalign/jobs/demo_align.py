@@ -1,8 +1,8 @@
 """The alignment stage of ``tokenalign demo``: a short alignment run and its before/after.
 
 Runs ``tokenalign align`` (token guidance re-learned from rankings of the policy's own
-samples, and either token REINFORCE against it or guidance-weighted MLE on the task's
-reference completions), token-level REINFORCE on the gold scorer's blame, or
+samples, and either guidance-weighted MLE on the task's reference completions, the
+default, or token REINFORCE against it), token-level REINFORCE on the gold scorer's blame, or
 sequence-level RLOO at demo size from the same base model (the ``align`` and ``train``
 jobs), then evaluates the aligned policy with the evaluation that gave the
 base model's samples (``evaluate.policy_eval``: the same held-out prompts, sampling
@@ -34,17 +34,19 @@ class DemoAlign:
     """The demo's alignment loop (see ``tokenalign align`` for the full set of keys)."""
 
     enabled: bool = True
+    # "wmle" (default, chosen by issue 19's measure: fewer failures, no worse valid samples, no more
+    #   comments, on stdlib and other-style prompts over 3 seeds; RESULTS.md): PG's supervised-data
+    #   objective: the token guidance r_φ (learned from rankings of the policy's own samples) weights
+    #   each token of the task's reference completions (pep8: the corpus's own bodies for the training
+    #   prompts), w_t = r_t / Σ r (Yang et al. 2023, sec. 3.2); needs a task with references;
     # "pg": the alternating loop (token guidance re-learned from rankings + token REINFORCE);
     # "token": token-level REINFORCE on dense gold rewards (each blamed violation's share
     #   of the score on the token it blames; reward-to-go, whitened);
     # "pg-sequence": the same loop with a *sequence* reward model learned from the same rankings
     #   (guidance aggregator "last": one score read at the end token, placed on the last token),
     #   the equal-information baseline of "pg" (Yang et al.'s claim: token beats sequence guidance);
-    # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against;
-    # "wmle": PG's supervised-data objective: the same r_φ (learned from rankings of the policy's own
-    #   samples) weights each token of the task's reference completions (pep8: the corpus's own bodies
-    #   for the training prompts), w_t = r_t / Σ r (Yang et al. 2023, sec. 3.2)
-    method: Literal["token", "pg", "pg-sequence", "rloo", "wmle"] = "pg"
+    # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
+    method: Literal["wmle", "pg", "pg-sequence", "token", "rloo"] = "wmle"
     iterations: int = 16  # wmle: wmle_iterations
     # wmle's optimizer steps of prompts_per_iteration reference rows: 40 x 16 is about one pass over
     # pep8's 616 rows, the setting of benchmarks/wmle_vs_mle_pep8.py; r_φ is re-learned every
