@@ -114,6 +114,7 @@ def paired_lines(evals: dict[str, list[dict]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokenalign.tasks import get_task
     from tokenalign.tasks.pep8 import base_model_path
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -156,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = train_objective(arm, corpus, out / f"seed-{seed}", run_args)
             evals[arm].append(evaluation(arm, str(run_dir / "model"), seed, out, args))
     # 3. the table: mean ± 95% t-interval half-width over seeds, per-seed lines, paired differences
-    setup = (f"seeds {args.seeds}; one corpus ({labels['documents']} documents: {args.methods_docs} stdlib methods + "
-             f"{args.sample_docs} base-model samples, corpus seed {args.corpus_seed}); {args.iterations} steps x {args.batch} "
+    samples = min(args.sample_docs, len(get_task("pep8").prompts("train")))  # one sample per training prompt
+    setup = (f"seeds {args.seeds}; one corpus ({labels['documents']} documents: {labels['documents'] - samples} stdlib "
+             f"methods + {samples} base-model samples, corpus seed {args.corpus_seed}); {args.iterations} steps x {args.batch} "
              f"documents, lr {args.lr}, PHF's PEP8 hyperparameters; held-out test prompts: {args.eval_prompts} x "
              f"{args.eval_samples} samples (T 0.7, top-p 0.9, 128 tokens), sampled with the run's seed; "
              "mean ± 95% t-interval half-width")
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     table = write_table(out, setup, {arm: LABELS[arm] for arm in args.arms}, [r["prompted"] for r in evals["base"]],
                         prompted, vars(args))
     uncond = [interval([r["unconditional"]["mean_misalignment"] for r in rs]) for rs in evals.values()]
-    table += f"| misalignment of unconditional samples ({args.unconditional}) | " + " | ".join(uncond) + " |\n"
+    table += (f"| misalignment of unconditional samples ({args.unconditional * args.eval_samples}) | " + " | ".join(uncond)
+              + " |\n")
     table += "\n" + "\n".join(paired_lines(evals)) + "\n\nPer seed:\n\n" + "\n".join(per_seed_lines(evals, args.seeds)) + "\n"
     table += f"\ncorpus labels: {json.dumps(labels)}\n"
     (out / "results.md").write_text(table)
