@@ -39,10 +39,15 @@ def mean_and_halfwidth(values: list[float]) -> tuple[float, float]:
 
 
 def interval(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4g} (1 seed)"
-    mean, half = mean_and_halfwidth(values)
-    return f"{mean:.4g} ± {half:.2g}"
+    """``mean ± half-width``; a nan (e.g. no valid sample to average) is left out and said."""
+    finite = [v for v in values if not math.isnan(v)]
+    note = f" ({len(finite)} of {len(values)} seeds)" if len(finite) < len(values) else ""
+    if not finite:
+        return "nan"
+    if len(finite) < 2:
+        return f"{finite[0]:.4g}" + (note or " (1 seed)")
+    mean, half = mean_and_halfwidth(finite)
+    return f"{mean:.4g} ± {half:.2g}{note}"
 
 
 def main(root: str) -> None:

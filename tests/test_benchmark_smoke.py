@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
-          "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py"}
+          "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py",
+          "phf_seeds_pep8.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -47,7 +48,8 @@ def nonneg(x) -> bool:
 
 
 def test_every_benchmark_has_a_smoke_test():
-    assert {p.name for p in BENCH.glob("bench_*.py")} == TESTED
+    assert {p.name for p in BENCH.glob("bench_*.py")} == {n for n in TESTED if n.startswith("bench_")}
+    assert all((BENCH / n).is_file() for n in TESTED)
 
 
 @pytest.mark.slow
@@ -153,6 +155,24 @@ def test_bench_phf_pep8_smoke(tmp_path):
         for kind in ("prompted", "unconditional"):
             assert nonneg(r[kind]["mean_misalignment"]) and nonneg(r[kind]["syntax_failure_rate"]), (name, kind)
     assert report["corpus"]["documents"] == 16 and (out / "pareto.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_phf_seeds_pep8_smoke(tmp_path):
+    out = tmp_path / "out"
+    run_bench("phf_seeds_pep8.py", ["--smoke", "--out", str(out), "--seeds", "0", "1", "--arms", "phf-mle", "phf-cond"],
+              tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    assert list(report["evaluations"]) == ["base", "phf-mle", "phf-cond"]
+    for name, runs in report["evaluations"].items():
+        assert len(runs) == 2 and all(nonneg(r["prompted"]["failure_rate"]) and "comment_line_share" in r["prompted"]
+                                      for r in runs), name
+    assert report["evaluations"]["phf-cond"][0]["conditional"] and not report["evaluations"]["phf-mle"][0]["conditional"]
+    assert report["corpus"]["documents"] == 16 and "complete" in report["corpus"]["scorer"]
+    assert (out / "seed-1" / "phf-cond" / "model").is_dir() and (out / "corpus.jsonl").is_file()
+    table = (out / "results.md").read_text()
+    assert "| failed samples |" in table and "| paired difference (arm - MLE, per seed) |" in table
+    assert "- phf-cond-1: failed" in table
 
 
 @pytest.mark.slow
