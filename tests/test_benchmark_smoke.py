@@ -24,7 +24,7 @@ BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
           "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py",
-          "phf_seeds_pep8.py"}
+          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -118,6 +118,33 @@ def test_bench_policy_pep8_smoke(tmp_path):
             assert nonneg(r[stage]["mean_misalignment"]) and nonneg(r[stage]["syntax_failure_rate"]), (r["name"], stage)
         assert r["curve"], r["name"]
     assert "| base model |" in report["table"]
+
+
+@pytest.mark.slow
+def test_cdpg_vs_ppo_pep8_smoke(tmp_path):
+    """CDPG and PPO on the same constraint b, PPO reported at its evaluation closest to CDPG's
+    held-out KL and at the end; two seeds (intervals need two), and a rerun resumes."""
+    out = tmp_path / "out"
+    args = ["--smoke", "--seeds", "0", "1", "--out", str(out)]
+    run_bench("cdpg_vs_ppo_pep8.py", args, tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    for arm in ("cdpg", "ppo-matched", "ppo-end"):
+        assert len(report[arm]) == 2, arm
+        for r in report[arm]:
+            assert nonneg(r["violation_free_rate"]) and nonneg(r["mean_misalignment"]) and "kl_to_ref" in r, arm
+    for seed in report["per_seed"]:
+        kls = [p["kl_to_ref"] for p in seed["ppo_points"]]
+        assert [p["iteration"] for p in seed["ppo_points"]] == [1, 2]  # evaluated every iteration (--smoke)
+        matched = seed["ppo_points"][seed["ppo_matched_iteration"] - 1]["kl_to_ref"]
+        assert abs(matched - seed["cdpg_kl"]) == min(abs(k - seed["cdpg_kl"]) for k in kls)
+    config = (out / "ppo-0" / "config.yaml").read_text()
+    assert "source: constraint" in config and "placement: sequence" in config and "objective: ppo" in config
+    assert "objective: cdpg" in (out / "cdpg-1" / "config.yaml").read_text()
+    table = (out / "results.md").read_text()
+    assert "| violation-free |" in table and "PPO on b, evaluation closest to CDPG's KL" in table and "- seed 1:" in table
+    stamp = (out / "ppo-1" / "summary.json").stat().st_mtime_ns
+    run_bench("cdpg_vs_ppo_pep8.py", args, tmp_path)
+    assert (out / "ppo-1" / "summary.json").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow

@@ -203,3 +203,36 @@ def test_blame_reward_puts_each_violation_on_its_token_and_sums_to_the_score():
     assert sum(row) == pytest.approx(out.scores[0])
     assert out.token_rewards[1][:-1] == [0.0] * (len(bad.generated_ids) - 1)
     assert out.token_rewards[1][-1] == pytest.approx(-1.0)
+
+
+def test_constraint_reward_is_distribution_matchings_b_by_hand():
+    """``reward.source: constraint``: reward.scale iff the sample compiles and pycodestyle finds
+    no violation, else 0, by hand on three samples (clean; ``y=1`` misses the spaces around
+    ``=``; an unclosed bracket fails). It is exactly the b that cdpg matches (score >= 0)."""
+    from tokenalign.config import from_dict
+    from tokenalign.errors import ConfigError
+    from tokenalign.objectives.dm import DistributionMatching
+    from tokenalign.policy.config import TrainConfig
+    from tokenalign.policy.rewards import ConstraintReward, ScorerReward, make_reward_source
+    from tokenalign.rollout.generate import Sample
+    from tokenalign.scorers.pep8 import Pep8Scorer
+    from tokenalign.tasks.pep8 import complete_lines, load_tokenizer
+
+    tok = load_tokenizer()
+    prompt = "def f(x):\n"
+
+    def sample(completion: str) -> Sample:
+        ids = tok(completion, add_special_tokens=False)["input_ids"]
+        return Sample(prompt, completion, ids, True, ids, tok(prompt, add_special_tokens=False)["input_ids"])
+
+    samples = [sample("    y = x + 1\n    return y\n"), sample("    y=1\n    return y\n"), sample("    return (x\n")]
+    out = ConstraintReward(Pep8Scorer(), 2.0, complete_lines)(samples)
+    assert out.scores == [2.0, 0.0, 0.0] and out.token_rewards is None
+    assert [r.failed for r in out.details] == [False, False, True] and out.details[1].n_violations == 1
+    gold = torch.tensor(ScorerReward(Pep8Scorer(), 1.0, complete_lines)(samples).scores)
+    assert DistributionMatching.constraint(gold).tolist() == [s > 0 for s in out.scores]
+    cfg = from_dict(TrainConfig, {"objective": "ppo", "reward": {"source": "constraint"}})
+    assert isinstance(make_reward_source(cfg.reward, Pep8Scorer(), complete_lines, tok, ""), ConstraintReward)
+    with pytest.raises(ConfigError, match="needs per-token rewards"):
+        from_dict(TrainConfig, {"objective": "ppo",
+                                "reward": {"source": "constraint", "placement": "token"}}).validate_sources()

@@ -37,8 +37,10 @@ __all__ = ["RewardSettings", "SamplingSettings", "LoraSettings", "EvalSettings",
 class RewardSettings:
     """Where rewards come from and where they land on the tokens."""
 
-    # scorer: the scorer's sequence score; blame: the same score spread over the tokens the
-    # scorer blames (gold dense rewards); token_model: a trained token reward model; dpo: a
+    # scorer: the scorer's sequence score; constraint: distribution matching's b(y) as a reward,
+    # reward.scale if the scorer's misalignment is 0 (pep8: compiles, no violation) else 0 (RL on
+    # the same signal as cdpg); blame: the scorer's score spread over the tokens it blames (gold
+    # dense rewards); token_model: a trained token reward model; dpo: a
     # DPO-trained model's log-ratio to its reference on every token (RTO, Zhong et al. 2024);
     # guidance: the token guidance r_φ that `tokenalign align` learns (that job sets it); or
     # package.module:attribute, a function that builds a reward source (see policy/rewards.py)
@@ -205,7 +207,7 @@ class TrainConfig:
         """Checks of the built-in reward sources and data (a custom RewardSource skips these)."""
         self.validate()
         self.objective_class.check_sources(self)
-        if self.reward.placement in ("token", "segment") and self.reward.source == "scorer":
+        if self.reward.placement in ("token", "segment") and self.reward.source in ("scorer", "constraint"):
             raise ConfigError(f"reward.placement {self.reward.placement} needs per-token rewards: "
                               "reward.source=blame, token_model or dpo")
         if self.reward.source == "token_model" and not self.reward.token_model:

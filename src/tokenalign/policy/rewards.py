@@ -5,6 +5,9 @@ better) and, when it can, a reward per generated token:
 
 - :class:`ScorerReward` wraps any sequence scorer (e.g. pycodestyle's misalignment; the
   reward is ``-scale * misalignment``);
+- :class:`ConstraintReward` is the constraint b(y) of distribution matching as a reward:
+  ``scale`` if the scorer's misalignment is 0 (pep8: compiles, no violation), else 0, so
+  KL-regularised RL can be compared with CDPG / DPG on the same binary signal;
 - :class:`BlameReward` spreads that score over the tokens the scorer blames (gold
   fine-grained credit: pycodestyle's violations, each on the token it points at);
 - :class:`TokenModelReward` runs a trained :class:`~tokenalign.rewards.TokenRewardModel`
@@ -18,8 +21,8 @@ better) and, when it can, a reward per generated token:
 own), ``segment`` (a line's or sentence's summed reward on its last token) or ``sequence``
 (the sequence score on the last token: holistic PPO / REINFORCE).
 
-``REWARD_SOURCES`` names the built-in sources (``scorer``, ``blame``, ``token_model``,
-``dpo``, and ``guidance``, the align loop's own r_φ) as
+``REWARD_SOURCES`` names the built-in sources (``scorer``, ``constraint``, ``blame``,
+``token_model``, ``dpo``, and ``guidance``, the align loop's own r_φ) as
 functions that build one from a run's settings; a config's ``reward.source`` takes one of
 those names or ``package.module:attribute`` (a function with the same signature as
 :func:`scorer_source`).
@@ -50,6 +53,7 @@ __all__ = [
     "RewardOutput",
     "RewardSource",
     "ScorerReward",
+    "ConstraintReward",
     "BlameReward",
     "TokenModelReward",
     "DensePlusSequenceReward",
@@ -99,6 +103,26 @@ class ScorerReward:
         if bad:
             raise ValueError(f"scorer returned a non-finite score for samples {bad[:5]}")
         return RewardOutput(scores, None, list(results))
+
+
+class ConstraintReward:
+    """The binary constraint b(y) as a sequence reward: ``scale`` when the scorer's
+    misalignment is <= 0, else 0 (failures included: a failed sample never satisfies it).
+
+    It is the b of distribution matching's ``dm.target: constraint`` (objectives ``dpg``,
+    ``fdpg``, ``cdpg``: b = 1 iff the scorer's reward -misalignment is >= 0; for pep8, the
+    sample compiles and pycodestyle finds no violation), so RL with a KL penalty on this
+    reward sees the same information as CDPG (Korbak et al.'s RL baseline on b).
+    """
+
+    def __init__(self, scorer, scale: float = 1.0, text_fn: Callable[[str, bool], str] | None = None) -> None:
+        self.sequence = ScorerReward(scorer, 1.0, text_fn)
+        self.scale = scale
+
+    def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        out = self.sequence(samples)
+        scores = [self.scale if score >= 0 else 0.0 for score in out.scores]
+        return RewardOutput(scores, None, out.details)
 
 
 class BlameReward:
@@ -402,6 +426,13 @@ def scorer_source(settings, scorer, text_fn, tokenizer, base_model: str) -> Scor
     Every source is built as ``fn(reward settings, scorer, text_fn, policy tokenizer,
     the policy's initial model) -> RewardSource``."""
     return ScorerReward(scorer, settings.scale, text_fn)
+
+
+@register_reward_source("constraint")
+def constraint_source(settings, scorer, text_fn, tokenizer, base_model: str) -> ConstraintReward:
+    """The constraint b(y) of distribution matching as a reward: ``reward.scale`` x
+    [misalignment <= 0] (pep8: compiles and has no violation), on the last token."""
+    return ConstraintReward(scorer, settings.scale, text_fn)
 
 
 @register_reward_source("blame")
