@@ -69,6 +69,8 @@ def arm_specs(args: argparse.Namespace, seed: int) -> dict[str, dict]:
         spec["mixed_precision"] = "no"
         spec["eval"]["samples_per_prompt"] = 4
     ppo["reward"] = {"source": "constraint", "placement": "sequence"}
+    if args.cdpg_iterations:  # CDPG moves ~0.05 nats an iteration: a longer run reaches PPO's first-step KL
+        cdpg["iterations"] = cdpg["eval"]["every"] = args.cdpg_iterations
     return {"cdpg": cdpg, "ppo": ppo}
 
 
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/cdpg-ppo")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=40, help="x prompts-per-iteration x 4 samples, both arms")
+    parser.add_argument("--cdpg-iterations", type=int, default=0,
+                        help="CDPG's own budget (0: --iterations); more, so that its KL reaches PPO's after one update")
     parser.add_argument("--prompts-per-iteration", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -151,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         per_seed.append({"seed": seed, "cdpg_kl": cdpg["after"]["kl_to_ref"], "ppo_matched_iteration": match["iteration"],
                          "ppo_points": points})
 
-    setup = (f"seeds {args.seeds}; both arms {args.iterations} iterations x {args.prompts_per_iteration} training prompts "
+    budget = (f"both arms {args.iterations}" if not args.cdpg_iterations else
+              f"CDPG {args.cdpg_iterations}, PPO {args.iterations}")
+    setup = (f"seeds {args.seeds}; {budget} iterations x {args.prompts_per_iteration} training prompts "
              f"x 4 samples (T 1, <= {args.max_new_tokens} tokens), lr {args.lr}, fp32; signal b(y) = 1 iff the sample "
              f"compiles and has no PEP8 violation (the current default score); CDPG toward π0·b (per-prompt Z_c, no KL "
              f"coefficient); PPO with reward b on the last token and per-token KL coefficient {args.kl_coef}, evaluated "
