@@ -32,16 +32,6 @@ from pep8_preferences import finished, ranked_base_samples, sets, tokenalign, wr
 log = logging.getLogger("wmle_vs_mle_pep8")
 
 
-def reference_rows(path: Path) -> int:
-    """The training prompts' own bodies as a supervised file; returns the row count."""
-    from tokenalign.tasks.pep8.prompts import training_references
-    from tokenalign.utils.io import atomic_write_text
-
-    rows = training_references()
-    atomic_write_text(path, "".join(json.dumps({"prompt": h, "completion": b}) + "\n" for h, b in rows))
-    return len(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/wmle-vs-mle")
@@ -61,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
     data = out / "reference_bodies.jsonl"
     if not data.is_file():
-        log.info("%d reference completions -> %s", reference_rows(data), data)
+        from tokenalign.jobs.demo_align import write_references
+        from tokenalign.tasks import get_task
+
+        log.info("%d reference completions -> %s", write_references(get_task("pep8"), data)[1], data)
     ranked = ranked_base_samples(out / "ranked", args.ranked_prompts, args.smoke)
     rm = out / "guidance"
     if not (rm / "model").is_dir():

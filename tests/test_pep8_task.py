@@ -125,7 +125,7 @@ def test_demo_quick_wmle_weights_reference_bodies_by_the_guidance(tmp_path):
     the task's reference bodies; nothing ranks its batches (they are not the policy's samples)."""
     from tokenalign.cli import main
     from tokenalign.errors import ConfigError
-    from tokenalign.jobs.demo_align import DemoAlign, _write_references, align_config
+    from tokenalign.jobs.demo_align import DemoAlign, align_config, write_references
     from tokenalign.tasks import get_task
 
     cfg = align_config(DemoAlign(method="wmle"), tmp_path / "x", "", 4, 48, 0, True, references=tmp_path / "r.jsonl")
@@ -134,7 +134,7 @@ def test_demo_quick_wmle_weights_reference_bodies_by_the_guidance(tmp_path):
     assert cfg.policy.iterations == DemoAlign().wmle_iterations == 40 and cfg.relearn_every == 10
     assert not cfg.guidance.reuse_rollouts and not cfg.guidance.head.end_token
     with pytest.raises(ConfigError, match="task 'text' has none"):
-        _write_references(get_task("text"), tmp_path / "none.jsonl")
+        write_references(get_task("text"), tmp_path / "none.jsonl")
 
     assert DemoAlign().method == "wmle"  # the demo's default
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0

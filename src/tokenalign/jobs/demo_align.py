@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DemoAlign", "run_demo_alignment"]
+__all__ = ["DemoAlign", "run_demo_alignment", "write_references"]
 
 PG_METHODS = ("pg", "pg-sequence")  # the methods that run the align job's PG loop with REINFORCE
 ALIGN_METHODS = (*PG_METHODS, "wmle")  # the methods that run the align job (r_φ re-learned from rankings)
@@ -122,7 +122,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     from tokenalign.utils.models import lm_auto_class
 
     a = run_cfg.align
-    references = _write_references(task, out / "references.jsonl") if a.method == "wmle" else None
+    references, n_references = write_references(task, out / "references.jsonl") if a.method == "wmle" else (None, 0)
     acfg = align_config(a, out / "align", run_cfg.model, run_cfg.n_prompts, run_cfg.sampling.max_new_tokens, run_cfg.seed,
                         run_cfg.quick, task.name, references)
     scorer = getattr(task.scorer, "label", None) or getattr(task.scorer, "name", type(task.scorer).__name__)
@@ -167,7 +167,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
         report.add_heading("Alignment: guidance-weighted MLE on reference completions")
         what = (f"tokenalign align --set policy.objective=wmle from the same base model: {acfg.policy.iterations} steps of "
                 f"{a.prompts_per_iteration} reference completions of training prompts "
-                f"({sum(1 for _ in open(references))} rows), each token's log-likelihood weighted by w_t = r_t / Σ r from the learned token guidance "
+                f"({n_references} rows), each token's log-likelihood weighted by w_t = r_t / Σ r from the learned token guidance "
                 f"r_φ. r_φ is learned from {scorer}'s rankings of the policy's own samples ({a.guidance_prompts} fresh "
                 f"training prompts x {a.samples_per_prompt}) and re-learned every {acfg.relearn_every} steps in the first "
                 f"half; {scorer}'s scores never reach the policy, and the reference completions are never scored.")
@@ -228,8 +228,9 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
             "align_iterations": acfg.policy.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}
 
 
-def _write_references(task, path: Path) -> Path:
-    """The task's reference completions as a supervised file (prompt, completion) for wmle."""
+def write_references(task, path: Path) -> tuple[Path, int]:
+    """The task's reference completions as a supervised file (prompt, completion), wmle's
+    data; returns the path and the row count."""
     import json
 
     from tokenalign.errors import ConfigError
@@ -238,5 +239,6 @@ def _write_references(task, path: Path) -> Path:
     if task.references is None:
         raise ConfigError(f"align.method=wmle trains on reference completions, and task '{task.name}' has none: "
                           "choose another align.method")
-    atomic_write_text(path, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in task.references()))
-    return path
+    rows = task.references()
+    atomic_write_text(path, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows))
+    return path, len(rows)

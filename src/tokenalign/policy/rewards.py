@@ -120,9 +120,11 @@ class ConstraintReward:
         self.scale = scale
 
     def __call__(self, samples: Sequence[Sample]) -> RewardOutput:
+        from tokenalign.objectives.dm import DistributionMatching
+
         out = self.sequence(samples)
-        scores = [self.scale if score >= 0 else 0.0 for score in out.scores]
-        return RewardOutput(scores, None, out.details)
+        b = DistributionMatching.constraint(torch.tensor(out.scores, dtype=torch.float64))  # the DM objectives' own b
+        return RewardOutput([self.scale * float(x) for x in b], None, out.details)
 
 
 class BlameReward:
