@@ -240,5 +240,8 @@ def write_references(task, path: Path) -> tuple[Path, int]:
         raise ConfigError(f"align.method=wmle trains on reference completions, and task '{task.name}' has none: "
                           "choose another align.method")
     rows = task.references()
+    if not rows:
+        raise ConfigError(f"task '{task.name}' found no reference completions (pep8 reads them from this Python's standard "
+                          "library): choose another align.method")
     atomic_write_text(path, "".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in rows))
     return path, len(rows)

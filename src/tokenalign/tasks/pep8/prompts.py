@@ -39,7 +39,9 @@ def reference_completions(source: str, max_chars: int = 400) -> list[tuple[str, 
 
 def training_references() -> list[tuple[str, str]]:
     """``(header, body)`` for the training prompts: each header's own body in the corpus
-    (validation-split files, never pretrained on; a repeated header keeps its first body).
+    (validation-split files of the running interpreter's standard library, never pretrained
+    on; a repeated header keeps its first body): 616 rows with Python 3.11, fewer or more
+    where another version's files differ.
     The supervised data of weighted MLE (``wmle``) on this task."""
     from tokenalign.tasks.pep8.corpus import read_corpus
 
