@@ -24,7 +24,7 @@ BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
           "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py",
-          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py"}
+          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py", "policy_seeds_pep8.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -118,6 +118,29 @@ def test_bench_policy_pep8_smoke(tmp_path):
             assert nonneg(r[stage]["mean_misalignment"]) and nonneg(r[stage]["syntax_failure_rate"]), (r["name"], stage)
         assert r["curve"], r["name"]
     assert "| base model |" in report["table"]
+
+
+@pytest.mark.slow
+def test_policy_seeds_pep8_smoke(tmp_path):
+    """Token vs sequence placement of one reward over two seeds: each run's config places it
+    as named, the table and the paired lines are written, and a rerun resumes."""
+    out = tmp_path / "out"
+    args = ["--smoke", "--seeds", "0", "1", "--methods", "reinforce-token-blame", "reinforce-sequence", "--out", str(out)]
+    run_bench("policy_seeds_pep8.py", args, tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    for method in ("reinforce-token-blame", "reinforce-sequence"):
+        assert len(report[method]) == 2 and all(nonneg(r["failure_rate"]) and "kl_to_ref" in r for r in report[method])
+        assert [r["iterations"] for r in report["runs"][method]] == [2, 2]
+        assert all(nonneg(r["half"]["failure_rate"]) for r in report["runs"][method])
+    token = (out / "seed-1" / "reinforce-token-blame" / "config.yaml").read_text()
+    sequence = (out / "seed-1" / "reinforce-sequence" / "config.yaml").read_text()
+    assert "source: blame" in token and "placement: token" in token and "seed: 1" in token
+    assert "source: scorer" in sequence and "placement: sequence" in sequence
+    table = (out / "results.md").read_text()
+    assert "| failed samples |" in table and "- reinforce-token-blame − reinforce-sequence, half of the budget: failed" in table
+    stamp = (out / "seed-0" / "reinforce-sequence" / "summary.json").stat().st_mtime_ns
+    run_bench("policy_seeds_pep8.py", args, tmp_path)
+    assert (out / "seed-0" / "reinforce-sequence" / "summary.json").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow
