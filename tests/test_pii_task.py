@@ -141,6 +141,23 @@ def test_demo_task_pii_quick_runs_end_to_end_with_the_task_preset(smol, tmp_path
     assert all(set(r) == {"prompt", "original", "edited"} for r in edits)
 
 
+def test_demo_cdpg_matches_the_base_conditioned_on_no_pii(smol, tmp_path):
+    """The demo's cdpg: distribution matching toward π0·b with b from the task's scorer, no KL
+    coefficient, in fp32; its before/after in the report."""
+    from tokenalign.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--task", "pii", "--quick", "--out", str(out), "--set", f"model={smol}",
+                 "--set", "align.method=cdpg", "--set", "align.iterations=1"]) == 0
+    config = (out / "align" / "config.yaml").read_text()
+    assert "objective: cdpg" in config and "target: constraint" in config and "mixed_precision: 'no'" in config
+    assert "kl_coef: 0.0" in config
+    rows = [json.loads(line) for line in (out / "align" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in rows)
+    assert "Alignment: CDPG toward the base model conditioned on a clean answer" in (out / "report.html").read_text()
+    assert "refusal_share" in json.loads((out / "summary.json").read_text())["align_after"]
+
+
 def test_train_on_the_pii_task_renders_chat_prompts(smol, tmp_path):
     from tokenalign.cli import main
 

@@ -45,8 +45,11 @@ class DemoAlign:
     # "pg-sequence": the same loop with a *sequence* reward model learned from the same rankings
     #   (guidance aggregator "last": one score read at the end token, placed on the last token),
     #   the equal-information baseline of "pg" (Yang et al.'s claim: token beats sequence guidance);
-    # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against
-    method: Literal["wmle", "pg", "pg-sequence", "token", "rloo"] = "wmle"
+    # "rloo": sequence-level RLOO on the gold scorer, the baseline every token-level claim is checked against;
+    # "cdpg": conditional DPG toward π0(y|x) b(y), b = 1 iff the scorer finds nothing (pep8: no
+    #   violation; pii: no PII, not empty), no KL coefficient (Korbak et al.; SPEC 3.3); fp32, since
+    #   its importance weights π0/π are products over whole responses
+    method: Literal["wmle", "pg", "pg-sequence", "token", "rloo", "cdpg"] = "wmle"
     iterations: int = 16  # wmle: wmle_iterations
     # wmle's optimizer steps of prompts_per_iteration reference rows: 40 x 16 is about one pass over
     # pep8's 616 rows, the setting of benchmarks/wmle_vs_mle_pep8.py; r_φ is re-learned every
@@ -137,6 +140,13 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
             pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="reinforce",
                                        objective_settings=ReinforceSettings(reward_to_go=True, baseline="whiten"),
                                        reward=dataclasses.replace(acfg.policy.reward, source="blame", placement="token"))
+        elif a.method == "cdpg":
+            from tokenalign.objectives.dm import DMSettings
+
+            pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="cdpg",
+                                       objective_settings=DMSettings(target="constraint"), kl_coef=0.0,
+                                       mixed_precision="no",
+                                       reward=dataclasses.replace(acfg.policy.reward, source="scorer", placement="sequence"))
         else:
             pcfg = dataclasses.replace(acfg.policy, out_dir=str(out / "align"), objective="rloo",
                                        reward=dataclasses.replace(acfg.policy.reward, source="scorer", placement="sequence"))
@@ -178,6 +188,13 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
                 f"{a.samples_per_prompt} samples each); every {scorer} violation's share of the score lands on the token it "
                 "blames (failures on the last token), reward-to-go per token, whitened, with a per-token KL penalty "
                 "to the base model.")
+    elif a.method == "cdpg":
+        report.add_heading("Alignment: CDPG toward the base model conditioned on a clean answer")
+        what = (f"tokenalign train --set objective=cdpg --set dm.target=constraint from the same base model: "
+                f"{a.iterations} iterations ({a.prompts_per_iteration} training prompts x {a.samples_per_prompt} samples "
+                f"each) of distribution matching toward π0(y|x) b(y), b = 1 iff {scorer} finds nothing in the answer, with "
+                "a per-prompt partition estimate from the prompt's samples; no KL coefficient: the target itself is the "
+                "closest distribution to the base model that satisfies the constraint.")
     else:
         report.add_heading("Alignment: a short RLOO run")
         what = (f"tokenalign train --set objective=rloo from the same base model: {a.iterations} iterations "
