@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_policy_pep8 import method_configs  # noqa: E402
 from pep8_preferences import finished, tokenalign, write_table  # noqa: E402
-from summarize_demo_runs import interval, mean_and_halfwidth  # noqa: E402
+from summarize_demo_runs import interval, paired  # noqa: E402
 
 log = logging.getLogger("cdpg_vs_ppo_pep8")
 
@@ -104,12 +104,6 @@ def run_ppo_matched(spec: dict, folder: Path, target_kl: float, max_match: int) 
 
 def closest(points: list[dict], kl: float) -> dict:
     return min(points, key=lambda p: abs(p["kl_to_ref"] - kl))
-
-
-def paired(a: list[float], b: list[float]) -> str:
-    """Mean of the per-seed differences a - b ± its 95% t-interval half-width."""
-    mean, half = mean_and_halfwidth([x - y for x, y in zip(a, b)])
-    return f"{mean:+.3g} ± {half:.2g}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_policy_pep8 import method_configs, run_method  # noqa: E402
 from pep8_preferences import write_table  # noqa: E402
-from summarize_demo_runs import mean_and_halfwidth  # noqa: E402
+from summarize_demo_runs import paired  # noqa: E402
 
 log = logging.getLogger("policy_seeds_pep8")
 
@@ -59,11 +59,6 @@ def evaluation_at(folder: Path, iteration: int) -> dict:
         if row.get("iteration") == iteration and "eval_failure_rate" in row:
             return {k[len("eval_"):]: v for k, v in row.items() if k.startswith("eval_")}
     raise ValueError(f"{folder}/metrics.jsonl: no evaluation at iteration {iteration}")
-
-
-def paired(a: list[float], b: list[float]) -> str:
-    mean, half = mean_and_halfwidth([x - y for x, y in zip(a, b)])
-    return f"{mean:+.3g} ± {half:.2g}"
 
 
 def main(argv: list[str] | None = None) -> int:

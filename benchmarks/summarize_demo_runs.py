@@ -50,6 +50,12 @@ def interval(values: list[float]) -> str:
     return f"{mean:.4g} ± {half:.2g}{note}"
 
 
+def paired(a: list[float], b: list[float]) -> str:
+    """Mean of the per-seed differences a - b ± its 95% t-interval half-width."""
+    mean, half = mean_and_halfwidth([x - y for x, y in zip(a, b)])
+    return f"{mean:+.3g} ± {half:.2g}"
+
+
 def main(root: str) -> None:
     runs: dict[str, list[dict]] = defaultdict(list)
     for folder in sorted(Path(root).iterdir()):
