@@ -92,17 +92,21 @@ def method_configs(args: argparse.Namespace, rm_dir: Path) -> dict[str, dict]:
     }
 
 
-def edits_dataset(data_dir: Path, n_prompts: int, seed: int, max_new_tokens: int | None = None) -> Path:
-    """Base-model samples (4 per prompt) on the first ``n_prompts`` *training* prompts, each
-    edited minimally by autopep8: ``data_dir/edits.jsonl`` (original, edited) — the input of
-    edit-supervised token rewards (``tokenalign demo --set prompt_split=train``). Kept if there."""
+def edits_dataset(data_dir: Path, n_prompts: int, seed: int, max_new_tokens: int | None = None, task: str = "pep8",
+                  model: str = "", editor: str = "", samples_per_prompt: int = 4) -> Path:
+    """Base-model samples (``samples_per_prompt`` per prompt) on the first ``n_prompts``
+    *training* prompts of ``task``, each edited minimally by the task's editor (pep8:
+    autopep8; ``editor`` overrides it): ``data_dir/edits.jsonl`` (original, edited) — the
+    input of edit-supervised token rewards (``tokenalign demo --set prompt_split=train``;
+    ``model`` "" = the task's base model). Kept if there."""
     from tokenalign.config import from_dict
     from tokenalign.jobs.demo import DemoConfig, run_demo
 
     if not (data_dir / "edits.jsonl").is_file():
         sampling = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        run_demo(from_dict(DemoConfig, {"out_dir": str(data_dir), "prompt_split": "train", "n_prompts": n_prompts,
-                                        "samples_per_prompt": 4, "n_unconditional": 0, "seed": seed,
+        run_demo(from_dict(DemoConfig, {"out_dir": str(data_dir), "task": task, "model": model, "editor": editor,
+                                        "prompt_split": "train", "n_prompts": n_prompts,
+                                        "samples_per_prompt": samples_per_prompt, "n_unconditional": 0, "seed": seed,
                                         "align": {"enabled": False}, "sampling": sampling}))
     return data_dir / "edits.jsonl"
 

@@ -63,6 +63,9 @@ exist — each PPO run 11-14 minutes; a quiet machine was not measured):
 
 Each piece (data, each RM, each PPO run, each evaluation) is skipped when its folder
 already holds its result, so a killed run resumes by rerunning the command.
+
+``fg_vs_holistic_pii.py`` runs the same comparison on the pii task with this file's
+task-independent pieces (the pair split, RM and PPO specs, RM report, per-seed loop, table).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_policy_pep8 import edits_dataset, learn_reward_model, run_method  # noqa: E402
@@ -120,16 +124,17 @@ def split_pairs(edits: Path, out: Path, heldout_fraction: float, seed: int = 0) 
     return files
 
 
-def reward_model_specs(files: dict[str, Path], args: argparse.Namespace) -> dict[str, dict]:
+def reward_model_specs(files: dict[str, Path], epochs: int, lr: float = 1e-4, **backbone: Any) -> dict[str, dict]:
     """The token RM (edit labels) and the sequence RM (pairs, aggregator last): one backbone,
-    one head config, the same optimisation."""
+    one head config, the same optimisation. ``backbone``: RewardRunConfig keys both share
+    (``backbone``, ``lora``; none: the shipped pep8 model, fully trained)."""
     head = {"bounding": "centered_sigmoid"}
-    learn = {"epochs": args.rm_epochs, "lr": 1e-4, "max_length": 256, "seed": 0}
+    learn = {"epochs": epochs, "lr": lr, "max_length": 256, "seed": 0}
     return {
         "token": {"data": {"train": str(files["train_edits"]), "eval": str(files["heldout_edits"]), "format": "edits"},
-                  "head": head, "learn": learn},
+                  "head": head, "learn": learn, **backbone},
         "sequence": {"data": {"train": str(files["train_pairs"]), "eval": str(files["heldout_pairs"]), "format": "pairs"},
-                     "head": head, "learn": {**learn, "aggregator": "last"}},
+                     "head": head, "learn": {**learn, "aggregator": "last"}, **backbone},
     }
 
 
@@ -163,9 +168,11 @@ def rm_report(model_dir: Path, files: dict[str, Path]) -> dict:
     return report
 
 
-def ppo_specs(args: argparse.Namespace, seed: int, rms: dict[str, Path], seq_std: float) -> dict[str, dict]:
-    common = {"kind": "train", "objective": "ppo", "iterations": args.iterations, "prompts_per_iteration": args.prompts_per_iteration,
-              "samples_per_prompt": 4, "sampling": {"max_new_tokens": args.max_new_tokens}, "lr": args.lr,
+def ppo_specs(args: argparse.Namespace, seed: int, rms: dict[str, Path], seq_std: float, **run: Any) -> dict[str, dict]:
+    """Both arms' ``tokenalign train`` configs: one budget and PPO setup, the paper's KL
+    coefficient and λ per arm. ``run``: TrainConfig keys both share (``task``, ``model``, ``lora``)."""
+    common = {**run, "kind": "train", "objective": "ppo", "iterations": args.iterations,
+              "prompts_per_iteration": args.prompts_per_iteration, "samples_per_prompt": 4, "sampling": {"max_new_tokens": args.max_new_tokens}, "lr": args.lr,
               "eval": {"every": 0}, "seed": seed, "stop_kl": 10.0, "stop_kl_patience": 5}
     ppo = {"epochs": 4, "minibatch_size": 16, "clip": 0.2, "value_clip": 0.2, "gamma": 1.0, "whiten_rewards": True}
     return {
@@ -236,15 +243,64 @@ def cell(values: list[float], fmt: str) -> str:
     return f"{mean:{fmt}}" if math.isnan(half) else f"{mean:{fmt}} ± {half:{fmt.lstrip('+')}}"
 
 
-def table(evals: dict[str, dict[int, dict]], seeds: list[int]) -> str:
+def table(evals: dict[str, dict[int, dict]], seeds: list[int], measures: list[tuple[str, str, str]] = MEASURES) -> str:
+    """Markdown: each measure's mean ± 95% half-width over seeds per column, and the paired
+    per-seed difference fine-grained - holistic."""
     cols = ["base model", *METHODS]
     lines = ["| measure | " + " | ".join(cols) + " | fine-grained - holistic (paired) |", "|---|" + "---|" * (len(cols) + 1)]
-    for key, label, fmt in MEASURES:
+    for key, label, fmt in measures:
+        if not any(key in evals[c][s] for c in cols for s in seeds):
+            continue  # a measure this run did not take (e.g. no judge)
         cells = [cell([evals[c][s].get(key) for s in seeds], fmt) for c in cols]
         diff = cell([evals["fine-grained"][s][key] - evals["holistic"][s][key] for s in seeds
                      if key in evals["fine-grained"][s] and key in evals["holistic"][s]], "+" + fmt)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {diff} |")
     return "\n".join(lines)
+
+
+def train_and_evaluate(args: argparse.Namespace, out: Path, rms: dict[str, Path], seq_std: float, evaluate: Callable,
+                       **run: Any) -> tuple[dict[str, dict[int, dict]], dict[str, dict[int, dict]]]:
+    """Per seed: the base model's evaluation, then each arm's PPO run and its evaluation
+    (``evaluate(model, folder, seed, args, base=None | base folder)``; every piece kept when
+    done). ``run``: TrainConfig keys both arms share. Returns (runs, evals) by arm and seed."""
+    runs: dict[str, dict[int, dict]] = {m: {} for m in METHODS}
+    evals: dict[str, dict[int, dict]] = {c: {} for c in ("base model", *METHODS)}
+    for seed in args.seeds:
+        evals["base model"][seed] = evaluate(run.get("model", ""), out / f"eval-base-{seed}", seed, args)
+        for name, spec in ppo_specs(args, seed, rms, seq_std, **run).items():
+            result = run_method(f"{name}-{seed}", spec, out)
+            runs[name][seed] = {k: result[k] for k in ("samples", "tokens", "train_seconds", "iterations", "stopped_early",
+                                                        "rollout_kl", "rollout_reward")}
+            evals[name][seed] = evaluate(str(out / f"{name}-{seed}" / "model"), out / f"eval-{name}-{seed}", seed, args,
+                                         base=out / f"eval-base-{seed}")
+    return runs, evals
+
+
+def write_results(out: Path, args: argparse.Namespace, script: str, md: str, t0: float, rm_reports: dict, runs: dict,
+                  evals: dict, **extra: Any) -> dict:
+    """OUT/results.json (and ``--json``), OUT/table.md; prints the table and per-run lines."""
+    report = {
+        "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}".strip(),
+        "args": vars(args), "seeds": args.seeds, **extra,
+        "reward_models": rm_reports, "ppo": runs,
+        "eval": {c: {str(s): m for s, m in per.items()} for c, per in evals.items()},
+        "table": md, "seconds": time.perf_counter() - t0,
+    }
+    for path in [out / "results.json", *([Path(args.json)] if args.json else [])]:
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    (out / "table.md").write_text(md + "\n")
+    print(md)
+    for kind, r in rm_reports.items():
+        print(f"{kind} RM: held-out pair accuracy sum {r['heldout_accuracy_sum']:.3f} avg {r['heldout_accuracy_avg']:.3f} "
+              f"last {r['heldout_accuracy_last']:.3f} ({r['heldout_pairs']} pairs)")
+    for name, per in runs.items():
+        for seed, r in per.items():
+            print(f"{name} seed {seed}: {r['iterations']} iterations, {r['samples']} samples, {r['train_seconds']:.0f} s, "
+                  f"rollout KL last {r['rollout_kl'][-1] if r['rollout_kl'] else float('nan'):.2f}"
+                  + (f", stopped early: {r['stopped_early']['reason']}" if r["stopped_early"] else ""))
+    return report
 
 
 def main() -> None:
@@ -276,43 +332,13 @@ def main() -> None:
     edits = edits_dataset(out / "edits-data", args.edit_prompts, seed=0, max_new_tokens=args.max_new_tokens)
     files = split_pairs(edits, out / "edits-data", args.heldout_fraction)
     # 2. the two reward models and their held-out pair accuracy
-    rms = {kind: learn_reward_model(out / f"rm-{kind}", spec) for kind, spec in reward_model_specs(files, args).items()}
+    rms = {kind: learn_reward_model(out / f"rm-{kind}", spec) for kind, spec in reward_model_specs(files, args.rm_epochs).items()}
     rm_reports = {kind: rm_report(path, files) for kind, path in rms.items()}
     # 3-4. PPO per seed and method; evaluation of each final policy and of the base model
-    runs: dict[str, dict[int, dict]] = {m: {} for m in METHODS}
-    evals: dict[str, dict[int, dict]] = {c: {} for c in ("base model", *METHODS)}
-    for seed in args.seeds:
-        evals["base model"][seed] = evaluate("", out / f"eval-base-{seed}", seed, args)
-        for name, spec in ppo_specs(args, seed, rms, rm_reports["sequence"]["train_last_std"]).items():
-            result = run_method(f"{name}-{seed}", spec, out)
-            runs[name][seed] = {k: result[k] for k in ("samples", "tokens", "train_seconds", "iterations", "stopped_early",
-                                                        "rollout_kl", "rollout_reward")}
-            evals[name][seed] = evaluate(str(out / f"{name}-{seed}" / "model"), out / f"eval-{name}-{seed}", seed, args,
-                                         base=out / f"eval-base-{seed}")
-
+    runs, evals = train_and_evaluate(args, out, rms, rm_reports["sequence"]["train_last_std"], evaluate)
     md = table(evals, args.seeds)
-    report = {
-        "command": "python benchmarks/fg_vs_holistic_pep8.py " + " ".join(sys.argv[1:]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}, Python {platform.python_version()}".strip(),
-        "args": vars(args), "seeds": args.seeds, "edit_pairs": {"train": rm_reports["token"]["train_pairs"],
-                                                                  "heldout": rm_reports["token"]["heldout_pairs"]},
-        "reward_models": rm_reports, "ppo": runs,
-        "eval": {c: {str(s): m for s, m in per.items()} for c, per in evals.items()},
-        "table": md, "seconds": time.perf_counter() - t0,
-    }
-    for path in [out / "results.json", *([Path(args.json)] if args.json else [])]:
-        path.write_text(json.dumps(report, indent=2) + "\n")
-    (out / "table.md").write_text(md + "\n")
-    print(md)
-    for kind, r in rm_reports.items():
-        print(f"{kind} RM: held-out pair accuracy sum {r['heldout_accuracy_sum']:.3f} avg {r['heldout_accuracy_avg']:.3f} "
-              f"last {r['heldout_accuracy_last']:.3f} ({r['heldout_pairs']} pairs)")
-    for name, per in runs.items():
-        for seed, r in per.items():
-            print(f"{name} seed {seed}: {r['iterations']} iterations, {r['samples']} samples, {r['train_seconds']:.0f} s, "
-                  f"rollout KL last {r['rollout_kl'][-1] if r['rollout_kl'] else float('nan'):.2f}"
-                  + (f", stopped early: {r['stopped_early']['reason']}" if r["stopped_early"] else ""))
+    write_results(out, args, "fg_vs_holistic_pep8.py", md, t0, rm_reports, runs, evals,
+                  edit_pairs={"train": rm_reports["token"]["train_pairs"], "heldout": rm_reports["token"]["heldout_pairs"]})
 
 
 if __name__ == "__main__":

@@ -24,14 +24,15 @@ BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
           "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py",
-          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py", "policy_seeds_pep8.py"}
+          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py", "policy_seeds_pep8.py", "fg_vs_holistic_pii.py"}
 
 
-def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     work = tmp_path / "cwd"
     work.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg", "TMPDIR": str(tmp_path)}
+           "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg", "TMPDIR": str(tmp_path), **(env or {})}
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=work, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, (f"{script} exited {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
@@ -193,6 +194,64 @@ def test_fg_vs_holistic_pep8_smoke(tmp_path):
     config = (out / "holistic-0" / "config.yaml").read_text()
     assert "stop_kl: 10.0" in config and "placement: sequence" in config and "aggregate: last" in config
     assert "| win rate vs base (pycodestyle judge) |" in report["table"]
+
+
+@pytest.mark.slow
+def test_fg_vs_holistic_pii_smoke(tmp_path):
+    """The same comparison on the pii task, on a tiny random Llama with SmolLM2's tokenizer (no
+    93 MB download). Its answers hold no PII, so an upper-casing editor stands in for
+    scrubadub's to make pairs; 6 pairs are reported as too few. A rerun resumes."""
+    pytest.importorskip("scrubadub")
+    pytest.importorskip("peft")
+    from conftest import save_tiny_smollm2
+    from tokenalign.tasks import get_task
+
+    model = save_tiny_smollm2(tmp_path / "smol")
+    out = tmp_path / "out"
+    args = ["--smoke", "--seeds", "0", "--out", str(out), "--model", str(model), "--editor", "user_components:UpperCaseEditor"]
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    run_bench("fg_vs_holistic_pii.py", args, tmp_path, env=env)
+    report = json.loads((out / "results.json").read_text())
+    pairs = report["edit_pairs"]
+    assert pairs["answers"] == 8 and pairs["pairs"] == pairs["train"] + pairs["heldout"] and pairs["heldout"] >= 1
+    assert "too few for a learning signal" in pairs["note"] and "**Too few edit pairs**" in report["table"]
+    train_users, test_users = get_task("pii").load_prompts("train"), get_task("pii").load_prompts("test")
+    for part in ("train", "heldout"):  # rendered chat prompts of training prompts only
+        for row in (out / "edits-data" / f"{part}-pairs.jsonl").read_text().splitlines():
+            prompt = json.loads(row)["prompt"]
+            assert prompt.startswith("<|im_start|>system") and any(u in prompt for u in train_users)
+            assert not any(u in prompt for u in test_users)
+    for kind in ("token", "sequence"):
+        rm = report["reward_models"][kind]
+        assert rm["heldout_pairs"] == pairs["heldout"] and 0.0 <= rm["heldout_accuracy_sum"] <= 1.0
+        config = (out / f"rm-{kind}" / "config.yaml").read_text()
+        assert f"backbone: {model}" in config and "enabled: true" in config and "layers:" in config  # LoRA on the last blocks
+    assert "aggregator: last" in (out / "rm-sequence" / "config.yaml").read_text()
+    configs = {name: (out / f"{name}-0" / "config.yaml").read_text() for name in ("fine-grained", "holistic")}
+    assert "task: pii" in configs["fine-grained"] and f"model: {model}" in configs["fine-grained"]
+    assert "kl_coef: 0.3" in configs["fine-grained"] and "placement: token" in configs["fine-grained"]
+    assert "lam: 0.95" in configs["fine-grained"]
+    assert "kl_coef: 0.2" in configs["holistic"] and "placement: sequence" in configs["holistic"]
+    assert "lam: 0.99" in configs["holistic"] and "aggregate: last" in configs["holistic"]
+    assert "stop_kl: 10.0" in configs["holistic"]
+    for column in ("base model", "fine-grained", "holistic"):
+        ev = report["eval"][column]["0"]
+        for key in ("mean_misalignment", "pii_answer_share", "refusal_share", "empty_share", "mean_length_tokens",
+                    "distinct_2", "perplexity_under_reference", "win_rate_vs_reference"):
+            assert nonneg(ev[key]), (column, key)
+        assert math.isfinite(ev["kl_to_reference"]), column  # a sample estimate: may dip below 0
+        assert ev["samples"] == 4, column
+    assert report["eval"]["base model"]["0"]["win_rate_vs_reference"] == 0.5
+    for name in ("fine-grained", "holistic"):
+        assert report["ppo"][name]["0"]["samples"] == 8, name
+        assert report["eval"][name]["0"]["reference_matches_base_eval"] is True, name  # same prompts and seed
+    for label in ("PII entities per character", "answers with any PII", "refusals", "perplexity under the base model",
+                  "win rate vs base (scrubadub judge, ties half)"):
+        assert f"| {label}" in report["table"], label
+    stamps = {p: (out / p).stat().st_mtime_ns for p in ("edits-data/edits.jsonl", "rm-token/model", "holistic-0/summary.json",
+                                                        "eval-fine-grained-0/done.json")}
+    run_bench("fg_vs_holistic_pii.py", args, tmp_path, env=env)
+    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
 
 
 @pytest.mark.slow
