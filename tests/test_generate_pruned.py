@@ -300,6 +300,7 @@ def test_prefill_runs_the_shared_head_once_and_little_padding_with_the_same_logi
 
 
 def test_autocast_linear_weights_same_outputs_restored_after(tmp_path):
+    from tokenalign.utils import kernels
     from tokenalign.utils.kernels import autocast_linear_weights
 
     model, tok, prompts = _chat_llama(tmp_path)
@@ -311,8 +312,11 @@ def test_autocast_linear_weights_same_outputs_restored_after(tmp_path):
             assert swapped == 2 * 7 + 1  # q, k, v, o, gate, up, down per layer and the LM head
             assert model.lm_head.weight.dtype == torch.bfloat16
             assert model.get_input_embeddings().weight.dtype == torch.float32  # tied, not swapped
-            assert torch.equal(model(input_ids=ids).logits, ref)
+            if kernels._can_pack("cpu", torch.bfloat16):  # oneDNN-prepacked: the same bf16 matmul
+                assert "forward" in model.lm_head.__dict__
+            torch.testing.assert_close(model(input_ids=ids).logits, ref, atol=1e-2, rtol=0)  # equal here, in fact
     assert {name: id(p) for name, p in model.named_parameters()} == before
+    assert not any("forward" in m.__dict__ for m in model.modules())  # restored
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with autocast_linear_weights(model) as swapped:  # no autocast: nothing to do
         assert swapped == 0

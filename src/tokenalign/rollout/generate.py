@@ -7,7 +7,9 @@ warpers), or with ``model.generate`` where that loop does not apply (``_can_prun
 ``SamplingConfig.prune_finished`` is off. The loop's prefill computes real tokens only: the
 batch's shared prompt head (a chat template's system turn) once, each row's own tokens in
 groups of similar length (``_prefill``); under autocast its linear layers' weights are cast
-once per batch (``autocast_linear_weights``), not at every step. Each completion is cut at the first stop string;
+once per batch (and in bf16 on a CPU prepacked for oneDNN: ``autocast_linear_weights``), not at
+every step. Its KV cache stores keys transposed, which a decoding step's attention
+(``utils.kernels.decode_attention``) reads without a copy. Each completion is cut at the first stop string;
 its token ids are cut to match, so text and ids always agree.
 
 An encoder-decoder (T5, BART) is sampled with ``model.generate``: the prompt goes to its
@@ -786,7 +788,7 @@ def generate(
             # encoder-decoder, from model.generate's logits.
             lp_temperature = None if conditioning is not None else (cfg.temperature if not greedy else 1.0)
             if can_prune:
-                with autocast_linear_weights(model):  # cast once, not at every step
+                with autocast_linear_weights(model, rows=len(batch)):  # cast once, not at every step
                     rows, row_logprobs = _sample_pruned(model, input_ids.to(device), attention.to(device),
                                                         _processors(cfg, greedy, extra_processors), criteria, greedy,
                                                         eos_id, max_new, lp_temperature)
