@@ -28,7 +28,8 @@ the edits shared between the arms:
    autocast where the CPU has it (the train job's ``mixed_precision: auto``), the policy
    fully fine-tuned at lr 1e-5 or, with ``--policy-lora-layers N``, LoRA on its last N
    layers (then raise ``--lr``, e.g. 1e-4; neither learning rate has been tuned here). The
-   value model is always a full copy of the backbone (tokenalign's PPO has no LoRA for it).
+   value model is a copy of the backbone, trained fully, or with ``--policy-lora-layers``
+   through the same adapters (``ppo.value_lora``).
 4. **evaluation** (``tokenalign eval --set task=pii``) of the base model and each final
    policy on ``--eval-prompts`` held-out test prompts (default: all 30) x ``--eval-samples``
    at T 0.7 / top-p 0.9 with the run's seed, the base model as eval's reference (sampled

@@ -252,7 +252,7 @@ def _train_args(out, model, *extra):
 
 
 def test_train_resume_and_eval_commands_on_a_t5(tmp_path, t5_dir):
-    """``tokenalign train`` (PPO with a T5 value model; REINFORCE with LoRA) on a T5 folder:
+    """``tokenalign train`` (PPO with a T5 value model, also with LoRA on both) on a T5 folder:
     stops, resumes, saves a model that ``tokenalign eval`` loads and judges."""
     pytest.importorskip("pycodestyle")
     from transformers import AutoModelForSeq2SeqLM, T5ForConditionalGeneration
@@ -270,8 +270,9 @@ def test_train_resume_and_eval_commands_on_a_t5(tmp_path, t5_dir):
     assert isinstance(T5ForConditionalGeneration.from_pretrained(out / "model"), T5ForConditionalGeneration)
 
     lora = tmp_path / "lora"
-    assert main(_train_args(lora, t5_dir, "objective=reinforce", "lora.enabled=true", "iterations=1", "eval.every=0")) == 0
+    assert main(_train_args(lora, t5_dir, "objective=ppo", "lora.enabled=true", "iterations=1", "eval.every=0")) == 0
     assert (lora / "model" / "adapter_config.json").is_file()
+    assert (lora / "checkpoint" / "value" / "backbone-lora" / "adapter_config.json").is_file()  # the T5 value model's
     assert lm_auto_class(lora / "model") is AutoModelForSeq2SeqLM  # judged by the adapter's base model
 
     ev = tmp_path / "eval"

@@ -144,6 +144,42 @@ def test_lora_trains_adapters_only_and_reference_is_the_base(tiny_tokenizer):
     assert torch.allclose(ro.logprobs[mask], fresh[mask], atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_value_lora_trains_adapters_and_head_only(tiny_tokenizer, tmp_path, arch):
+    """PPO with a LoRA value model (the last layer adapted): its adapters and head move, its
+    base weights stay bit for bit as loaded, and the optimizer holds only what trains."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from conftest import save_tiny_smollm2
+    from tokenalign.utils.lora import LoraSettings, wrap_lora
+
+    if arch == "gpt2":
+        tok, policy, backbone = tiny_tokenizer, build_tiny_lm(tiny_tokenizer), build_tiny_lm(tiny_tokenizer, seed=1).transformer
+    else:
+        folder = save_tiny_smollm2(tmp_path / "llama")
+        tok, policy, backbone = AutoTokenizer.from_pretrained(folder), LlamaForCausalLM.from_pretrained(folder), None
+    settings = LoraSettings(enabled=True, r=4, alpha=8, layers=[1])
+    value = ValueModel(backbone) if backbone is not None else ValueModel.from_backbone(tmp_path / "llama")
+    before = {k: v.clone() for k, v in value.backbone.state_dict().items()}
+    value.add_lora(settings)
+    policy = wrap_lora(policy, settings, "CAUSAL_LM")
+    cfg = _config("ppo", "token", iterations=2)
+    trainer = PolicyTrainer(cfg, policy, tok, LikedTokens(len(tok)), PROMPTS, value_model=value)
+    trainable = [p for p in value.parameters() if p.requires_grad]
+    assert len(trainable) < len(list(value.parameters()))
+    assert [id(p) for p in trainer.optimizer.param_groups[1]["params"]] == [id(p) for p in trainable]
+    trainer.fit()
+    assert value.head.weight.abs().sum() > 0  # the head starts at 0: it moved
+    lora_b = [v for k, v in value.state_dict().items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # so did the adapters (B starts at 0)
+    checked = 0
+    for name, v in value.backbone.state_dict().items():  # the base weights did not
+        if "lora_" not in name:
+            assert torch.equal(v, before[name.replace("base_model.model.", "").replace(".base_layer", "")]), name
+            checked += 1
+    assert checked == len(before)
+
+
 def test_two_process_cpu_run(tmp_path):
     """Two CPU processes (torchrun; accelerate reads its environment): DDP keeps the replicas equal.
 

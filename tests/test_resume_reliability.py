@@ -295,6 +295,33 @@ def test_killed_train_runs_end_as_the_uninterrupted_run(tmp_path, tiny_run):
     _no_leftovers(out)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_resumed_ppo_lora_run_ends_with_the_uninterrupted_policy_and_value(tmp_path, tiny_run, arch):
+    """PPO with LoRA on the policy and the value model: 2 iterations, stop, resume for 2
+    more, and the policy's and value model's adapters and head (and the value model's base,
+    saved with them) are bit for bit the 4-iteration run's."""
+    from conftest import save_tiny_smollm2
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.train import TrainConfig, run_train
+
+    model = tiny_run / "lm" if arch == "gpt2" else save_tiny_smollm2(tmp_path / "llama")
+
+    def config(out: Path, **extra) -> TrainConfig:
+        return from_dict(TrainConfig, {"out_dir": str(out), **_policy(tiny_run, model=str(model), objective="ppo",
+                                        lora={"enabled": True, "r": 4, "alpha": 8, "layers": [1]},
+                                        ppo={"epochs": 2, "minibatch_size": 2}, **extra)})
+
+    run_train(config(tmp_path / "full"))
+    out = tmp_path / "resumed"
+    run_train(config(out, stop_after_iterations=2))
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["iteration"] == 2
+    assert (out / "checkpoint" / "value" / "backbone-lora" / "adapter_model.safetensors").is_file()
+    run_train(config(out))
+    for part in ("model", "checkpoint/policy", "checkpoint/value"):
+        _same_weights(tmp_path / "full" / part, out / part)
+    assert _rows(out / "metrics.jsonl") == _rows(tmp_path / "full" / "metrics.jsonl")
+
+
 def test_killed_reward_runs_end_as_the_uninterrupted_run(tmp_path, tiny_tokenizer):
     from transformers import GPT2Config, GPT2Model
 

@@ -80,6 +80,8 @@ def build_trainer(cfg: TrainConfig, out: Path | None = None, reward_source: Call
     value = None
     if objective.needs_value_model:
         value = ValueModel.from_pretrained(ckpt / "value") if resume else ValueModel.from_backbone(init)
+        if not resume and cfg.lora.enabled and getattr(cfg.objective_settings, "value_lora", True):
+            value.add_lora(cfg.lora)  # resumed: the adapters come with checkpoint/value
 
     if reward_source is not None:
         reward = reward_source(tokenizer)

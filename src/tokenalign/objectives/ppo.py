@@ -32,6 +32,13 @@ class PPOSettings:
     lam: float = 0.95  # GAE λ
     value_coef: float = 1.0  # weight of the value loss
     value_lr: float = 0.0  # learning rate of the value model (0: the policy's lr)
+    # With lora.enabled: the value model's backbone gets LoRA adapters of the same settings
+    # (lora.r, alpha, target_modules, layers) and only they and the value head train, as in
+    # the policy (most of PPO's time is the epochs' forward and backward passes through both
+    # models; with lora.layers they stop below the adapted blocks). false: the whole value
+    # model trains (FineGrainedRLHF's setting). No effect without lora.enabled; a resumed run
+    # keeps the value model its checkpoint holds.
+    value_lora: bool = True
     whiten_rewards: bool = True  # whiten the token rewards after the KL penalty (no mean shift)
     whiten_advantages: bool = True
 

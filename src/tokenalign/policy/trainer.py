@@ -115,7 +115,7 @@ class PolicyTrainer:
                 use_fast_kernels(model)
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.lr}]
         if value_model is not None:
-            groups.append({"params": list(value_model.parameters()), "lr": self.objective.value_lr()})
+            groups.append({"params": [p for p in value_model.parameters() if p.requires_grad], "lr": self.objective.value_lr()})
         optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, **fused_optimizer_kwargs(self.accelerator.device))
         # Sampling and scoring run in eval mode, without dropout, so recorded log-probs equal a
         # fresh forward pass; so does training, so the first PPO epoch sees ratio 1 exactly.

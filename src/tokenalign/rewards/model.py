@@ -181,23 +181,9 @@ class TokenRewardModel(nn.Module):
 
     @property
     def has_lora(self) -> bool:
-        return hasattr(self.backbone, "peft_config")
+        from tokenalign.utils.lora import has_lora
 
-    def _base_backbone_state(self, backbone_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The adapter-free backbone's weights under their own names (peft keeps a wrapped
-        layer's weight at ``<name>.base_layer.weight``; adapter weights are left out).
-        ``backbone_state``: the peft backbone's gathered state dict (default: its own)."""
-        from tokenalign.utils.models import sub_state_dict
-
-        source = sub_state_dict(backbone_state, "base_model.model.")
-        if source is None:
-            source = self.backbone.get_base_model().state_dict()
-        state = {}
-        for key, value in source.items():
-            if "lora_" in key:
-                continue
-            state[key.replace(".base_layer.", ".")] = value.detach().cpu().contiguous()
-        return state
+        return has_lora(self.backbone)
 
     # ---- persistence -------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, tokenizer=None, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -207,18 +193,12 @@ class TokenRewardModel(nn.Module):
         model's full state gathered from several processes (default: its own)."""
         from safetensors.torch import save_file
 
+        from tokenalign.utils.lora import save_backbone
         from tokenalign.utils.models import sub_state_dict
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        backbone = sub_state_dict(state_dict, "backbone.")
-        given = {"state_dict": backbone} if backbone is not None else {}
-        if self.has_lora:
-            base = self.backbone.get_base_model()
-            base.save_pretrained(path / BACKBONE_DIR, state_dict=self._base_backbone_state(backbone), safe_serialization=True)
-            self.backbone.save_pretrained(path / LORA_DIR, **given)
-        else:
-            self.backbone.save_pretrained(path / BACKBONE_DIR, safe_serialization=True, **given)
+        save_backbone(self.backbone, path / BACKBONE_DIR, path / LORA_DIR, sub_state_dict(state_dict, "backbone."))
         head = sub_state_dict(state_dict, "head.") or self.head.state_dict()
         head_state = {k: v.detach().cpu().contiguous() for k, v in head.items()}
         save_file(head_state, str(path / HEAD_NAME))
@@ -234,7 +214,8 @@ class TokenRewardModel(nn.Module):
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> "TokenRewardModel":
         """Load a model written by :meth:`save_pretrained` (no training state needed)."""
         from safetensors.torch import load_file
-        from transformers import AutoModel
+
+        from tokenalign.utils.lora import load_backbone
 
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
@@ -242,12 +223,8 @@ class TokenRewardModel(nn.Module):
         meta = json.loads((path / CONFIG_NAME).read_text())
         head_config = TokenRewardHeadConfig(**meta["head"])
         kwargs = {"dtype": dtype} if dtype is not None else {}
-        backbone = AutoModel.from_pretrained(path / BACKBONE_DIR, **kwargs)
-        if (path / LORA_DIR).is_dir():  # trainable adapters on the frozen base (resume trains them)
-            from tokenalign.utils.lora import LoraSettings, wrap_lora
-
-            backbone = wrap_lora(backbone, LoraSettings(enabled=True), "FEATURE_EXTRACTION", path / LORA_DIR)
-        model = cls(backbone, head_config)
+        # with adapters: trainable ones on the frozen base (a resumed run trains them)
+        model = cls(load_backbone(path / BACKBONE_DIR, path / LORA_DIR, **kwargs), head_config)
         model.head.load_state_dict(load_file(str(path / HEAD_NAME)))
         seq = meta.get("sequence_aggregate")  # absent in folders written before it was saved: the learner's default
         if seq:

@@ -1,13 +1,16 @@
-"""LoRA adapters (peft) for policies and reward-model backbones, with one settings block."""
+"""LoRA adapters (peft) for policies and for reward- and value-model backbones, with one
+settings block; a backbone with adapters is saved as its adapter-free base plus the
+adapters, so that it reloads (and a run resumes) with trainable adapters on the same base."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from tokenalign.errors import TokenalignError
 
-__all__ = ["LoraSettings", "wrap_lora"]
+__all__ = ["LoraSettings", "wrap_lora", "has_lora", "save_backbone", "load_backbone"]
 
 
 @dataclasses.dataclass
@@ -48,3 +51,45 @@ def wrap_lora(model, settings: LoraSettings, task_type: str, adapter_dir: str | 
                         target_modules=settings.target_modules or None, layers_to_transform=settings.layers or None,
                         layers_pattern=_layer_list_name(model) if settings.layers else None)
     return get_peft_model(model, config)
+
+
+def has_lora(model) -> bool:
+    """Whether ``model`` is wrapped in peft adapters."""
+    return hasattr(model, "peft_config")
+
+
+def _base_state(backbone, backbone_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The adapter-free weights of a peft-wrapped backbone under the base model's own names
+    (peft keeps a wrapped layer's weight at ``<name>.base_layer.weight``; adapter weights
+    are left out). ``backbone_state``: the wrapper's gathered state dict (default: its own)."""
+    from tokenalign.utils.models import sub_state_dict
+
+    source = sub_state_dict(backbone_state, "base_model.model.")
+    if source is None:
+        source = backbone.get_base_model().state_dict()
+    return {key.replace(".base_layer.", "."): value.detach().cpu().contiguous()
+            for key, value in source.items() if "lora_" not in key}
+
+
+def save_backbone(backbone, folder: str | Path, lora_folder: str | Path, state_dict: dict[str, Any] | None = None) -> None:
+    """Write an ``AutoModel`` backbone (safetensors) into ``folder``; one with adapters as
+    its adapter-free base there and the adapters (peft's format) in ``lora_folder``.
+    ``state_dict``: the backbone's state gathered from several processes (default: its own)."""
+    given = {"state_dict": state_dict} if state_dict is not None else {}
+    if has_lora(backbone):
+        backbone.get_base_model().save_pretrained(folder, state_dict=_base_state(backbone, state_dict),
+                                                  safe_serialization=True)
+        backbone.save_pretrained(lora_folder, **given)
+    else:
+        backbone.save_pretrained(folder, safe_serialization=True, **given)
+
+
+def load_backbone(folder: str | Path, lora_folder: str | Path, **kwargs: Any):
+    """The ``AutoModel`` written by :func:`save_backbone`, with trainable adapters when
+    ``lora_folder`` holds them (``kwargs`` go to ``from_pretrained``, e.g. ``dtype``)."""
+    from transformers import AutoModel
+
+    backbone = AutoModel.from_pretrained(folder, **kwargs)
+    if Path(lora_folder).is_dir():
+        backbone = wrap_lora(backbone, LoraSettings(enabled=True), "FEATURE_EXTRACTION", lora_folder)
+    return backbone
