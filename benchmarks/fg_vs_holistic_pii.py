@@ -47,7 +47,9 @@ the edits shared between the arms:
 fine-tuning, bf16 autocast, ``OMP_NUM_THREADS=1``, the 2-core VM shared with three other
 training jobs) took 316 s fine-grained and 290 s holistic, 51-60 s of it the rollout: a
 12-iteration run would take about an hour there, not the 15 minutes aimed at; most of it is
-4 PPO epochs over the policy and the full value model. A quiet machine was not measured.
+4 PPO epochs over the policy and the full value model. With ``--policy-lora-layers 6`` the
+value model gets the same adapters (``ppo.value_lora``): an iteration of that size then took
+106 s against 225 s (docs/pii-task.md). A quiet machine was not measured.
 Three seeds are 6 PPO runs and 9 evaluations.
 
     python benchmarks/fg_vs_holistic_pii.py --out runs/fg-holistic-pii --seeds 0 1 2
