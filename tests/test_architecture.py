@@ -203,7 +203,11 @@ def test_the_checks_catch_what_they_are_for(fake_package):
 FOREIGN_PRIVATE = {("utils/accel.py", "_shared_state"), ("utils/accel.py", "_reset_state"),
                    ("integrations/trl.py", "_generate_and_score_completions"), ("integrations/trl.py", "_generate_single_turn"),
                    # the bf16 weight swap for one sampling batch: a Linear's registered parameter slot
-                   ("utils/kernels.py", "_parameters")}
+                   ("utils/kernels.py", "_parameters"),
+                   # torch's oneDNN linear on a prepacked bf16 weight (the ops torch's inductor
+                   # calls for CPU linears when it freezes weights), behind a support check
+                   ("utils/kernels.py", "_linear_pointwise"), ("utils/kernels.py", "_is_mkldnn_bf16_supported"),
+                   ("utils/kernels.py", "_reorder_linear_weight")}
 
 
 def private_attribute_uses(root: Path = SRC) -> list[str]:
