@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_policy_pep8 import method_configs, run_method  # noqa: E402
+from cdpg_vs_ppo_pep8 import eval_points  # noqa: E402
 from pep8_preferences import write_table  # noqa: E402
 from summarize_demo_runs import paired  # noqa: E402
 
@@ -53,11 +54,10 @@ def bench_args(args: argparse.Namespace, seed: int) -> argparse.Namespace:
 
 
 def evaluation_at(folder: Path, iteration: int) -> dict:
-    """The run's held-out evaluation at ``iteration`` (metrics.jsonl's eval_ keys)."""
-    for line in (folder / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if row.get("iteration") == iteration and "eval_failure_rate" in row:
-            return {k[len("eval_"):]: v for k, v in row.items() if k.startswith("eval_")}
+    """The run's held-out evaluation at ``iteration`` (cdpg_vs_ppo_pep8's reading of metrics.jsonl)."""
+    for point in eval_points(folder):
+        if point["iteration"] == iteration:
+            return point
     raise ValueError(f"{folder}/metrics.jsonl: no evaluation at iteration {iteration}")
 
 
