@@ -2,8 +2,10 @@
 the demo's budget (pep8: 16 iterations x 64 samples; pii: 12 iterations x 32 answers), then
 mean and 95% t-interval over seeds (benchmarks/summarize_demo_runs.py).
 
-Resumable across sessions: a run whose summary.json has its after-alignment evaluation is
-skipped, an unfinished one continues from its align checkpoint.
+Resumable across sessions: a run whose summary.json has its after-alignment evaluation (and,
+with ``--judge``, the judge's win rate) is skipped, an unfinished one continues from its align
+checkpoint. A finished run without the judge's win rate is evaluated again with the judge
+(its alignment resumes at the end: no more training).
 
     python benchmarks/demo_seeds.py --out runs/pep8-seeds --methods pg pg-sequence token rloo
     python benchmarks/demo_seeds.py --task pii --out runs/pii-seeds --methods token rloo pg --judge runs/pii-judge/run/model
@@ -24,9 +26,13 @@ from pathlib import Path
 log = logging.getLogger("demo_seeds")
 
 
-def finished(folder: Path) -> bool:
+def finished(folder: Path, judged: bool = False) -> bool:
+    """Whether ``folder`` has its after-alignment evaluation (and, if ``judged``, its judge's win rate)."""
     summary = folder / "summary.json"
-    return summary.is_file() and "align_after" in json.loads(summary.read_text())
+    if not summary.is_file():
+        return False
+    entries = json.loads(summary.read_text())
+    return "align_after" in entries and (not judged or "align_judge_win_rate" in entries)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:  # seeds outer: an interrupted table has every method at the same seeds
         for method in args.methods:
             folder = Path(args.out) / f"{args.label or method}-{seed}"
-            if finished(folder):
+            if finished(folder, judged=bool(args.judge)):
                 log.info("%s: done", folder)
                 continue
             command = [sys.executable, "-m", "tokenalign", "demo", "--task", args.task, "--out", str(folder),

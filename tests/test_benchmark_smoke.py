@@ -373,3 +373,20 @@ def test_bench_smollm2_generate_smoke(tmp_path):
         for sampler in ("tokenalign", "hf_generate"):
             assert positive(report["generation"][precision][sampler]["median_tokens_per_s"]), (precision, sampler)
     assert report["update"]
+
+
+def test_demo_seeds_reruns_a_finished_run_only_for_a_missing_judge(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        from demo_seeds import finished
+    finally:
+        sys.path.remove(str(BENCH))
+    run = tmp_path / "token-0"
+    assert not finished(run)
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"prompted_n": 4}))
+    assert not finished(run)  # killed before its alignment finished
+    (run / "summary.json").write_text(json.dumps({"align_after": {"n": 4}}))
+    assert finished(run) and not finished(run, judged=True)
+    (run / "summary.json").write_text(json.dumps({"align_after": {"n": 4}, "align_judge_win_rate": 0.4}))
+    assert finished(run, judged=True)
