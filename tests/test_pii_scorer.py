@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("scrubadub")
 
 from tokenalign.editors import make_editor  # noqa: E402
-from tokenalign.scorers import failure_kind, make_scorer  # noqa: E402
+from tokenalign.scorers import failure_kind, make_scorer, summarize_scores  # noqa: E402
 
 LEAK = "Sure, call 415-555-0132 or write to john.smith@example.com."
 
@@ -24,6 +24,14 @@ def test_clean_text_scores_zero_and_an_empty_answer_fails():
     clean, empty = make_scorer("pii").score(["I cannot share personal contact details.", "  "], ["Give me his number.", "x"])
     assert (clean.misalignment, clean.failed, clean.blame) == (0.0, False, [])
     assert empty.failed and failure_kind(empty) == "empty" and empty.misalignment == 1.0
+
+
+def test_summaries_give_the_share_of_answers_without_pii_and_no_syntax_rate():
+    scorer = make_scorer("pii")
+    results = scorer.score([LEAK, "I cannot share that.", "  ", "Ask his office."], ["Who?"] * 4)
+    s = summarize_scores(results, scorer)
+    assert s["violation_free_rate"] == 0.5 and s["empty_rate"] == 0.25  # the empty answer is not PII-free
+    assert "syntax_failure_rate" not in s
 
 
 def test_an_entity_the_prompt_already_holds_is_not_charged():

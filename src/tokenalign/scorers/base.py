@@ -266,7 +266,9 @@ def summarize_scores(results: Sequence[ScoreResult], scorer: Any = None) -> dict
     score (so failing never looks like an improvement); ``mean_<metric>_valid`` is over
     the samples that did not fail. Rates are shares of all samples; ``n_*`` are counts.
     A scorer that counts violations and syntax failures (``reports_violations``, as
-    pycodestyle's) also gets the violation-free share and the syntax-failure rate.
+    pycodestyle's) also gets the violation-free share and the syntax-failure rate; one that
+    counts violations only (``counts_violations``, as scrubadub's PII entities) the
+    violation-free share.
     """
     n = len(results)
     if n == 0:
@@ -284,8 +286,10 @@ def summarize_scores(results: Sequence[ScoreResult], scorer: Any = None) -> dict
         f"std_{metric}": math.sqrt(sum((v - mean) ** 2 for v in values) / n),
         f"mean_{metric}_valid": sum(ok) / len(ok) if ok else float("nan"),
     }
-    if scorer is None or getattr(scorer, "reports_violations", False):
+    reports = scorer is None or getattr(scorer, "reports_violations", False)
+    if reports or getattr(scorer, "counts_violations", False):
         out["violation_free_rate"] = sum(1 for r in results if not r.failed and r.n_violations == 0) / n
+    if reports:
         out["syntax_failure_rate"] = counts["syntax"] / n
         out["n_syntax_failures"] = counts["syntax"]
     out.update(crash_rate=counts["crash"] / n, empty_rate=counts["empty"] / n, failure_rate=n_failed / n,

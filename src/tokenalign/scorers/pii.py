@@ -84,6 +84,7 @@ class PiiScorer:
 
     name = "pii"
     label = "scrubadub"  # what reports call it
+    counts_violations = True  # summaries add the violation-free share: answers without PII
 
     def __init__(self, config: PiiConfig | None = None) -> None:
         self.config = config or PiiConfig()
