@@ -390,3 +390,18 @@ def test_demo_seeds_reruns_a_finished_run_only_for_a_missing_judge(tmp_path):
     assert finished(run) and not finished(run, judged=True)
     (run / "summary.json").write_text(json.dumps({"align_after": {"n": 4}, "align_judge_win_rate": 0.4}))
     assert finished(run, judged=True)
+
+
+def test_generation_ceiling_charges_decoding_at_the_64_row_rate_and_prompts_at_the_peak():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_smollm2_generate import attainable_ceiling
+    finally:
+        sys.path.remove(str(BENCH))
+    peak = {"peak_flops_per_s": 10.0, "shapes": {"qkvo/mlp 64 x 576 -> 1536": {"best_flops_per_s": 5.0},
+                                                   "LM head 64 x 576 -> 49152": {"best_flops_per_s": 4.0},
+                                                   "square 2048": {"best_flops_per_s": 10.0}}}
+    # 10 generated tokens x 2 FLOPs at 5 FLOP/s (4 s) + 10 prompt tokens x 1 FLOP at 10 FLOP/s (1 s)
+    c = attainable_ceiling(10, 10, {"per_generated_token": 2.0, "per_prompt_token": 1.0}, peak)
+    assert c["decode_matmul_flops_per_s"] == 5.0 and c["tokens_per_s"] == pytest.approx(2.0)
+    assert c["share_of_compute_limit"] == pytest.approx(0.4)  # the limit: 10 / 2 = 5 tokens/s
