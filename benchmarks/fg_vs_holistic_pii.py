@@ -75,6 +75,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_policy_pep8 import edits_dataset, learn_reward_model  # noqa: E402
+from tokenalign.utils.lora import last_layers_lora  # noqa: E402
 from fg_vs_holistic_pep8 import (reward_model_specs, rm_report, split_pairs, table, train_and_evaluate,  # noqa: E402
                                  write_results)
 
@@ -100,16 +101,6 @@ def base_model(args: argparse.Namespace) -> str:
     from tokenalign.tasks import get_task
 
     return args.model or get_task("pii").model_path()
-
-
-def last_layers_lora(model: str, n_layers: int) -> dict:
-    """LoraSettings keys: r 16 / α 32 adapters on the last ``n_layers`` blocks of ``model``
-    (0: every block); the backward pass stops below the lowest adapted one."""
-    from transformers import AutoConfig
-
-    total = AutoConfig.from_pretrained(model).num_hidden_layers
-    layers = list(range(max(0, total - n_layers), total)) if n_layers else []
-    return {"enabled": True, "r": 16, "alpha": 32, "layers": layers}
 
 
 def edit_pair_counts(data_dir: Path, files: dict[str, Path], args: argparse.Namespace) -> dict[str, Any]:

@@ -62,3 +62,45 @@ def test_reuse_rollouts_needs_an_objective_that_samples_the_policy():
     assert not from_dict(AlignConfig, {"policy": policy}).guidance.reuse_rollouts
     with pytest.raises(ConfigError, match="guidance.reuse_rollouts: objective wmle trains on a dataset"):
         from_dict(AlignConfig, {"policy": policy, "guidance": {"reuse_rollouts": True}})
+
+
+def test_guidance_with_lora_keeps_the_backbone_and_learns_adapters_and_head(tmp_path):
+    """guidance.lora: every round's r_φ has the base model's own backbone weights; only the
+    adapters and the head learn, in the second round too (the trainable set survives the
+    freeze between rounds)."""
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from tokenalign.config import from_dict
+    from tokenalign.jobs.align import AlignConfig, run_align
+    from tokenalign.tasks import get_task
+    from tokenalign.utils.lora import last_layers_lora
+
+    base = get_task("pep8").model_path()
+    cfg = from_dict(AlignConfig, {
+        "out_dir": str(tmp_path / "align"), "relearn_every": 2,
+        "policy": {"iterations": 4, "prompts_per_iteration": 2, "samples_per_prompt": 3, "mixed_precision": "no",
+                   "sampling": {"max_new_tokens": 48}, "eval": {"every": 0}},
+        "guidance": {"prompts": 8, "reuse_rollouts": True, "head": {"hidden_size": 32}, "lora": last_layers_lora(base, 1, r=4, alpha=8),
+                     "learn": {"epochs": 1, "batch_size": 4, "lr": 1e-2, "mixed_precision": "no"}},
+    })
+    assert run_align(cfg)["finished"]
+    lists = [json.loads(x)["lists"] for x in (tmp_path / "align" / "guidance.jsonl").read_text().splitlines()]
+    assert len(lists) == 2 and min(lists) > 0  # both rounds learned
+    rounds = [tmp_path / "align" / "guidance" / f"round-0000{i}" for i in (0, 2)]
+    backbone = [load_file(r / "backbone" / "model.safetensors") for r in rounds]
+    from transformers import AutoModelForCausalLM
+
+    own = AutoModelForCausalLM.from_pretrained(base).base_model.state_dict()
+    shared = [k for k in own if k in backbone[0]]
+    assert shared and all(torch_equal(backbone[i][k], own[k]) for i in (0, 1) for k in shared)
+    adapters = [load_file(next((r / "backbone-lora").glob("*.safetensors"))) for r in rounds]
+    heads = [load_file(r / "head.safetensors") for r in rounds]
+    assert any(not torch_equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    assert any(not torch_equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

@@ -38,6 +38,7 @@ from tokenalign.policy.rollout_ranker import RolloutRanker
 from tokenalign.rewards.learn import RewardLearnConfig
 from tokenalign.rewards.model import TokenRewardHeadConfig
 from tokenalign.rewards.ranking import group_ranked_lists, pair_accuracy
+from tokenalign.utils.lora import LoraSettings
 from tokenalign.utils.metrics import MetricsWriter, format_metrics
 from tokenalign.utils.tracking import resolve_report_to
 
@@ -65,6 +66,9 @@ class GuidanceSettings:
     # K samples, ranked by the same preference source (they are K samples of the policy per
     # prompt, as step 1 asks, already drawn; ranking them costs only the scorer)
     reuse_rollouts: bool = False
+    # adapters on r_φ's backbone (e.g. its last few blocks): only they and the head learn, and
+    # each round's backward pass stops below the lowest adapted block (a pretrained LM on a CPU)
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     backbone: str = ""  # r_φ's initial backbone; "" = the policy's initialisation
     # human preferences r_φ also learns from in every round: a file or dataset of pairs
     # (prompt, chosen, rejected), ranked lists (prompt, responses, scores) or minimal edits
@@ -204,6 +208,8 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
     else:
         torch.manual_seed(pcfg.seed)  # the fresh head's initialisation: the same on every run
         rm = TokenRewardModel.from_backbone(cfg.guidance.backbone or pcfg.model or task.model_path(), cfg.guidance.head)
+        if cfg.guidance.lora.enabled:
+            rm.add_lora(cfg.guidance.lora)
     scorer = load_scorer(pcfg.scorer) or task.scorer
     human = _human_lists(cfg.guidance)
     if scorer is None and (cfg.guidance.prompts or cfg.guidance.reuse_rollouts):
@@ -265,12 +271,14 @@ def _run_align(cfg: AlignConfig) -> dict[str, Any]:
             else:  # a tiny run can draw only ties: keep r_φ as it is rather than fail the run
                 log.warning("guidance round at iteration %d: no ranked list with a preference (all tied or empty); "
                             "r_φ is kept as it is (sample more prompts: guidance.prompts)", it)
+            learnable = [p for p in rm.parameters() if p.requires_grad]  # with LoRA: adapters and head
             rm.eval().requires_grad_(False)
             if trainer.accelerator.is_main_process:
                 with atomic_path(round_dir) as tmp:
                     rm.save_pretrained(tmp, tokenizer=trainer.tokenizer)
             trainer.accelerator.wait_for_everyone()  # every process sees the round's folder
-            rm.requires_grad_(True)
+            for p in learnable:
+                p.requires_grad_(True)
             row = {"iteration": it, "lists": len(lists), "sampled_misalignment": mean,
                    "previous_heldout_accuracy": heldout, "previous_heldout_pairs": pairs, **(history[-1] if history else {})}
             guidance_log.append(row)

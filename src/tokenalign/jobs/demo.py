@@ -39,10 +39,11 @@ __all__ = ["DemoConfig", "run_demo", "TASK_PRESETS"]
 # file and --set win over them). pii: SmolLM2-135M-Instruct is 30x the pep8 model, so the
 # run is sized to finish in about 15 minutes on 2 CPU cores: every test prompt, answers of
 # at most 64 tokens, token REINFORCE on scrubadub's blame at a learning rate for a
-# pretrained model.
+# pretrained model; PG (align.method=pg) learns r_φ with LoRA on the last 6 of 30 blocks.
 TASK_PRESETS: dict[str, list[str]] = {
     "pii": ["n_prompts=30", "samples_per_prompt=4", "sampling.max_new_tokens=64", "align.method=token",
-            "align.iterations=12", "align.prompts_per_iteration=8", "align.samples_per_prompt=4", "align.lr=1e-5"],
+            "align.iterations=12", "align.prompts_per_iteration=8", "align.samples_per_prompt=4", "align.lr=1e-5",
+            "align.guidance_lora_layers=6"],
 }
 
 # The rows of the demo's tables, where the task's evaluation has them: the score, its parts

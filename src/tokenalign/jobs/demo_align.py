@@ -75,6 +75,9 @@ class DemoAlign:
     guidance_lr: float = 1e-4  # 3e-4, or 4 epochs: lower held-out ranking accuracy (overfits ~100 lists)
     guidance_aggregator: str = "avg"  # sum, avg, softmax or softmin (rewards/aggregate.py)
     guidance_end_token: bool = True  # r_φ reads an end-of-response token (sees how a response ends, scores empty ones)
+    # r_φ with LoRA (r 16, α 32) on its backbone's last N blocks (0: every block; -1: no LoRA, the
+    # whole backbone learns): the pii preset's 6 of SmolLM2's 30 keep a PG round on a CPU in minutes
+    guidance_lora_layers: int = -1
 
 
 def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, max_new_tokens: int, seed: int, quick: bool,
@@ -82,6 +85,8 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
     """The AlignConfig the demo runs (``references``: wmle's supervised file)."""
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig
+    from tokenalign.tasks import get_task
+    from tokenalign.utils.lora import last_layers_lora
 
     sequence, wmle = cfg.method == "pg-sequence", cfg.method == "wmle"
     reward = {"source": "guidance", "placement": "sequence" if sequence else "token",
@@ -106,7 +111,9 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
                      # wmle weighs the tokens of complete reference bodies: no end token (as its benchmark)
                      "head": {"hidden_size": 64 if quick else 2048, "end_token": cfg.guidance_end_token and not wmle},
                      "learn": {"epochs": cfg.guidance_epochs, "lr": cfg.guidance_lr, "max_length": 256, "batch_size": 8,
-                               "aggregator": "last" if sequence else cfg.guidance_aggregator}},
+                               "aggregator": "last" if sequence else cfg.guidance_aggregator},
+                     **({"lora": last_layers_lora(model or get_task(task).model_path(), cfg.guidance_lora_layers)}
+                        if cfg.guidance_lora_layers >= 0 else {})},
     })
 
 

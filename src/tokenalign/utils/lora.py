@@ -10,7 +10,7 @@ from typing import Any
 
 from tokenalign.errors import TokenalignError
 
-__all__ = ["LoraSettings", "wrap_lora", "has_lora", "save_backbone", "load_backbone"]
+__all__ = ["LoraSettings", "last_layers_lora", "wrap_lora", "has_lora", "save_backbone", "load_backbone"]
 
 
 @dataclasses.dataclass
@@ -25,6 +25,16 @@ class LoraSettings:
     # adapt only these layer indices (peft's layers_to_transform), e.g. the last few: the
     # backward pass then stops below the lowest adapted layer (cheaper); []: every layer
     layers: list[int] = dataclasses.field(default_factory=list)
+
+
+def last_layers_lora(model: str, n_layers: int, r: int = 16, alpha: int = 32) -> dict[str, Any]:
+    """LoraSettings keys for r / α adapters on the last ``n_layers`` blocks of the model in
+    folder (or hub id) ``model`` (0: every block): the backward pass stops below the lowest."""
+    from transformers import AutoConfig
+
+    total = AutoConfig.from_pretrained(model).num_hidden_layers
+    layers = list(range(max(0, total - n_layers), total)) if n_layers else []
+    return {"enabled": True, "r": r, "alpha": alpha, "layers": layers}
 
 
 def _layer_list_name(model) -> str:
