@@ -4,15 +4,20 @@
       tokenalign demo --out runs/demo-seeds/$m-$seed --set seed=$seed --set align.method=$m
     done; done
     python benchmarks/summarize_demo_runs.py runs/demo-seeds
+    python benchmarks/summarize_demo_runs.py runs/pii-seeds --pairs pg:pg-sequence token:rloo
 
 The same for the pii task (`tokenalign demo --task pii ...`). Each run folder is named METHOD-SEED; the table gives, per method, the held-out
 measures before and after alignment (the run's summary.json; the length from the align
 run's held-out evaluation, align/summary.json, for every run alike) as mean ± half-width
-of the 95% t-interval over the seeds.
+of the 95% t-interval over the seeds. Below it, each method's change from the base model,
+paired per seed (a seed samples the base and the aligned model with the same prompts and
+draws, so the pairing removes the seed's share of the noise), and with ``--pairs A:B`` the
+paired difference A − B after alignment over the seeds both have.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -56,9 +61,17 @@ def paired(a: list[float], b: list[float]) -> str:
     return f"{mean:+.3g} ± {half:.2g}"
 
 
-def main(root: str) -> None:
+PAIRED = ("mean_misalignment", "violation_free_rate", "mean_misalignment_valid", "refusal_share", "empty_rate",
+          "perplexity_under_ref", "mean_length_tokens")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", nargs="?", default="runs/demo-seeds", help="folder of METHOD-SEED run folders")
+    parser.add_argument("--pairs", nargs="*", default=[], help="A:B method pairs: paired A - B after alignment")
+    args = parser.parse_args(argv)
     runs: dict[str, list[dict]] = defaultdict(list)
-    for folder in sorted(Path(root).iterdir()):
+    for folder in sorted(Path(args.root).iterdir()):
         summary = folder / "summary.json"
         if not summary.is_file():
             continue
@@ -85,7 +98,23 @@ def main(root: str) -> None:
         base = [r["before"][key] for r in runs[methods[0]]]
         cells = [interval([r["after"][key] for r in runs[m]]) for m in methods]
         print(f"| {label} | {interval(base)} | " + " | ".join(cells) + " |")
+    labels = dict(MEASURES)
+    shown = [k for k in PAIRED if all(k in r["after"] and k in r["before"] for m in methods for r in runs[m])]
+    print("\nAfter − before, paired per seed:\n")
+    for m in methods:
+        parts = [f"{labels[k]} {paired([r['after'][k] for r in runs[m]], [r['before'][k] for r in runs[m]])}" for k in shown]
+        print(f"- {m}: " + "; ".join(parts))
+    for pair in args.pairs:
+        a, _, b = pair.partition(":")
+        by_seed = {m: {r["seed"]: r["after"] for r in runs.get(m, [])} for m in (a, b)}
+        common = sorted(set(by_seed[a]) & set(by_seed[b]))
+        if len(common) < 2:
+            print(f"\n{a} − {b}: fewer than 2 seeds in common ({common})")
+            continue
+        parts = [f"{labels[k]} {paired([by_seed[a][i][k] for i in common], [by_seed[b][i][k] for i in common])}"
+                 for k in (*shown, "kl") if all(k in by_seed[m][i] for m in (a, b) for i in common)]
+        print(f"\n{a} − {b}, paired over seeds {common}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/demo-seeds")
+    main()

@@ -405,3 +405,26 @@ def test_generation_ceiling_charges_decoding_at_the_64_row_rate_and_prompts_at_t
     c = attainable_ceiling(10, 10, {"per_generated_token": 2.0, "per_prompt_token": 1.0}, peak)
     assert c["decode_matmul_flops_per_s"] == 5.0 and c["tokens_per_s"] == pytest.approx(2.0)
     assert c["share_of_compute_limit"] == pytest.approx(0.4)  # the limit: 10 / 2 = 5 tokens/s
+
+
+def test_summarize_demo_runs_pairs_each_seed_with_its_own_base(tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    try:
+        from summarize_demo_runs import main
+    finally:
+        sys.path.remove(str(BENCH))
+    rates = {("a", 0): (0.010, 0.004), ("a", 1): (0.020, 0.012), ("b", 0): (0.010, 0.008), ("b", 1): (0.020, 0.018)}
+    for (method, seed), (before, after) in rates.items():
+        run = tmp_path / f"{method}-{seed}"
+        (run / "align").mkdir(parents=True)
+        side = lambda x: {"mean_misalignment": x, "refusal_share": 0.1}  # noqa: E731
+        (run / "summary.json").write_text(json.dumps({"align_before": side(before), "align_after": side(after),
+                                                      "align_kl_to_ref": 1.0 + seed}))
+        (run / "align" / "summary.json").write_text(json.dumps({"before": {"mean_length_tokens": 50},
+                                                                "after": {"mean_length_tokens": 40}}))
+    main([str(tmp_path), "--pairs", "a:b"])
+    out = capsys.readouterr().out
+    # a: after - before = -0.006, -0.008 per seed: mean -0.007, half-width 12.706 * 0.001414 / sqrt(2) = 0.0127
+    assert "- a: mean misalignment -0.007 ± 0.013" in out
+    # a - b after alignment: -0.004, -0.006 per seed
+    assert "a − b, paired over seeds [0, 1]: mean misalignment -0.005 ± 0.013" in out and "KL to the base model +0 ± 0" in out
