@@ -331,7 +331,30 @@ def test_bench_trl_pep8_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_rl_iteration_smoke(tmp_path):
+def test_bench_trl_pii_smoke(tmp_path):
+    """The same head-to-head on the pii task: TRL GRPO and tokenalign RLOO on scrubadub's
+    score of chat answers ended at EOS, on a tiny random Llama with SmolLM2's tokenizer and
+    chat template (it writes no PII: this checks the pipeline, not learning)."""
+    pytest.importorskip("trl")
+    pytest.importorskip("scrubadub")
+    from conftest import save_tiny_smollm2
+
+    model = save_tiny_smollm2(tmp_path / "smol")
+    out, report_md = tmp_path / "out", tmp_path / "pii.md"
+    kinds = ["trl-grpo", "tokenalign-rloo"]
+    run_bench("bench_trl_pep8.py", ["--task", "pii", "--smoke", "--model", str(model), "--threads", "1", "--out", str(out),
+                                    "--contenders", ",".join(kinds), "--seeds", "0", "--report", str(report_md)], tmp_path)
+    report = json.loads((out / "results.json").read_text())
+    assert report["args"]["task"] == "pii" and list(report["results"]) == kinds
+    for kind, (r,) in report["results"].items():
+        for key in ("seconds_per_iteration", "tokens_per_s", "tokens_per_completion", "peak_rss_mib"):
+            assert positive(r[key]), (kind, key)
+        assert r["tokens_per_completion"] <= 24  # --smoke: at most 24 new tokens
+        for key in ("mean_misalignment", "failure_rate", "violation_free_rate", "mean_length_tokens"):
+            assert nonneg(r["eval"][key]), (kind, key)
+    assert "answers without PII (%)" in report["table"] and "| base model |" in report["table"]
+    assert nonneg(report["base"]["mean_misalignment"])
+    assert report_md.read_text().startswith("# tokenalign vs TRL on the pii task")
     """The GPU benchmark's CPU smoke mode: tokenalign and TRL GRPO, one timed iteration each
     on the shipped pep8 model (the vLLM contenders need vLLM and a GPU: not run here)."""
     pytest.importorskip("trl")
