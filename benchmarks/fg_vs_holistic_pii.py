@@ -5,10 +5,11 @@ answering HH-RLHF requests for personal information; docs/pii-task.md), with not
 the edits shared between the arms:
 
 1. **data**: ``--edit-samples`` answers (T 0.7, top-p 0.9) of the base model to each of the
-   first ``--edit-prompts`` *training* prompts (default: all 103 x 4), edited by the task's
+   first ``--edit-prompts`` *training* prompts (default: all 103 x 16), edited by the task's
    editor (scrubadub's replacement of exactly the charged entities: ``{{EMAIL}}``, ...;
    ``tokenalign demo --task pii --set prompt_split=train``). Only answers with PII give a
-   pair, about 1 in 10 (docs/pii-task.md, base rate): the script reports how many pairs
+   pair, about 1 in 12 (103 x 4 answers gave 33 pairs, 25 for training: too few, hence 16
+   answers a prompt, about 130 pairs expected): the script reports how many pairs
    there are and says so, in the log, table.md and results.json, when they are fewer than
    ``--min-train-pairs`` / ``--min-heldout-pairs`` (too few for a learning signal or for a
    held-out accuracy worth reading); with none it stops. The pairs are split by prompt into
@@ -163,7 +164,7 @@ def main() -> None:
     p.add_argument("--model", default="", help="base model folder (policy init, RM backbone, reference); '': SmolLM2")
     p.add_argument("--editor", default="", help="minimal editor of the answers; '': the task's (scrubadub)")
     p.add_argument("--edit-prompts", type=int, default=0, help="training prompts answered for the edits (0: all 103)")
-    p.add_argument("--edit-samples", type=int, default=4, help="answers per training prompt for the edits")
+    p.add_argument("--edit-samples", type=int, default=16, help="answers per training prompt for the edits")
     p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of edit prompts held out of RM training")
     p.add_argument("--min-train-pairs", type=int, default=50, help="fewer training pairs: reported as too few")
     p.add_argument("--min-heldout-pairs", type=int, default=10, help="fewer held-out pairs: reported as too few")
