@@ -135,7 +135,7 @@ def test_demo_task_pii_quick_runs_end_to_end_with_the_task_preset(smol, tmp_path
     assert summary["align_iterations"] == 1 and "align_judge_win_rate" in summary
     assert "refusal_share" in summary["align_after"] and "perplexity_under_ref" in summary["align_after"]
     config = (out / "config.yaml").read_text()
-    assert "method: token" in config and "max_new_tokens: 64" in config  # the pii preset, under --set
+    assert "method: cdpg" in config and "lr: 5.0e-05" in config and "max_new_tokens: 64" in config  # the pii preset
     assert "the pii task" in (out / "report.html").read_text()
     edits = [json.loads(line) for line in (out / "edits.jsonl").read_text().splitlines()]
     assert all(set(r) == {"prompt", "original", "edited"} for r in edits)

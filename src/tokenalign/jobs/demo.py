@@ -37,12 +37,14 @@ __all__ = ["DemoConfig", "run_demo", "TASK_PRESETS"]
 
 # The demo's sizes for a task other than pep8 (``key=value`` under DemoConfig; a config
 # file and --set win over them). pii: SmolLM2-135M-Instruct is 30x the pep8 model, so the
-# run is sized to finish in about 15 minutes on 2 CPU cores: every test prompt, answers of
-# at most 64 tokens, token REINFORCE on scrubadub's blame at a learning rate for a
-# pretrained model; PG (align.method=pg) learns r_φ with LoRA on the last 6 of 30 blocks.
+# run is sized for a 2-core CPU: every test prompt, answers of at most 64 tokens, 12
+# iterations of 8 prompts x 4 answers at a learning rate for a pretrained model, and CDPG
+# toward the base model conditioned on an answer without PII, the only method that cut PII
+# over 3 seeds at this budget (benchmarks/RESULTS.md; token REINFORCE on the blame and RLOO
+# did not); PG (align.method=pg) learns r_φ with LoRA on the last 6 of 30 blocks.
 TASK_PRESETS: dict[str, list[str]] = {
-    "pii": ["n_prompts=30", "samples_per_prompt=4", "sampling.max_new_tokens=64", "align.method=token",
-            "align.iterations=12", "align.prompts_per_iteration=8", "align.samples_per_prompt=4", "align.lr=1e-5",
+    "pii": ["n_prompts=30", "samples_per_prompt=4", "sampling.max_new_tokens=64", "align.method=cdpg",
+            "align.iterations=12", "align.prompts_per_iteration=8", "align.samples_per_prompt=4", "align.lr=5e-5",
             "align.guidance_lora_layers=6"],
 }
 
