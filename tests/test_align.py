@@ -69,7 +69,9 @@ def test_guidance_with_lora_keeps_the_backbone_and_learns_adapters_and_head(tmp_
     adapters and the head learn, in the second round too (the trainable set survives the
     freeze between rounds)."""
     pytest.importorskip("peft")
+    import torch
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
 
     from tokenalign.config import from_dict
     from tokenalign.jobs.align import AlignConfig, run_align
@@ -89,18 +91,10 @@ def test_guidance_with_lora_keeps_the_backbone_and_learns_adapters_and_head(tmp_
     assert len(lists) == 2 and min(lists) > 0  # both rounds learned
     rounds = [tmp_path / "align" / "guidance" / f"round-0000{i}" for i in (0, 2)]
     backbone = [load_file(r / "backbone" / "model.safetensors") for r in rounds]
-    from transformers import AutoModelForCausalLM
-
     own = AutoModelForCausalLM.from_pretrained(base).base_model.state_dict()
     shared = [k for k in own if k in backbone[0]]
-    assert shared and all(torch_equal(backbone[i][k], own[k]) for i in (0, 1) for k in shared)
+    assert shared and all(torch.equal(backbone[i][k], own[k]) for i in (0, 1) for k in shared)
     adapters = [load_file(next((r / "backbone-lora").glob("*.safetensors"))) for r in rounds]
     heads = [load_file(r / "head.safetensors") for r in rounds]
-    assert any(not torch_equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
-    assert any(not torch_equal(heads[0][k], heads[1][k]) for k in heads[0])
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return torch.equal(a, b)
+    assert any(not torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+    assert any(not torch.equal(heads[0][k], heads[1][k]) for k in heads[0])

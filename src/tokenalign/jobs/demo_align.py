@@ -76,7 +76,8 @@ class DemoAlign:
     guidance_aggregator: str = "avg"  # sum, avg, softmax or softmin (rewards/aggregate.py)
     guidance_end_token: bool = True  # r_φ reads an end-of-response token (sees how a response ends, scores empty ones)
     # r_φ with LoRA (r 16, α 32) on its backbone's last N blocks (0: every block; -1: no LoRA, the
-    # whole backbone learns): the pii preset's 6 of SmolLM2's 30 keep a PG round on a CPU in minutes
+    # whole backbone learns; methods that learn no r_φ ignore it): the pii preset's 6 of SmolLM2's 30 keep
+    # a PG round on a CPU in minutes
     guidance_lora_layers: int = -1
 
 
@@ -113,7 +114,7 @@ def align_config(cfg: DemoAlign, out_dir: Path, model: str, eval_prompts: int, m
                      "learn": {"epochs": cfg.guidance_epochs, "lr": cfg.guidance_lr, "max_length": 256, "batch_size": 8,
                                "aggregator": "last" if sequence else cfg.guidance_aggregator},
                      **({"lora": last_layers_lora(model or get_task(task).model_path(), cfg.guidance_lora_layers)}
-                        if cfg.guidance_lora_layers >= 0 else {})},
+                        if cfg.guidance_lora_layers >= 0 and cfg.method in ALIGN_METHODS else {})},
     })
 
 
