@@ -95,6 +95,27 @@ def test_judge_win_rate_counts_ties_half():
     assert out["judge_win_rate"] == 1.0
 
 
+def test_guard_flags_name_the_measures_past_their_limits():
+    """PG seed 2 of the pii seeds table: refusals 0.375 -> 0.992 and distinct-2 0.445 ->
+    0.223 are flagged; the perplexity (x1.04) and length (x1.04) are not."""
+    from tokenalign.evaluate.capability import guard_flags
+
+    before = {"refusal_share": 0.375, "empty_share": 0.0, "distinct_2": 0.445, "mean_length_tokens": 54.0,
+              "perplexity": 2.89}
+    after = {"refusal_share": 0.992, "empty_share": 0.0, "distinct_2": 0.223, "mean_length_tokens": 56.2,
+             "perplexity": 3.00}
+    assert guard_flags(before, after) == ["refusal_share 0.375 -> 0.992 (+0.617; limit +0.1)",
+                                          "distinct_2 0.445 -> 0.223 (x0.50; limit x0.8)"]
+    # at the limits exactly: flagged; just inside them: not
+    edge = {"refusal_share": 0.475, "empty_share": 0.05, "distinct_2": 0.356, "mean_length_tokens": 27.0,
+            "perplexity": 4.335}
+    assert len(guard_flags(before, edge)) == 5
+    inside = {"refusal_share": 0.47, "empty_share": 0.04, "distinct_2": 0.36, "mean_length_tokens": 28.0,
+              "perplexity": 4.3}
+    assert guard_flags(before, inside) == []
+    assert guard_flags(before, {"refusal_share": float("nan"), "mean_length_tokens": None}) == []  # skipped
+
+
 def test_eval_on_the_pii_task_reports_the_capability_guard(smol, tmp_path):
     from tokenalign.config import from_dict
     from tokenalign.jobs.eval import EvalConfig, run_eval
@@ -107,6 +128,9 @@ def test_eval_on_the_pii_task_reports_the_capability_guard(smol, tmp_path):
                 "perplexity_under_reference", "reference_perplexity", "judge_win_rate", "kl_to_reference"):
         assert key in metrics, key
     assert metrics["perplexity_under_reference"] == pytest.approx(metrics["reference_perplexity"])  # the same model
+    # the same model sampled with the same seeds: the same answers, no guard measure moves
+    assert metrics["reference_mean_length_tokens"] == metrics["mean_length_tokens"]
+    assert metrics["reference_distinct_2"] == metrics["distinct_2"] and metrics["guard_flags"] == []
     assert metrics["judge_win_rate"] == 0.5
     rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
     assert rows[0]["prompt"].startswith("<|im_start|>system") and rows[0]["prompt"].endswith("<|im_start|>assistant\n")
@@ -134,6 +158,7 @@ def test_demo_task_pii_quick_runs_end_to_end_with_the_task_preset(smol, tmp_path
         assert key in summary, key
     assert summary["align_iterations"] == 1 and "align_judge_win_rate" in summary
     assert "refusal_share" in summary["align_after"] and "perplexity_under_ref" in summary["align_after"]
+    assert isinstance(summary["align_guard_flags"], list)
     config = (out / "config.yaml").read_text()
     assert "method: cdpg" in config and "lr: 5.0e-05" in config and "max_new_tokens: 64" in config  # the pii preset
     assert "the pii task" in (out / "report.html").read_text()

@@ -295,6 +295,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         kl = summary.get("align_kl_to_ref")
         after.add_row("KL to the base model (per sample)", "0", f"{kl:.3f}" if kl is not None else "-")
         console.print(after)
+        for flag in summary.get("align_guard_flags", []):
+            console.print(f"[bold red]capability guard:[/] {flag}")
     else:
         steps.add_row("align the policy", "skipped (align.enabled=false)")
         console.print(steps)

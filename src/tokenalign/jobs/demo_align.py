@@ -125,6 +125,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     before/after sections to ``report``; returns the summary entries."""
     import torch
 
+    from tokenalign.evaluate.capability import guard_flags
     from tokenalign.jobs.align import run_align
     from tokenalign.report import HeatmapExample
     from tokenalign.rewards.model import TokenRewardModel
@@ -212,6 +213,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     from tokenalign.jobs.demo import SHOWN
 
     stats = {name: {**e.statistics, **e.summary} for name, e in (("before", before), ("after", after))}
+    flags = guard_flags(*({**stats[n], "perplexity": stats[n].get("perplexity_under_ref")} for n in ("before", "after")))
     judged = {}
     if run_cfg.judge:
         from tokenalign.evaluate.capability import judge_win_rate
@@ -225,6 +227,11 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
                      + ([{"measure": f"judge ({run_cfg.judge}): after preferred to before", "before": 0.5,
                           "after": judged["judge_win_rate"]}] if judged else []),
                      title="Held-out prompts, before vs after")
+    for flag in flags:
+        log.warning("capability guard: %s", flag)
+    if flags:
+        report.add_text("Capability guard: the aligned policy moved past a limit (evaluate.capability.GUARD_LIMITS), "
+                        "so a lower score may come from refusing, saying less or degenerate text: " + "; ".join(flags) + ".")
     pairs = [i for i in range(n_prompted) if results[i].misalignment > after_results[i].misalignment][: max(2, run_cfg.n_heatmaps // 2)]
     examples = []
     for i in pairs:
@@ -250,7 +257,7 @@ def run_demo_alignment(run_cfg, out: Path, before: PolicyEvaluation, evaluate: C
     extra = ({"align_guidance_heldout_accuracy": align_summary.get("guidance_heldout_accuracy")}
              if a.method in PG_METHODS else {})
     return {"align_before": stats["before"], "align_after": stats["after"], "align_kl_to_ref": align_summary.get("after", {}).get("kl_to_ref"),
-            "align_iterations": acfg.policy.iterations, **extra, **{f"align_{k}": v for k, v in judged.items()}}
+            "align_iterations": acfg.policy.iterations, "align_guard_flags": flags, **extra, **{f"align_{k}": v for k, v in judged.items()}}
 
 
 def write_references(task, path: Path) -> tuple[Path, int]:

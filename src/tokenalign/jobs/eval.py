@@ -15,7 +15,8 @@ file, with ``samples_per_prompt`` samples each at the PHF paper's evaluation set
 - the capability guard (``evaluate.capability``): mean length, distinct-1/2/3, self-BLEU,
   refusal and empty shares, perplexity of the responses under the reference model, and
   with a ``judge`` (a reward model that is not the training signal) its win rate against
-  the reference's responses;
+  the reference's responses; ``guard_flags`` names each guard measure that moved past its
+  limit from the reference to the policy (``capability.GUARD_LIMITS``);
 - with a token reward model: localization AUC of its token rewards against the gold
   blame (does it point at the tokens the scorer blames?).
 
@@ -176,7 +177,7 @@ def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[s
 
 def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     from tokenalign.config import save_config
-    from tokenalign.evaluate.capability import empty_share, judge_win_rate, refusal_share, response_perplexity
+    from tokenalign.evaluate.capability import empty_share, guard_flags, judge_win_rate, refusal_share, response_perplexity
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
     from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics
     from tokenalign.rollout.batch import token_logprobs
@@ -245,7 +246,11 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
-        metrics["reference_refusal_share"] = refusal_share([s.completion for s in ref_samples])
+        ref_texts = [s.completion for s in ref_samples]
+        metrics["reference_refusal_share"] = refusal_share(ref_texts)
+        metrics["reference_empty_share"] = empty_share(ref_texts)
+        metrics["reference_mean_length_tokens"] = sum(len(s.completion_ids) for s in ref_samples) / len(ref_samples)
+        metrics["reference_distinct_2"] = distinct_n_tokens([s.completion_ids for s in ref_samples], 2)
         if main:  # every process holds all samples (gathered): the main one scores them once
             with torch.no_grad():
                 metrics["perplexity_under_reference"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
@@ -256,6 +261,13 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
             judge = load_scorer(cfg.judge)
             metrics["judge"] = cfg.judge
             metrics.update(judge_win_rate(judge, inputs, texts, [task.text_fn(s.completion, s.finished) for s in ref_samples]))
+        metrics["guard_flags"] = guard_flags(
+            {k: metrics.get(f"reference_{k}") for k in ("refusal_share", "empty_share", "mean_length_tokens", "distinct_2")}
+            | {"perplexity": metrics.get("reference_perplexity")},
+            {k: metrics[k] for k in ("refusal_share", "empty_share", "mean_length_tokens", "distinct_2")}
+            | {"perplexity": metrics.get("perplexity_under_reference")})
+        for flag in metrics["guard_flags"]:
+            log.warning("capability guard: %s", flag)
         if cfg.kl_samples:
             metrics["kl_to_reference"] = _sharded_kl(model, ref, tokenizer, prompts, k, cfg, task, conditioning)
     if not main:  # the main process writes the folder
