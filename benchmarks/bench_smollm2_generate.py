@@ -1,11 +1,13 @@
 """Generation speed of SmolLM2-135M-Instruct against the machine's compute limit (issue 18, item 6).
 
-1. **Matmul peak** of this machine at the shapes decoding runs (``F.linear`` of 64 rows:
-   576 -> 1536, 1536 -> 576, the LM head 576 -> 49,152) and one large square, bf16 and
+1. **Matmul peak** of this machine at the shapes decoding runs (``F.linear`` with as many
+   rows as the batch, 64 by default: 576 -> 1536, 1536 -> 576, the LM head 576 -> 49,152)
+   and one large square, bf16 and
    fp32, best repeat of each; the peak is the best of them (the most favourable number,
    so shares against it are not flattered).
 2. **Generation**: the first ``--prompts`` PII-task prompts (real HH-RLHF requests) through
-   SmolLM2's chat template, one batch, at most ``--max-new-tokens`` new tokens, T 1, no
+   SmolLM2's chat template, each ``--samples-per-prompt`` times in adjacent rows (as an RL
+   rollout samples a prompt), one batch, at most ``--max-new-tokens`` new tokens, T 1, no
    top-k / top-p (the training settings): tokenalign's sampler
    (``tokenalign.rollout.generate.generate``) and transformers' ``model.generate`` on the
    same model, prompts and limits, alternating, ``--repeats`` times each (seeds 0, 1, ...),
@@ -43,19 +45,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 log = logging.getLogger("bench_smollm2_generate")
 
-SHAPES = {"qkvo/mlp 64 x 576 -> 1536": (64, 576, 1536), "mlp down 64 x 1536 -> 576": (64, 1536, 576),
-          "LM head 64 x 576 -> 49152": (64, 576, 49152), "square 2048": (2048, 2048, 2048)}
+def matmul_shapes(rows: int = 64) -> dict[str, tuple[int, int, int]]:
+    """(m, k, n) of SmolLM2's decoding matmuls at ``rows`` rows, and a 2,048 square."""
+    return {f"qkvo/mlp {rows} x 576 -> 1536": (rows, 576, 1536), f"mlp down {rows} x 1536 -> 576": (rows, 1536, 576),
+            f"LM head {rows} x 576 -> 49152": (rows, 576, 49152), "square 2048": (2048, 2048, 2048)}
 
 
-def matmul_peak(repeats: int) -> dict:
-    """Best FLOP/s of ``F.linear`` at each of ``SHAPES`` per dtype; the peak is the best shape."""
+def matmul_peak(repeats: int, batch_rows: int = 64) -> dict:
+    """Best FLOP/s of ``F.linear`` at each of ``matmul_shapes(batch_rows)`` per dtype; the
+    peak is the best shape."""
     import torch
     import torch.nn.functional as F
 
     out = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         rows = {}
-        for label, (m, k, n) in SHAPES.items():
+        for label, (m, k, n) in matmul_shapes(batch_rows).items():
             x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
             for _ in range(3):
                 F.linear(x, w)
@@ -73,11 +78,12 @@ def matmul_peak(repeats: int) -> dict:
 
 def attainable_ceiling(tokens: int, prompt_tokens: int, flops: dict, peak: dict) -> dict:
     """The most any sampler could reach on this machine under the share-of-limit measure:
-    every generated token's matmuls at the best measured 64-row rate (decoding's shapes; rows
-    that finish early would only run slower) and the prompts' at the peak, nothing else
-    costing time. The measure's limit charges generated tokens only, so the prompts' work
-    and the 64-row matmuls' shortfall from the peak both cap the share below 100%."""
-    decode_rate = max(r["best_flops_per_s"] for name, r in peak["shapes"].items() if SHAPES[name][0] == 64)
+    every generated token's matmuls at the best measured rate of decoding's shapes (the
+    batch's rows; rows that finish early would only run slower) and the prompts' at the
+    peak, nothing else costing time. The measure's limit charges generated tokens only, so
+    the prompts' work and the decoding matmuls' shortfall from the peak both cap the share
+    below 100%."""
+    decode_rate = max(r["best_flops_per_s"] for name, r in peak["shapes"].items() if not name.startswith("square"))
     seconds = tokens * flops["per_generated_token"] / decode_rate + prompt_tokens * flops["per_prompt_token"] / peak["peak_flops_per_s"]
     tokens_per_s = tokens / seconds
     limit = peak["peak_flops_per_s"] / flops["per_generated_token"]
@@ -212,6 +218,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompts", type=int, default=64)
+    p.add_argument("--samples-per-prompt", type=int, default=1, help="rows per prompt (the batch: prompts x this)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--precisions", default="bf16,fp32")
@@ -235,11 +242,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    peak = matmul_peak(args.matmul_repeats)
+    peak = matmul_peak(args.matmul_repeats, args.prompts * args.samples_per_prompt)
     model, tok = load_causal_lm(args.model or str(smollm2_path()))
     from tokenalign.data.records import Message
 
     prompts = render_prompts([(Message("user", q),) for q in load_pii_prompts("train")[: args.prompts]], tok)
+    prompts = [p for p in prompts for _ in range(args.samples_per_prompt)]
     flops = model_flops(model)
     generation, samples = measure_generation(model, tok, prompts, args, flops, peak)
     update = measure_update(model, tok, samples, args, peak) if samples and args.update_rows else {}
