@@ -390,8 +390,10 @@ def test_bench_smollm2_generate_smoke(tmp_path):
 
     model = save_tiny_smollm2(tmp_path / "smol")
     out = tmp_path / "gen.json"
-    run_bench("bench_smollm2_generate.py", ["--smoke", "--threads", "1", "--model", str(model), "--json", str(out)], tmp_path)
+    run_bench("bench_smollm2_generate.py", ["--smoke", "--threads", "1", "--model", str(model), "--json", str(out),
+                                            "--samples-per-prompt", "2"], tmp_path)
     report = json.loads(out.read_text())
+    assert "qkvo/mlp 8 x 576 -> 1536" in report["matmul_peak"]["bf16"]["shapes"]  # the batch: 4 prompts x 2 rows
     for precision in ("bf16", "fp32"):
         for sampler in ("tokenalign", "hf_generate"):
             assert positive(report["generation"][precision][sampler]["median_tokens_per_s"]), (precision, sampler)
