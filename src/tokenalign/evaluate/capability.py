@@ -121,8 +121,8 @@ GUARD_LIMITS: dict[str, tuple[str, float]] = {
 def guard_flags(before: dict[str, float], after: dict[str, float],
                 limits: dict[str, tuple[str, float]] = GUARD_LIMITS) -> list[str]:
     """One line per measure of ``limits`` that moved past its limit from ``before`` (the
-    base model's guard measures) to ``after`` (the policy's), e.g. ``"refusals 0.37 -> 0.89
-    (+0.52; limit +0.10)"``; measures missing or NaN on either side are skipped."""
+    base model's guard measures) to ``after`` (the policy's), e.g. ``"refusal_share 0.37 ->
+    0.89 (+0.52; limit +0.1)"``; measures missing or NaN on either side are skipped."""
     flags = []
     for key, (kind, limit) in limits.items():
         b, a = before.get(key), after.get(key)
