@@ -177,9 +177,9 @@ def run_eval(cfg: EvalConfig, prompts: Any = None, scorer: Any = None) -> dict[s
 
 def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     from tokenalign.config import save_config
-    from tokenalign.evaluate.capability import empty_share, guard_flags, judge_win_rate, refusal_share, response_perplexity
+    from tokenalign.evaluate.capability import guard_flags, judge_win_rate, response_perplexity
     from tokenalign.evaluate.metrics import expected_max, fraction_above, self_bleu, win_rate
-    from tokenalign.evaluate.policy_eval import distinct_n_tokens, scorer_text_metrics
+    from tokenalign.evaluate.policy_eval import scorer_text_metrics
     from tokenalign.rollout.batch import token_logprobs
     from tokenalign.utils.runfolder import is_main_rank
     from tokenalign.data.prompts import render_prompts
@@ -225,12 +225,8 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         metrics["threshold"] = cfg.threshold
     else:
         metrics[f"expected_min_{metric}_at_{kmax}"] = -worst
-    metrics["mean_length_tokens"] = sum(len(s.completion_ids) for s in samples) / len(samples)
-    for n in (1, 2, 3):
-        metrics[f"distinct_{n}"] = distinct_n_tokens([s.completion_ids for s in samples], n)
+    metrics.update(_guard_measures(samples, texts))
     metrics["self_bleu"] = self_bleu(texts, max_texts=500, seed=cfg.seed) if len(texts) >= 2 else float("nan")
-    metrics["refusal_share"] = refusal_share(texts)
-    metrics["empty_share"] = empty_share(texts)
     metrics.update(scorer_text_metrics(scorer, texts))
 
     ref_scores = None
@@ -246,11 +242,9 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
-        ref_texts = [s.completion for s in ref_samples]
-        metrics["reference_refusal_share"] = refusal_share(ref_texts)
-        metrics["reference_empty_share"] = empty_share(ref_texts)
-        metrics["reference_mean_length_tokens"] = sum(len(s.completion_ids) for s in ref_samples) / len(ref_samples)
-        metrics["reference_distinct_2"] = distinct_n_tokens([s.completion_ids for s in ref_samples], 2)
+        ref_texts = [task.text_fn(s.completion, s.finished) for s in ref_samples]
+        ref_guard = _guard_measures(ref_samples, ref_texts)
+        metrics.update({f"reference_{key}": value for key, value in ref_guard.items()})
         if main:  # every process holds all samples (gathered): the main one scores them once
             with torch.no_grad():
                 metrics["perplexity_under_reference"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
@@ -260,12 +254,9 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         if cfg.judge and main:
             judge = load_scorer(cfg.judge)
             metrics["judge"] = cfg.judge
-            metrics.update(judge_win_rate(judge, inputs, texts, [task.text_fn(s.completion, s.finished) for s in ref_samples]))
-        metrics["guard_flags"] = guard_flags(
-            {k: metrics.get(f"reference_{k}") for k in ("refusal_share", "empty_share", "mean_length_tokens", "distinct_2")}
-            | {"perplexity": metrics.get("reference_perplexity")},
-            {k: metrics[k] for k in ("refusal_share", "empty_share", "mean_length_tokens", "distinct_2")}
-            | {"perplexity": metrics.get("perplexity_under_reference")})
+            metrics.update(judge_win_rate(judge, inputs, texts, ref_texts))
+        metrics["guard_flags"] = guard_flags({**ref_guard, "perplexity": metrics.get("reference_perplexity")},
+                                             {**metrics, "perplexity": metrics.get("perplexity_under_reference")})
         for flag in metrics["guard_flags"]:
             log.warning("capability guard: %s", flag)
         if cfg.kl_samples:
@@ -289,6 +280,19 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     atomic_write_json(out / "metrics.json", metrics)
     _write_report(out, cfg, scorer, metrics, samples, texts, results, tokenizer, token_heat, red)
     return metrics
+
+
+def _guard_measures(samples, texts: list[str]) -> dict[str, float]:
+    """The capability guard's measures of one model's samples and their scored texts: the
+    same definitions for the evaluated model and its reference, so guard_flags compares like
+    with like."""
+    from tokenalign.evaluate.capability import empty_share, refusal_share
+    from tokenalign.evaluate.policy_eval import distinct_n_tokens
+
+    ids = [s.completion_ids for s in samples]
+    return {"mean_length_tokens": sum(map(len, ids)) / len(ids),
+            **{f"distinct_{n}": distinct_n_tokens(ids, n) for n in (1, 2, 3)},
+            "refusal_share": refusal_share(texts), "empty_share": empty_share(texts)}
 
 
 def _red_team(cfg: EvalConfig, task: Task, scorer, model, tokenizer, prompts: list[str], metrics: dict, out: Path,
