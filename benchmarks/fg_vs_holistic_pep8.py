@@ -262,12 +262,16 @@ def train_and_evaluate(args: argparse.Namespace, out: Path, rms: dict[str, Path]
                        **run: Any) -> tuple[dict[str, dict[int, dict]], dict[str, dict[int, dict]]]:
     """Per seed: the base model's evaluation, then each arm's PPO run and its evaluation
     (``evaluate(model, folder, seed, args, base=None | base folder)``; every piece kept when
-    done). ``run``: TrainConfig keys both arms share. Returns (runs, evals) by arm and seed."""
+    done). ``run``: TrainConfig keys both arms share. ``args.arms`` (if set) runs only those
+    arms, so that two processes can share a seed. Returns (runs, evals) by arm and seed."""
     runs: dict[str, dict[int, dict]] = {m: {} for m in METHODS}
     evals: dict[str, dict[int, dict]] = {c: {} for c in ("base model", *METHODS)}
+    arms = getattr(args, "arms", None) or METHODS
     for seed in args.seeds:
         evals["base model"][seed] = evaluate(run.get("model", ""), out / f"eval-base-{seed}", seed, args)
         for name, spec in ppo_specs(args, seed, rms, seq_std, **run).items():
+            if name not in arms:
+                continue
             result = run_method(f"{name}-{seed}", spec, out)
             runs[name][seed] = {k: result[k] for k in ("samples", "tokens", "train_seconds", "iterations", "stopped_early",
                                                         "rollout_kl", "rollout_reward")}

@@ -77,7 +77,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_policy_pep8 import edits_dataset, learn_reward_model  # noqa: E402
 from tokenalign.utils.lora import last_layers_lora  # noqa: E402
-from fg_vs_holistic_pep8 import (reward_model_specs, rm_report, split_pairs, table, train_and_evaluate,  # noqa: E402
+from fg_vs_holistic_pep8 import (METHODS, reward_model_specs, rm_report, split_pairs, table, train_and_evaluate,  # noqa: E402
                                  write_results)
 
 log = logging.getLogger("fg_vs_holistic_pii")
@@ -178,6 +178,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--eval-prompts", type=int, default=0, help="held-out test prompts of the evaluation (0: all 30)")
     p.add_argument("--eval-samples", type=int, default=4, help="answers per test prompt (T 0.7, top-p 0.9)")
+    p.add_argument("--arms", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="run only these arms (two processes can share a seed; the table needs both)")
     p.add_argument("--judge", default="", help="a held-out judge's folder (benchmarks/pii_judge.py) for its win rate")
     p.add_argument("--json", default="", help="where the results json goes too")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the benchmark runs end to end")
@@ -216,6 +218,9 @@ def main() -> None:
     if args.policy_lora_layers >= 0:
         run["lora"] = last_layers_lora(model, args.policy_lora_layers)
     runs, evals = train_and_evaluate(args, out, rms, rm_reports["sequence"]["train_last_std"], evaluate, **run)
+    if set(args.arms) != set(METHODS):
+        log.info("ran %s only: rerun with both arms (kept runs are reused) for the table", ", ".join(args.arms))
+        return
     md = table(evals, args.seeds, MEASURES)
     if "note" in pairs:
         md = f"**Too few edit pairs**: {pairs['note']}\n\n{md}"

@@ -200,7 +200,8 @@ def test_fg_vs_holistic_pep8_smoke(tmp_path):
 def test_fg_vs_holistic_pii_smoke(tmp_path):
     """The same comparison on the pii task, on a tiny random Llama with SmolLM2's tokenizer (no
     93 MB download). Its answers hold no PII, so an upper-casing editor stands in for
-    scrubadub's to make pairs; 6 pairs are reported as too few. A rerun resumes."""
+    scrubadub's to make pairs; 6 pairs are reported as too few. A first run of one arm
+    (``--arms``) writes no table; the run of both resumes from it."""
     pytest.importorskip("scrubadub")
     pytest.importorskip("peft")
     from conftest import save_tiny_smollm2
@@ -210,7 +211,13 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     out = tmp_path / "out"
     args = ["--smoke", "--seeds", "0", "--out", str(out), "--model", str(model), "--editor", "user_components:UpperCaseEditor"]
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    run_bench("fg_vs_holistic_pii.py", [*args, "--arms", "fine-grained"], tmp_path, env=env)
+    assert (out / "eval-fine-grained-0" / "done.json").is_file() and not (out / "holistic-0").exists()
+    assert not (out / "results.json").exists()  # one arm: no table
+    stamps = {p: (out / p).stat().st_mtime_ns for p in ("edits-data/edits.jsonl", "rm-token/model", "eval-base-0/done.json",
+                                                        "fine-grained-0/summary.json", "eval-fine-grained-0/done.json")}
     run_bench("fg_vs_holistic_pii.py", args, tmp_path, env=env)
+    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps  # kept pieces are reused
     report = json.loads((out / "results.json").read_text())
     pairs = report["edit_pairs"]
     assert pairs["answers"] == 8 and pairs["pairs"] == pairs["train"] + pairs["heldout"] and pairs["heldout"] >= 1
@@ -248,10 +255,6 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     for label in ("PII entities per character", "answers with any PII", "refusals", "perplexity under the base model",
                   "win rate vs base (scrubadub judge, ties half)"):
         assert f"| {label}" in report["table"], label
-    stamps = {p: (out / p).stat().st_mtime_ns for p in ("edits-data/edits.jsonl", "rm-token/model", "holistic-0/summary.json",
-                                                        "eval-fine-grained-0/done.json")}
-    run_bench("fg_vs_holistic_pii.py", args, tmp_path, env=env)
-    assert {p: (out / p).stat().st_mtime_ns for p in stamps} == stamps
 
 
 @pytest.mark.slow
