@@ -128,6 +128,17 @@ def edit_pair_counts(data_dir: Path, files: dict[str, Path], args: argparse.Name
     return counts
 
 
+def guard_flag_lines(evals: dict[str, dict[int, dict]], seeds: list[int]) -> str:
+    """Markdown lines naming, per arm and seed, the guard measures eval flagged against the
+    base model (``capability.guard_flags``): a lower PII rate with a flag is not a win."""
+    lines = ["Guard flags (eval's, policy against the base model's answers to the same prompts and seeds):", ""]
+    for arm in METHODS:
+        for seed in seeds:
+            flags = evals[arm][seed].get("guard_flags", [])
+            lines.append(f"- {arm}, seed {seed}: " + ("; ".join(flags) if flags else "none"))
+    return "\n".join(lines)
+
+
 def evaluate(model: str, out: Path, seed: int, args: argparse.Namespace, base: Path | None = None) -> dict:
     """``tokenalign eval`` (task pii) on the held-out test prompts against the base model
     (kept if its done.json is there).
@@ -221,7 +232,7 @@ def main() -> None:
     if set(args.arms) != set(METHODS):
         log.info("ran %s only: rerun with both arms (kept runs are reused) for the table", ", ".join(args.arms))
         return
-    md = table(evals, args.seeds, MEASURES)
+    md = table(evals, args.seeds, MEASURES) + "\n\n" + guard_flag_lines(evals, args.seeds)
     if "note" in pairs:
         md = f"**Too few edit pairs**: {pairs['note']}\n\n{md}"
     write_results(out, args, "fg_vs_holistic_pii.py", md, t0, rm_reports, runs, evals, edit_pairs=pairs)

@@ -255,6 +255,7 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     for label in ("PII entities per character", "answers with any PII", "refusals", "perplexity under the base model",
                   "win rate vs base (scrubadub judge, ties half)"):
         assert f"| {label}" in report["table"], label
+    assert "- fine-grained, seed 0: " in report["table"] and "- holistic, seed 0: " in report["table"]
 
 
 @pytest.mark.slow
