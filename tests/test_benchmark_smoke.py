@@ -24,7 +24,8 @@ BENCH = REPO / "benchmarks"
 DATA = REPO / "tests" / "data"
 TESTED = {"bench_flops.py", "bench_kernels.py", "bench_pep8_scorer.py", "bench_phf_pep8.py", "bench_policy_pep8.py",
           "bench_reward_throughput.py", "bench_sampler.py", "bench_trl_pep8.py", "bench_smollm2_generate.py",
-          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py", "policy_seeds_pep8.py", "fg_vs_holistic_pii.py"}
+          "phf_seeds_pep8.py", "cdpg_vs_ppo_pep8.py", "policy_seeds_pep8.py", "fg_vs_holistic_pii.py",
+          "bench_ppo_update.py"}
 
 
 def run_bench(script: str, args: list[str], tmp_path: Path, timeout: float = 600,
@@ -402,6 +403,23 @@ def test_bench_smollm2_generate_smoke(tmp_path):
         for sampler in ("tokenalign", "hf_generate"):
             assert positive(report["generation"][precision][sampler]["median_tokens_per_s"]), (precision, sampler)
     assert report["update"]
+
+
+@pytest.mark.slow
+def test_bench_ppo_update_smoke(tmp_path):
+    """On a tiny Llama with SmolLM2's tokenizer, LoRA on its last block: the update reusing
+    the frozen lower block leaves the adapters where the whole forward pass does."""
+    from conftest import save_tiny_smollm2
+
+    model = save_tiny_smollm2(tmp_path / "smol")
+    out = tmp_path / "ppo.json"
+    run_bench("bench_ppo_update.py", ["--smoke", "--threads", "1", "--model", str(model), "--lora-layers", "1",
+                                      "--json", str(out)], tmp_path)
+    report = json.loads(out.read_text())
+    assert report["rows"] == 16 and report["blocks"] == 2 and report["frozen_blocks"] == 1
+    assert positive(report["median_whole"]) and positive(report["median_reuse"])
+    assert report["max_abs_param_diff"] < 1e-3  # bf16 autocast rounding, not a different update
+    assert report["stats_whole"]["value_loss"] == pytest.approx(report["stats_reuse"]["value_loss"], rel=1e-2)
 
 
 def test_demo_seeds_reruns_a_finished_run_only_for_a_missing_judge(tmp_path):

@@ -148,6 +148,10 @@ class TrainConfig:
     # (the guidance paper's token REINFORCE: 0.125)
     entropy_coef: float = 0.0
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware has it
+    # With LoRA on the last blocks only: run the frozen embeddings and lower blocks once per
+    # rollout and start every update pass (policy and value model) from their output, the same
+    # forward cut in two (Llama-family models, one process; others run whole: policy/trunk.py)
+    reuse_frozen_trunk: bool = True
     save_every: int = 1  # iterations between checkpoints
     seed: int = 0  # every random choice derives from (seed, iteration): the same seed, the same run
     stop_after_iterations: int = 0  # stop this invocation early (checkpointed; rerun resumes)

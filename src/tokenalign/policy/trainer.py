@@ -24,6 +24,7 @@ log line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from tokenalign.objectives import Chunk, Objective, token_kl
 from tokenalign.objectives.losses import masked_mean
 from tokenalign.policy.config import TrainConfig
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
+from tokenalign.policy.trunk import Trunk
 from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.logging import TrainingProgress
@@ -264,6 +266,17 @@ class PolicyTrainer:
         """The objective's training signal of a rollout (``advantages``, and e.g. ``returns``)."""
         return self.objective.signal(ro, self.iteration)
 
+    def trunks(self, batch: TokenBatch) -> tuple[Trunk | None, Trunk | None]:
+        """The policy's and the value model's frozen lower blocks run once on a rollout's
+        ``batch``, for every update pass to start above them (``reuse_frozen_trunk``; one
+        process; None where a model has no frozen blocks to reuse: ``policy/trunk.py``)."""
+        if not self.cfg.reuse_frozen_trunk or self.accelerator.num_processes > 1:
+            return None, None
+        with self.accelerator.autocast():
+            policy = Trunk.of(self.policy, batch)
+            value = Trunk.of(self.accelerator.unwrap_model(self.value_model).backbone, batch) if self.value_model is not None else None
+        return policy, value
+
     def update(self, ro: Rollout) -> dict[str, float]:
         """Optimise on one rollout; returns the mean over optimizer steps of each statistic.
 
@@ -278,6 +291,7 @@ class PolicyTrainer:
         signal = self.advantages(ro)
         steps = objective.update_steps(self, ro)
         temperature = objective.update_temperature()
+        policy_trunk, value_trunk = self.trunks(ro.batch)
         sums: dict[str, float] = {}
         for chunks in steps:
             rows = sum(len(c) for c in chunks)
@@ -285,14 +299,19 @@ class PolicyTrainer:
             stats: dict[str, float] = {}
             for j, idx in enumerate(chunks):
                 idx = idx.to(self.device)
-                sub, width = ro.batch.rows(idx).trimmed()  # no compute on padding columns
+                full = ro.batch.rows(idx)
+                sub, width = full.trimmed()  # no compute on padding columns
                 mask = sub.response_mask
                 last = j == len(chunks) - 1
+                value_model = self.value_model
+                if value_trunk is not None:
+                    value_model = functools.partial(value_model, trunk=value_trunk.rows(ro.batch, idx, sub))
                 with contextlib.nullcontext() if last else acc.no_sync(self.policy), acc.autocast():
-                    out = token_logprobs(self.policy, sub, with_entropy=True, temperature=temperature)
+                    out = token_logprobs(self.policy, sub, with_entropy=True, temperature=temperature,
+                                         trunk=policy_trunk.rows(ro.batch, idx, sub) if policy_trunk is not None else None)
                     chunk = Chunk(sub, idx, width, out["logprobs"], out["neg_entropy"],
                                   token_share=float(mask.sum()) / max(tokens, 1), row_share=len(idx) / rows,
-                                  value_model=self.value_model)
+                                  value_model=value_model)
                     loss, chunk_stats = objective.loss(chunk, ro, signal)
                     acc.backward(loss)
                 for key, v in chunk_stats.items():

@@ -45,11 +45,15 @@ class ValueModel(nn.Module):
     def config(self):
         return self.backbone.config
 
-    def forward(self, batch: TokenBatch) -> torch.Tensor:
-        """Values ``[B, R]`` of the states before each response token."""
+    def forward(self, batch: TokenBatch, trunk=None) -> torch.Tensor:
+        """Values ``[B, R]`` of the states before each response token; ``trunk``
+        (``tokenalign.policy.trunk.Trunk``): its frozen lower blocks' states on ``batch``."""
         if is_encoder_decoder(self.backbone):
             out = self.backbone(**encoder_decoder_inputs(batch, decoder_start_token_id(self.backbone)), use_cache=False)
             hidden = out.last_hidden_state  # the decoder's: position t is the state before response token t
+        elif trunk is not None:
+            out = trunk.forward(self.backbone, batch, use_cache=False)
+            hidden = out.last_hidden_state[:, batch.prompt_width - 1 : -1]
         else:
             out = self.backbone(
                 input_ids=batch.input_ids,

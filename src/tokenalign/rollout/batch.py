@@ -128,6 +128,7 @@ def token_logprobs(
     with_hidden: bool = False,
     temperature: float = 1.0,
     exclude_ids: Sequence[int] = (),
+    trunk=None,
 ) -> dict[str, torch.Tensor]:
     """Log-prob of each response token under ``model``: ``{"logprobs": [B, R]}``, plus
     ``"neg_entropy"`` (Σ_a π(a|s) log π(a|s) per response position) and ``"hidden"`` (the
@@ -139,6 +140,8 @@ def token_logprobs(
     Runs with whatever grad mode and autocast the caller set. Only the response columns'
     logits are normalised, in fp32, so memory is B x R x V rather than B x (P + R) x V.
     An encoder-decoder model reads the batch as :func:`encoder_decoder_inputs` says.
+    ``trunk`` (``tokenalign.policy.trunk.Trunk``): the states its frozen lower blocks gave on
+    this batch, so that only the blocks above run.
     """
     p = batch.prompt_width
     if is_encoder_decoder(model):
@@ -150,14 +153,12 @@ def token_logprobs(
         # Only the response columns' logits are needed: models that can skip the LM head
         # elsewhere (``logits_to_keep``) compute the last R + 1 positions only.
         keep = {"logits_to_keep": batch.input_ids.shape[1] - p + 1} if "logits_to_keep" in forward_parameters(model) else {}
-        out = model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids(batch.attention_mask),
-            use_cache=False,
-            output_hidden_states=with_hidden,
-            **keep,
-        )
+        kwargs = {"use_cache": False, "output_hidden_states": with_hidden, **keep}
+        if trunk is not None:
+            out = trunk.forward(model, batch, **kwargs)
+        else:
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        position_ids=position_ids(batch.attention_mask), **kwargs)
         logits = out.logits[:, -(batch.input_ids.shape[1] - p + 1) : -1].float()
         hidden = out.hidden_states[-1][:, p - 1 : -1] if with_hidden else None
     if temperature != 1.0:

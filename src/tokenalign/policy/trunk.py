@@ -1,0 +1,134 @@
+"""Reuse of a frozen trunk across an update's passes.
+
+With LoRA on the last N blocks only (``lora.layers``), the embeddings and the blocks below
+the lowest adapted one never change during a run. Every pass of an update (PPO: ``epochs``
+x minibatches, for the policy and for its value model) would recompute them on the same
+rows. Here they run once per rollout: the hidden states entering the first trained block
+are kept for every row and column of the rollout, and each pass runs only the blocks from
+there up (``inputs_embeds`` with the lower blocks left out). The math is the same forward
+pass cut in two; on SmolLM2 with 6 of 30 blocks adapted this removes 4/5 of each pass's
+forward compute (benchmarks/RESULTS.md).
+
+It applies to decoder-only models whose forward treats ``inputs_embeds`` as the input of
+the first block (``SPLITTABLE``: Llama, Mistral, Qwen2/3; GPT-2 adds position embeddings
+to ``inputs_embeds`` and Gemma scales them, so they are not listed), without dropout, in
+one process (a wrapped DDP/FSDP module is not split). Anything else runs whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from tokenalign.rollout.batch import TokenBatch, position_ids
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SPLITTABLE", "Trunk", "frozen_blocks", "trunk_states", "upper_blocks"]
+
+# model types whose decoder reads inputs_embeds as the first block's input, unscaled, and
+# whose blocks need nothing but the hidden states, the mask and the positions
+SPLITTABLE = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def _blocks(model: nn.Module) -> tuple[nn.Module, str] | None:
+    """(the module holding the list of transformer blocks, its attribute name), found as the
+    longest ``ModuleList`` (``model.layers`` of a Llama, under any peft wrapper)."""
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        return None
+    parent_name, _, attr = best[0].rpartition(".")
+    return model.get_submodule(parent_name) if parent_name else model, attr
+
+
+def frozen_blocks(model: nn.Module) -> int:
+    """How many leading blocks of ``model`` (with its embeddings) train nothing and can be
+    reused: 0 when the model cannot be split (``SPLITTABLE``, dropout) or its embeddings or
+    first block train."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in SPLITTABLE or getattr(config, "is_encoder_decoder", False):
+        return 0
+    if getattr(config, "attention_dropout", 0.0) or any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        return 0
+    found = _blocks(model)
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if found is None or embeddings is None or any(p.requires_grad for p in embeddings.parameters()):
+        return 0
+    layers = getattr(*found)
+    for i, block in enumerate(layers):
+        if any(p.requires_grad for p in block.parameters()):
+            return i
+    return len(layers)
+
+
+class _Reached(Exception):
+    """Raised by the hook on the first trained block: the trunk's output is captured."""
+
+
+@torch.no_grad()
+def trunk_states(model: nn.Module, batch: TokenBatch, blocks: int) -> torch.Tensor:
+    """The hidden states entering block ``blocks`` of ``model`` for every row and column of
+    ``batch`` ([B, T, d]): the forward pass stops there."""
+    parent, attr = _blocks(model)
+    captured: list[torch.Tensor] = []
+
+    def grab(module, args, kwargs):
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _Reached
+
+    handle = getattr(parent, attr)[blocks].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+              position_ids=position_ids(batch.attention_mask), use_cache=False)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    return captured[0].detach()
+
+
+@contextlib.contextmanager
+def upper_blocks(model: nn.Module, blocks: int) -> Iterator[None]:
+    """Within the block, ``model`` runs only its blocks from ``blocks`` up: its forward then
+    takes the trunk's states as ``inputs_embeds``."""
+    parent, attr = _blocks(model)
+    layers = getattr(parent, attr)
+    setattr(parent, attr, nn.ModuleList(list(layers)[blocks:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attr, layers)
+
+
+@dataclasses.dataclass
+class Trunk:
+    """The hidden states entering block ``blocks`` of one model for a batch's rows and columns."""
+
+    states: torch.Tensor  # [B, T, d]
+    blocks: int
+
+    @classmethod
+    def of(cls, model: nn.Module, batch: TokenBatch) -> "Trunk | None":
+        """The trunk of ``model`` on ``batch``, or None when it has no frozen blocks to reuse."""
+        blocks = frozen_blocks(model)
+        return cls(trunk_states(model, batch, blocks), blocks) if blocks else None
+
+    def rows(self, full: TokenBatch, index: torch.Tensor, sub: TokenBatch) -> "Trunk":
+        """The part for ``sub``: rows ``index`` of ``full``, trimmed (``TokenBatch.trimmed``)."""
+        lead = full.prompt_width - sub.prompt_width
+        return Trunk(self.states[index][:, lead : lead + sub.input_ids.shape[1]], self.blocks)
+
+    def forward(self, model: nn.Module, batch: TokenBatch, **kwargs):
+        """``model``'s forward on ``batch`` from the trunk up (``kwargs``: the forward's other
+        arguments, e.g. ``use_cache``, ``logits_to_keep``)."""
+        with upper_blocks(model, self.blocks):
+            return model(inputs_embeds=self.states, attention_mask=batch.attention_mask,
+                         position_ids=position_ids(batch.attention_mask), **kwargs)
