@@ -139,6 +139,23 @@ def guard_flag_lines(evals: dict[str, dict[int, dict]], seeds: list[int]) -> str
     return "\n".join(lines)
 
 
+def edits_from_file(source: Path, data_dir: Path) -> Path:
+    """Step 1's output from a file written by an earlier run (``edits.jsonl``, gzipped or
+    not, and the run's summary as ``NAME.summary.json`` beside it, for the answer count)
+    instead of sampling and editing again: ``data_dir/edits.jsonl`` (kept if there)."""
+    import gzip
+
+    edits = data_dir / "edits.jsonl"
+    if not edits.is_file():
+        stem = source.name.removesuffix(".gz").removesuffix(".jsonl")
+        summary = json.loads((source.parent / f"{stem}.summary.json").read_text())
+        text = gzip.decompress(source.read_bytes()).decode() if source.suffix == ".gz" else source.read_text()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "summary.json").write_text(json.dumps({**summary, "edits_file": str(source)}, indent=2) + "\n")
+        edits.write_text(text)
+    return edits
+
+
 def evaluate(model: str, out: Path, seed: int, args: argparse.Namespace, base: Path | None = None) -> dict:
     """``tokenalign eval`` (task pii) on the held-out test prompts against the base model
     (kept if its done.json is there).
@@ -174,6 +191,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--model", default="", help="base model folder (policy init, RM backbone, reference); '': SmolLM2")
     p.add_argument("--editor", default="", help="minimal editor of the answers; '': the task's (scrubadub)")
+    p.add_argument("--edits", default="", help="step 1's edits from a file (.jsonl or .jsonl.gz, NAME.summary.json "
+                   "beside it) instead of sampling them, e.g. benchmarks/results/fg_holistic_pii_edits.jsonl.gz")
     p.add_argument("--edit-prompts", type=int, default=0, help="training prompts answered for the edits (0: all 103)")
     p.add_argument("--edit-samples", type=int, default=16, help="answers per training prompt for the edits")
     p.add_argument("--heldout-fraction", type=float, default=0.2, help="share of edit prompts held out of RM training")
@@ -208,8 +227,11 @@ def main() -> None:
     from tokenalign.tasks import get_task
 
     n_prompts = args.edit_prompts or len(get_task("pii").prompts("train"))
-    edits = edits_dataset(out / "edits-data", n_prompts, seed=0, max_new_tokens=args.max_new_tokens, task="pii",
-                          model=args.model, editor=args.editor, samples_per_prompt=args.edit_samples)
+    if args.edits:
+        edits = edits_from_file(Path(args.edits), out / "edits-data")
+    else:
+        edits = edits_dataset(out / "edits-data", n_prompts, seed=0, max_new_tokens=args.max_new_tokens, task="pii",
+                              model=args.model, editor=args.editor, samples_per_prompt=args.edit_samples)
     files = split_pairs(edits, out / "edits-data", args.heldout_fraction)
     pairs = edit_pair_counts(out / "edits-data", files, args)
     log.info("edit pairs: %d of %d answers (%d train, %d held-out)", pairs["pairs"], pairs["answers"], pairs["train"],

@@ -405,6 +405,31 @@ def test_bench_smollm2_generate_smoke(tmp_path):
     assert report["update"]
 
 
+def test_fg_vs_holistic_pii_shipped_edits(tmp_path):
+    """The shipped step-1 edits (scrubadub's edits of SmolLM2's answers): training prompts
+    only, each pair changed, and ``--edits`` lays them out as the sampling step would (the
+    same split as the run they came from: 71 training and 21 held-out pairs)."""
+    pytest.importorskip("scrubadub")
+    sys.path.insert(0, str(BENCH))
+    try:
+        from fg_vs_holistic_pep8 import split_pairs
+        from fg_vs_holistic_pii import edits_from_file
+    finally:
+        sys.path.remove(str(BENCH))
+    from tokenalign.tasks import get_task
+
+    source = BENCH / "results" / "fg_holistic_pii_edits.jsonl.gz"
+    edits = edits_from_file(source, tmp_path / "edits-data")
+    rows = [json.loads(x) for x in edits.read_text().splitlines()]
+    assert len(rows) == 92 and all(r["original"] != r["edited"] and "{{" in r["edited"] for r in rows)
+    train_users, test_users = get_task("pii").load_prompts("train"), get_task("pii").load_prompts("test")
+    for r in rows:
+        assert any(u in r["prompt"] for u in train_users) and not any(u in r["prompt"] for u in test_users)
+    assert json.loads((tmp_path / "edits-data" / "summary.json").read_text())["samples"] == 1648
+    files = split_pairs(edits, tmp_path / "edits-data", 0.2)
+    assert [len(files[k].read_text().splitlines()) for k in ("train_pairs", "heldout_pairs")] == [71, 21]
+
+
 @pytest.mark.slow
 def test_bench_ppo_update_smoke(tmp_path):
     """On a tiny Llama with SmolLM2's tokenizer, LoRA on its last block: the update reusing
