@@ -67,12 +67,13 @@ checkpoint).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_policy_pep8 import edits_dataset, learn_reward_model  # noqa: E402
@@ -139,6 +140,22 @@ def guard_flag_lines(evals: dict[str, dict[int, dict]], seeds: list[int]) -> str
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def exclusive(piece: Path) -> Iterator[None]:
+    """Hold ``piece``'s lock file (``PIECE.lock``, flock) while building it, so that two
+    processes of one comparison (``--arms``) build a shared piece (the edits, a reward model,
+    a base evaluation) once: the second waits, then finds it kept."""
+    import fcntl
+
+    piece.parent.mkdir(parents=True, exist_ok=True)
+    with open(piece.parent / f"{piece.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def edits_from_file(source: Path, data_dir: Path) -> Path:
     """Step 1's output from a file written by an earlier run (``edits.jsonl``, gzipped or
     not, and the run's summary as ``NAME.summary.json`` beside it, for the answer count)
@@ -165,6 +182,11 @@ def evaluate(model: str, out: Path, seed: int, args: argparse.Namespace, base: P
     compare answers to the same prompt and seed; for a policy (``base`` its base folder) the
     reference's samples are the base evaluation's again, recorded as
     ``reference_matches_base_eval``. The base model against itself: win rates 0.5, KL 0."""
+    with exclusive(out):
+        return _evaluate(model, out, seed, args, base)
+
+
+def _evaluate(model: str, out: Path, seed: int, args: argparse.Namespace, base: Path | None) -> dict:
     from tokenalign.config import from_dict
     from tokenalign.jobs.eval import EvalConfig, run_eval
 
@@ -227,12 +249,13 @@ def main() -> None:
     from tokenalign.tasks import get_task
 
     n_prompts = args.edit_prompts or len(get_task("pii").prompts("train"))
-    if args.edits:
-        edits = edits_from_file(Path(args.edits), out / "edits-data")
-    else:
-        edits = edits_dataset(out / "edits-data", n_prompts, seed=0, max_new_tokens=args.max_new_tokens, task="pii",
-                              model=args.model, editor=args.editor, samples_per_prompt=args.edit_samples)
-    files = split_pairs(edits, out / "edits-data", args.heldout_fraction)
+    with exclusive(out / "edits-data"):
+        if args.edits:
+            edits = edits_from_file(Path(args.edits), out / "edits-data")
+        else:
+            edits = edits_dataset(out / "edits-data", n_prompts, seed=0, max_new_tokens=args.max_new_tokens, task="pii",
+                                  model=args.model, editor=args.editor, samples_per_prompt=args.edit_samples)
+        files = split_pairs(edits, out / "edits-data", args.heldout_fraction)
     pairs = edit_pair_counts(out / "edits-data", files, args)
     log.info("edit pairs: %d of %d answers (%d train, %d held-out)", pairs["pairs"], pairs["answers"], pairs["train"],
              pairs["heldout"])
@@ -243,8 +266,10 @@ def main() -> None:
         log.warning("%s", pairs["note"])
     # 2. the two reward models (LoRA on the base model) and their held-out pair accuracy
     shared = {"backbone": model, "lora": last_layers_lora(model, args.rm_lora_layers)}
-    rms = {kind: learn_reward_model(out / f"rm-{kind}", spec)
-           for kind, spec in reward_model_specs(files, args.rm_epochs, lr=args.rm_lr, **shared).items()}
+    rms = {}
+    for kind, spec in reward_model_specs(files, args.rm_epochs, lr=args.rm_lr, **shared).items():
+        with exclusive(out / f"rm-{kind}"):
+            rms[kind] = learn_reward_model(out / f"rm-{kind}", spec)
     rm_reports = {kind: rm_report(path, files) for kind, path in rms.items()}
     # 3-4. PPO per seed and arm; evaluation of each final policy and of the base model
     run = {"task": "pii", "model": args.model}

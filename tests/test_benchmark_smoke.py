@@ -201,8 +201,9 @@ def test_fg_vs_holistic_pep8_smoke(tmp_path):
 def test_fg_vs_holistic_pii_smoke(tmp_path):
     """The same comparison on the pii task, on a tiny random Llama with SmolLM2's tokenizer (no
     93 MB download). Its answers hold no PII, so an upper-casing editor stands in for
-    scrubadub's to make pairs; 6 pairs are reported as too few. A first run of one arm
-    (``--arms``) writes no table; the run of both resumes from it."""
+    scrubadub's to make pairs; 6 pairs are reported as too few. Two processes, one arm each
+    (``--arms``), started together, build the shared pieces (edits, reward models, the base
+    evaluation) once and write no table; the run of both arms then resumes from them."""
     pytest.importorskip("scrubadub")
     pytest.importorskip("peft")
     from conftest import save_tiny_smollm2
@@ -212,9 +213,19 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     out = tmp_path / "out"
     args = ["--smoke", "--seeds", "0", "--out", str(out), "--model", str(model), "--editor", "user_components:UpperCaseEditor"]
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
-    run_bench("fg_vs_holistic_pii.py", [*args, "--arms", "fine-grained"], tmp_path, env=env)
-    assert (out / "eval-fine-grained-0" / "done.json").is_file() and not (out / "holistic-0").exists()
-    assert not (out / "results.json").exists()  # one arm: no table
+    work = tmp_path / "cwd"
+    work.mkdir()
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    procs = [subprocess.Popen([sys.executable, str(BENCH / "fg_vs_holistic_pii.py"), *args, "--arms", arm], cwd=work,
+                              env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for arm in ("fine-grained", "holistic")]
+    logs = [proc.communicate(timeout=600)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    both = "".join(logs)
+    assert both.count("sampling 8 completions") == 1 and both.count("edit pairs: ") == 2  # edits built once, read twice
+    assert both.count(f"from {model}\n") == 1  # the base model evaluated once (eval logs the model it samples)
+    assert (out / "eval-fine-grained-0" / "done.json").is_file() and (out / "eval-holistic-0" / "done.json").is_file()
+    assert not (out / "results.json").exists()  # one arm a process: no table
     stamps = {p: (out / p).stat().st_mtime_ns for p in ("edits-data/edits.jsonl", "rm-token/model", "eval-base-0/done.json",
                                                         "fine-grained-0/summary.json", "eval-fine-grained-0/done.json")}
     run_bench("fg_vs_holistic_pii.py", args, tmp_path, env=env)
