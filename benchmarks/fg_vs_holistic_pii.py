@@ -230,6 +230,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--eval-prompts", type=int, default=0, help="held-out test prompts of the evaluation (0: all 30)")
     p.add_argument("--eval-samples", type=int, default=4, help="answers per test prompt (T 0.7, top-p 0.9)")
+    p.add_argument("--prepare-only", action="store_true", help="stop after the edits and the two reward models")
     p.add_argument("--arms", nargs="+", choices=METHODS, default=list(METHODS),
                    help="run only these arms (two processes can share a seed; the table needs both)")
     p.add_argument("--judge", default="", help="a held-out judge's folder (benchmarks/pii_judge.py) for its win rate")
@@ -271,6 +272,9 @@ def main() -> None:
         with exclusive(out / f"rm-{kind}"):
             rms[kind] = learn_reward_model(out / f"rm-{kind}", spec)
     rm_reports = {kind: rm_report(path, files) for kind, path in rms.items()}
+    if args.prepare_only:
+        log.info("edits and reward models ready in %s", out)
+        return
     # 3-4. PPO per seed and arm; evaluation of each final policy and of the base model
     run = {"task": "pii", "model": args.model}
     if args.policy_lora_layers >= 0:

@@ -201,9 +201,9 @@ def test_fg_vs_holistic_pep8_smoke(tmp_path):
 def test_fg_vs_holistic_pii_smoke(tmp_path):
     """The same comparison on the pii task, on a tiny random Llama with SmolLM2's tokenizer (no
     93 MB download). Its answers hold no PII, so an upper-casing editor stands in for
-    scrubadub's to make pairs; 6 pairs are reported as too few. Two processes, one arm each
-    (``--arms``), started together, build the shared pieces (edits, reward models, the base
-    evaluation) once and write no table; the run of both arms then resumes from them."""
+    scrubadub's to make pairs; 6 pairs are reported as too few. ``--prepare-only`` stops
+    after the reward models; two processes, one arm each (``--arms``), started together,
+    evaluate the base model once and write no table; the run of both arms then resumes."""
     pytest.importorskip("scrubadub")
     pytest.importorskip("peft")
     from conftest import save_tiny_smollm2
@@ -213,8 +213,10 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     out = tmp_path / "out"
     args = ["--smoke", "--seeds", "0", "--out", str(out), "--model", str(model), "--editor", "user_components:UpperCaseEditor"]
     env = {"PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    run_bench("fg_vs_holistic_pii.py", [*args, "--prepare-only"], tmp_path, env=env)
+    assert (out / "rm-token" / "model").is_dir() and (out / "rm-sequence" / "model").is_dir()
+    assert not (out / "eval-base-0").exists()  # stopped after the reward models
     work = tmp_path / "cwd"
-    work.mkdir()
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
     procs = [subprocess.Popen([sys.executable, str(BENCH / "fg_vs_holistic_pii.py"), *args, "--arms", arm], cwd=work,
                               env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -222,7 +224,7 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     logs = [proc.communicate(timeout=600)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
     both = "".join(logs)
-    assert both.count("sampling 8 completions") == 1 and both.count("edit pairs: ") == 2  # edits built once, read twice
+    assert "sampling 8 completions" not in both and both.count("edit pairs: ") == 2  # the prepared edits, read twice
     assert both.count(f"from {model}\n") == 1  # the base model evaluated once (eval logs the model it samples)
     assert (out / "eval-fine-grained-0" / "done.json").is_file() and (out / "eval-holistic-0" / "done.json").is_file()
     assert not (out / "results.json").exists()  # one arm a process: no table
