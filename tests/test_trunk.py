@@ -74,7 +74,8 @@ def test_update_pass_from_the_trunk_equals_the_whole_forward(tiny_tokenizer):
     sub, _ = batch.rows(idx).trimmed()
     # the trim drops leading prompt and trailing response columns: the slicing is tested
     assert sub.prompt_width < batch.prompt_width and sub.response_mask.shape[1] < batch.response_mask.shape[1]
-    trunks = Trunk.of(policy, batch), Trunk.of(value.backbone, batch)
+    trunks = Trunk.of(policy, batch, rows_per_pass=4), Trunk.of(value.backbone, batch)  # 4 + 2 rows, and 6 at once
+    assert trunks[0].states.shape == trunks[1].states.shape == (6, batch.input_ids.shape[1], 32)
     results = {}
     for name, (pt, vt) in {"whole": (None, None), "trunk": (trunks[0].rows(batch, idx, sub), trunks[1].rows(batch, idx, sub))}.items():
         policy.zero_grad(), value.zero_grad()

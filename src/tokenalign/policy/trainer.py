@@ -272,9 +272,12 @@ class PolicyTrainer:
         process; None where a model has no frozen blocks to reuse: ``policy/trunk.py``)."""
         if not self.cfg.reuse_frozen_trunk or self.accelerator.num_processes > 1:
             return None, None
+        rows = self.cfg.update_batch_size
         with self.accelerator.autocast():
-            policy = Trunk.of(self.policy, batch)
-            value = Trunk.of(self.accelerator.unwrap_model(self.value_model).backbone, batch) if self.value_model is not None else None
+            policy = Trunk.of(self.policy, batch, rows)
+            value = None
+            if self.value_model is not None:
+                value = Trunk.of(self.accelerator.unwrap_model(self.value_model).backbone, batch, rows)
         return policy, value
 
     def update(self, ro: Rollout) -> dict[str, float]:

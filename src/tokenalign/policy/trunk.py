@@ -116,10 +116,17 @@ class Trunk:
     blocks: int
 
     @classmethod
-    def of(cls, model: nn.Module, batch: TokenBatch) -> "Trunk | None":
-        """The trunk of ``model`` on ``batch``, or None when it has no frozen blocks to reuse."""
+    def of(cls, model: nn.Module, batch: TokenBatch, rows_per_pass: int = 0) -> "Trunk | None":
+        """The trunk of ``model`` on ``batch`` (``rows_per_pass`` rows a forward pass, all
+        columns; 0: all rows at once), or None when it has no frozen blocks to reuse."""
         blocks = frozen_blocks(model)
-        return cls(trunk_states(model, batch, blocks), blocks) if blocks else None
+        if not blocks:
+            return None
+        n = batch.input_ids.shape[0]
+        step = rows_per_pass or n
+        parts = [trunk_states(model, batch.rows(torch.arange(i, min(i + step, n), device=batch.input_ids.device)), blocks)
+                 for i in range(0, n, step)]
+        return cls(torch.cat(parts), blocks)
 
     def rows(self, full: TokenBatch, index: torch.Tensor, sub: TokenBatch) -> "Trunk":
         """The part for ``sub``: rows ``index`` of ``full``, trimmed (``TokenBatch.trimmed``)."""
