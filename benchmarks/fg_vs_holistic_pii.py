@@ -44,14 +44,12 @@ the edits shared between the arms:
 5. a markdown table (OUT/table.md), mean ± half-width of the 95% t-interval over seeds and
    the paired per-seed difference fine-grained - holistic; everything in OUT/results.json.
 
-**Not run at full size yet.** One PPO iteration at the default size (32 answers, full
-fine-tuning, bf16 autocast, ``OMP_NUM_THREADS=1``, the 2-core VM shared with three other
-training jobs) took 316 s fine-grained and 290 s holistic, 51-60 s of it the rollout: a
-12-iteration run would take about an hour there, not the 15 minutes aimed at; most of it is
-4 PPO epochs over the policy and the full value model. With ``--policy-lora-layers 6`` the
-value model gets the same adapters (``ppo.value_lora``): an iteration of that size then took
-106 s against 225 s (docs/pii-task.md). A quiet machine was not measured.
-Three seeds are 6 PPO runs and 9 evaluations.
+**Measured: seed 0 only** (benchmarks/RESULTS.md), with ``--policy-lora-layers 6 --lr 5e-4``
+(at 1e-4 the policy hardly moved): each arm about 50 minutes at one thread beside the other,
+each evaluation about 8. Three seeds are 6 PPO runs and 9 evaluations; to fit them in a
+session on 2 cores: ``--edits`` (the shipped step-1 edits), ``--prepare-only`` beside the
+judge's training, then one process per arm (``--arms``; the pieces both need are built once
+under a file lock) and a last run of both for the table (docs/pii-task.md).
 
     python benchmarks/fg_vs_holistic_pii.py --out runs/fg-holistic-pii --seeds 0 1 2
     python benchmarks/fg_vs_holistic_pii.py --out /tmp/fg-pii-smoke --smoke --model DIR --editor MOD:ATTR
