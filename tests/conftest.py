@@ -117,17 +117,24 @@ def save_tiny_smollm2(folder: Path, seed: int = 0) -> Path:
 
 
 def run_retrying_a_hang(command_for, env: dict, timeout: float):
-    """``command_for(attempt)`` run in a subprocess; a run that hangs past ``timeout`` is
-    retried once (gloo on a loaded CPU has hung a rank about once in a dozen CI runs, never
-    reproduced alone). Returns (the finished process, the attempt that finished)."""
+    """``command_for(attempt)`` run in a subprocess; a run that hangs past ``timeout``, or
+    whose rank aborts in C++ teardown after its work ("terminate called without an active
+    exception"), is retried once: gloo on a loaded CPU has hung a rank about once in a dozen
+    CI runs and aborted one at exit once (2026-12-07, 1 of 705 tests; 3 reruns alone passed),
+    never reproduced alone. Any other failure is returned as it is. Returns (the finished
+    process, the attempt that finished)."""
     import subprocess
 
     for attempt in range(2):
         try:
-            return subprocess.run(command_for(attempt), env=env, capture_output=True, text=True, timeout=timeout), attempt
+            done = subprocess.run(command_for(attempt), env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             if attempt == 1:
                 raise
+            continue
+        if attempt == 0 and done.returncode != 0 and "terminate called without an active exception" in done.stderr:
+            continue
+        return done, attempt
     raise AssertionError("unreachable")
 
 
