@@ -25,25 +25,13 @@ import torch
 from torch import nn
 
 from tokenalign.rollout.batch import TokenBatch, position_ids
+from tokenalign.utils.models import block_list
 
 __all__ = ["SPLITTABLE", "Trunk", "frozen_blocks", "trunk_states", "upper_blocks"]
 
 # model types whose decoder reads inputs_embeds as the first block's input, unscaled, and
 # whose blocks need nothing but the hidden states, the mask and the positions
 SPLITTABLE = ("llama", "mistral", "qwen2", "qwen3")
-
-
-def _blocks(model: nn.Module) -> tuple[nn.Module, str] | None:
-    """(the module holding the list of transformer blocks, its attribute name), found as the
-    longest ``ModuleList`` (``model.layers`` of a Llama, under any peft wrapper)."""
-    best = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best[1])):
-            best = (name, module)
-    if best is None:
-        return None
-    parent_name, _, attr = best[0].rpartition(".")
-    return model.get_submodule(parent_name) if parent_name else model, attr
 
 
 def frozen_blocks(model: nn.Module) -> int:
@@ -55,7 +43,7 @@ def frozen_blocks(model: nn.Module) -> int:
         return 0
     if getattr(config, "attention_dropout", 0.0) or any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         return 0
-    found = _blocks(model)
+    found = block_list(model)
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if found is None or embeddings is None or any(p.requires_grad for p in embeddings.parameters()):
         return 0
@@ -74,7 +62,7 @@ class _Reached(Exception):
 def trunk_states(model: nn.Module, batch: TokenBatch, blocks: int) -> torch.Tensor:
     """The hidden states entering block ``blocks`` of ``model`` for every row and column of
     ``batch`` ([B, T, d]): the forward pass stops there."""
-    parent, attr = _blocks(model)
+    parent, attr = block_list(model)
     captured: list[torch.Tensor] = []
 
     def grab(module, args, kwargs):
@@ -96,7 +84,7 @@ def trunk_states(model: nn.Module, batch: TokenBatch, blocks: int) -> torch.Tens
 def upper_blocks(model: nn.Module, blocks: int) -> Iterator[None]:
     """Within the block, ``model`` runs only its blocks from ``blocks`` up: its forward then
     takes the trunk's states as ``inputs_embeds``."""
-    parent, attr = _blocks(model)
+    parent, attr = block_list(model)
     layers = getattr(parent, attr)
     setattr(parent, attr, nn.ModuleList(list(layers)[blocks:]))
     try:

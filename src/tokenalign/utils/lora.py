@@ -39,13 +39,13 @@ def last_layers_lora(model: str, n_layers: int, r: int = 16, alpha: int = 32) ->
 
 def _layer_list_name(model) -> str:
     """The attribute name of the model's list of transformer blocks (``layers`` for Llama,
-    ``h`` for GPT-2): the longest ``ModuleList``, which peft needs to find layer indices."""
-    import torch
+    ``h`` for GPT-2), which peft needs to find layer indices."""
+    from tokenalign.utils.models import block_list
 
-    lists = [(len(m), name.rsplit(".", 1)[-1]) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
+    found = block_list(model)
+    if found is None:
         raise TokenalignError("lora.layers: the model has no list of layers to pick from")
-    return max(lists)[1]
+    return found[1]
 
 
 def wrap_lora(model, settings: LoraSettings, task_type: str, adapter_dir: str | Path | None = None):

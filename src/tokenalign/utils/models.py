@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from tokenalign.errors import TokenalignError
 from tokenalign.utils.kernels import use_fast_kernels
 
-__all__ = ["load_causal_lm", "check_model_path", "looks_local", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
+__all__ = ["block_list", "load_causal_lm", "check_model_path", "looks_local", "lm_auto_class", "context_length", "forward_parameters", "is_encoder_decoder",
            "decoder_start_token_id", "sub_state_dict"]
 
 
@@ -163,6 +164,22 @@ def decoder_start_token_id(model) -> int:
         if value is not None:
             return int(value)
     raise TokenalignError("an encoder-decoder model needs decoder_start_token_id in its config")
+
+
+def block_list(model) -> tuple[Any, str] | None:
+    """(the module holding the model's list of transformer blocks, its attribute name):
+    the longest ``ModuleList`` (``model.layers`` of a Llama, ``transformer.h`` of GPT-2,
+    under any peft wrapper); None when it has none."""
+    import torch
+
+    best = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        return None
+    parent, _, attr = best[0].rpartition(".")
+    return (model.get_submodule(parent) if parent else model), attr
 
 
 def sub_state_dict(state_dict: dict | None, prefix: str) -> dict | None:
