@@ -178,8 +178,9 @@ def evaluate(model: str, out: Path, seed: int, args: argparse.Namespace, base: P
     eval samples its reference, the base model, with the same prompts, settings and seed:
     slot i of each is the same prompt and random stream, so the win rate and the judge's
     compare answers to the same prompt and seed; for a policy (``base`` its base folder) the
-    reference's samples are the base evaluation's again, recorded as
-    ``reference_matches_base_eval``. The base model against itself: win rates 0.5, KL 0."""
+    reference's samples are the base evaluation's, read back (eval's ``reference_samples``)
+    and recorded as ``reference_matches_base_eval``. The base model against itself: win
+    rates 0.5, KL 0."""
     with exclusive(out):
         return _evaluate(model, out, seed, args, base)
 
@@ -193,6 +194,8 @@ def _evaluate(model: str, out: Path, seed: int, args: argparse.Namespace, base: 
     spec = {"model": model, "task": "pii", "n_prompts": args.eval_prompts, "samples_per_prompt": args.eval_samples,
             "expected_max_k": args.eval_samples, "seed": seed, "out_dir": str(out), "reference": args.model,
             "judge": args.judge, "kl_samples": base is not None, "sampling": {"max_new_tokens": args.max_new_tokens}}
+    if base is not None and (base / "generations.jsonl").is_file():
+        spec["reference_samples"] = str(base)  # the base evaluation's samples, not sampled again
     metrics = run_eval(from_dict(EvalConfig, spec))
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines() if x.strip()]
     metrics["pii_answer_share"] = sum(1 for r in rows if not r["failed"] and r["codes"]) / len(rows)

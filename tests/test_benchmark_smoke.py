@@ -226,6 +226,7 @@ def test_fg_vs_holistic_pii_smoke(tmp_path):
     both = "".join(logs)
     assert "sampling 8 completions" not in both and both.count("edit pairs: ") == 2  # the prepared edits, read twice
     assert both.count(f"from {model}\n") == 1  # the base model evaluated once (eval logs the model it samples)
+    assert both.count(f"reference samples: 4 from {out / 'eval-base-0'}") == 2  # and read back, not sampled again
     assert (out / "eval-fine-grained-0" / "done.json").is_file() and (out / "eval-holistic-0" / "done.json").is_file()
     assert not (out / "results.json").exists()  # one arm a process: no table
     stamps = {p: (out / p).stat().st_mtime_ns for p in ("edits-data/edits.jsonl", "rm-token/model", "eval-base-0/done.json",

@@ -87,3 +87,50 @@ def torch_allclose(a, b):
     import torch
 
     return torch.allclose(a, torch.tensor(b, dtype=torch.float64))
+
+
+def test_reference_samples_stand_in_for_sampling_the_reference(tmp_path):
+    """An earlier evaluation of the reference model (same prompts, samples, settings, seed)
+    gives the same reference metrics as sampling the reference again; any difference in
+    what it sampled is a one-line error naming the field or the line."""
+    import shutil
+
+    from tokenalign.config import from_dict
+    from tokenalign.errors import ConfigError
+    from tokenalign.jobs.eval import EvalConfig, run_eval
+    from tokenalign.tasks.pep8 import base_model_path
+
+    base = str(base_model_path())
+    other = tmp_path / "copy"  # the same weights in another folder: not the reference by name
+    shutil.copytree(base, other)
+    spec = {"n_prompts": 3, "samples_per_prompt": 2, "sampling": {"max_new_tokens": 24}, "seed": 3}
+
+    def evaluate(name: str, **extra) -> dict:
+        return run_eval(from_dict(EvalConfig, {**spec, "out_dir": str(tmp_path / name), **extra}))
+
+    base_eval = evaluate("base")  # the reference is the model itself: not sampled twice
+    assert base_eval["win_rate_vs_reference"] == 0.5 and base_eval["kl_to_reference"] == 0.0
+    rows = (tmp_path / "base" / "generations.jsonl").read_text().splitlines()
+    assert len(rows) == 6 and json.loads(rows[0])["generated_ids"]
+    sampled = evaluate("sampled", model=str(other))
+    reused = evaluate("reused", model=str(other), reference_samples=str(tmp_path / "base"))
+    reference_keys = [k for k in sampled if k.startswith("reference_") or k == "win_rate_vs_reference"]
+    assert len(reference_keys) > 5
+    assert {k: reused[k] for k in reference_keys} == {k: sampled[k] for k in reference_keys}
+    assert reused["reference_mean_misalignment"] == base_eval["mean_misalignment"]
+
+    def error(**extra) -> str:
+        with pytest.raises(ConfigError) as err:
+            evaluate("bad", model=str(other), **extra)
+        return str(err.value)
+
+    assert "seed is 3, this run's is 4" in error(reference_samples=str(tmp_path / "base"), seed=4)
+    assert "not the reference" in error(reference_samples=str(tmp_path / "sampled"))  # samples of the copy
+    assert "samples_per_prompt" in error(reference_samples=str(tmp_path / "base"), samples_per_prompt=1)
+    shutil.copytree(tmp_path / "base", tmp_path / "older")
+    (tmp_path / "older" / "generations.jsonl").unlink()  # e.g. a folder of an older version
+    assert "no generations.jsonl" in error(reference_samples=str(tmp_path / "older"))
+    first = json.loads(rows[0])
+    (tmp_path / "base" / "generations.jsonl").write_text(
+        "\n".join([rows[0], json.dumps({**first, "prompt": first["prompt"] + " "}), *rows[2:]]) + "\n")
+    assert "generations.jsonl:2: prompt differs" in error(reference_samples=str(tmp_path / "base"))

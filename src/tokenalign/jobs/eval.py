@@ -20,8 +20,10 @@ file, with ``samples_per_prompt`` samples each at the PHF paper's evaluation set
 - with a token reward model: localization AUC of its token rewards against the gold
   blame (does it point at the tokens the scorer blames?).
 
-Writes metrics.json, samples.jsonl and report.html (distribution plot, misalignment vs KL
-across runs given with ``compare``, heatmaps) into ``out_dir`` and prints a table.
+Writes metrics.json, samples.jsonl, generations.jsonl (each sample as sampled, ids
+included: what a later run's ``reference_samples`` reads instead of sampling its reference
+again) and report.html (distribution plot, misalignment vs KL across runs given with
+``compare``, heatmaps) into ``out_dir`` and prints a table.
 
 Under a launcher (``torchrun``, ``accelerate launch``) each process samples and scores
 its share of the prompts (the model's, the reference's and the KL samples), the shares
@@ -72,6 +74,11 @@ class EvalConfig:
     expected_max_k: int = 25  # capped at samples_per_prompt
     threshold: float = 0.05  # fraction of samples with misalignment above this (misalignment scorers only)
     reference: str = ""  # win rate and KL reference; "" = the task's base model (task text: none); "none" = skip
+    # an earlier eval folder of the reference model with this run's prompts, samples_per_prompt,
+    # sampling and seed (e.g. the base model's own evaluation): its generations.jsonl stands in
+    # for sampling the reference again (checked; a mismatch is an error). "" = sample it. A
+    # reference that is the evaluated model itself (unconditioned) is never sampled twice.
+    reference_samples: str = ""
     # a judge that is not the training signal (a reward-model folder, a registered scorer or
     # package.module:attribute): its win rate of the model's responses against the
     # reference's on the same prompts; "" = skip
@@ -95,6 +102,8 @@ class EvalConfig:
             raise ConfigError("n_prompts must be >= 0 (0 = all)")
         if self.judge and self.reference == "none":
             raise ConfigError("judge needs a reference model to compare against: set reference (not none)")
+        if self.reference_samples and self.reference == "none":
+            raise ConfigError("reference_samples needs a reference model: set reference (not none)")
 
 
 def _load_prompts(cfg: EvalConfig, task: Task, given: Any = None) -> list:
@@ -236,8 +245,16 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
     if cfg.reference != "none" and not ref_path:
         log.info("no reference model (task '%s' has no base model): set reference for the win rate and KL", task.name)
     if ref_path:
-        ref, _ = load_causal_lm(ref_path)
-        ref_samples, ref_results = _sample_and_score(ref, tokenizer, prompts, k, cfg, task, scorer, cfg.seed)
+        itself = conditioning is None and _same_model(ref_path, model_path)
+        ref = model if itself else load_causal_lm(ref_path)[0]
+        if itself:
+            log.info("the reference is the evaluated model: its samples are the reference's, KL 0")
+            ref_samples, ref_results = samples, results
+        elif cfg.reference_samples:
+            ref_samples = _reference_generations(cfg, ref_path, inputs)
+            ref_results = scorer.score([task.text_fn(s.completion, s.finished) for s in ref_samples], inputs)
+        else:
+            ref_samples, ref_results = _sample_and_score(ref, tokenizer, prompts, k, cfg, task, scorer, cfg.seed)
         ref_scores = [r.misalignment for r in ref_results]
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
@@ -249,8 +266,10 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
             with torch.no_grad():
                 metrics["perplexity_under_reference"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
                                                                             tokenizer, samples, cfg.sampling.batch_size)
-                metrics["reference_perplexity"] = response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"],
-                                                                      tokenizer, ref_samples, cfg.sampling.batch_size)
+                metrics["reference_perplexity"] = (
+                    metrics["perplexity_under_reference"] if ref_samples is samples else
+                    response_perplexity(lambda b: token_logprobs(ref, b)["logprobs"], tokenizer, ref_samples,
+                                        cfg.sampling.batch_size))
         if cfg.judge and main:
             judge = load_scorer(cfg.judge)
             metrics["judge"] = cfg.judge
@@ -259,7 +278,9 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
                                              {**metrics, "perplexity": metrics.get("perplexity_under_reference")})
         for flag in metrics["guard_flags"]:
             log.warning("capability guard: %s", flag)
-        if cfg.kl_samples:
+        if cfg.kl_samples and itself:
+            metrics["kl_to_reference"] = 0.0
+        elif cfg.kl_samples:
             metrics["kl_to_reference"] = _sharded_kl(model, ref, tokenizer, prompts, k, cfg, task, conditioning)
     if not main:  # the main process writes the folder
         return metrics
@@ -277,9 +298,59 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         json.dumps({"prompt": s.prompt, "completion": t, "misalignment": r.misalignment, "failed": r.failed,
                     "failure": r.failure, "codes": [b.code for b in r.blame]}, ensure_ascii=False) + "\n"
         for s, t, r in zip(samples, texts, results)))
+    atomic_write_text(out / "generations.jsonl", "".join(json.dumps(_generation_row(s)) + "\n" for s in samples))
     atomic_write_json(out / "metrics.json", metrics)
     _write_report(out, cfg, scorer, metrics, samples, texts, results, tokenizer, token_heat, red)
     return metrics
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model names (folders or hub ids) name the same model."""
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def _generation_row(sample) -> dict[str, Any]:
+    """A sample as sampled (ids included, log-probs left out): what ``reference_samples`` reads back."""
+    row = dataclasses.asdict(sample)
+    row.pop("logprobs", None)
+    return row
+
+
+def _reference_generations(cfg: EvalConfig, ref_path: str, inputs: list[str]) -> list:
+    """The reference's samples from ``cfg.reference_samples``, an earlier eval folder of the
+    reference model: only if that run sampled the same prompts (in order) with the same
+    samples_per_prompt, sampling settings and seed, so they are the samples this run would draw."""
+    from tokenalign.config import load_config
+    from tokenalign.rollout.generate import Sample
+
+    folder = Path(cfg.reference_samples)
+    where = f"reference_samples {folder}"
+    for name in ("config.yaml", "metrics.json", "generations.jsonl"):
+        if not (folder / name).is_file():
+            raise ConfigError(f"{where}: no {name} (give a folder written by tokenalign eval)")
+    earlier = load_config(EvalConfig, folder / "config.yaml")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    if not _same_model(str(metrics.get("model", "")), ref_path) or metrics.get("conditioned"):
+        raise ConfigError(f"{where}: metrics.json model is {metrics.get('model')!r}"
+                          f"{' (conditioned)' if metrics.get('conditioned') else ''}, not the reference {ref_path!r}")
+    for field in ("seed", "samples_per_prompt", "sampling"):
+        if getattr(earlier, field) != getattr(cfg, field):
+            raise ConfigError(f"{where}: config.yaml {field} is {getattr(earlier, field)!r}, this run's is "
+                              f"{getattr(cfg, field)!r}")
+    samples = []
+    for number, line in enumerate((folder / "generations.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+        row = json.loads(line)
+        if row.get("conditioned_ids") is not None:
+            row["conditioned_ids"] = tuple(row["conditioned_ids"])
+        sample = Sample(**row)
+        if number > len(inputs) or sample.prompt != inputs[number - 1]:
+            raise ConfigError(f"{folder / 'generations.jsonl'}:{number}: prompt differs from this run's sample "
+                              f"{number} (another prompt set, order or n_prompts)")
+        samples.append(sample)
+    if len(samples) != len(inputs):
+        raise ConfigError(f"{where}: {len(samples)} samples, this run draws {len(inputs)}")
+    log.info("reference samples: %d from %s", len(samples), folder)
+    return samples
 
 
 def _guard_measures(samples, texts: list[str]) -> dict[str, float]:
