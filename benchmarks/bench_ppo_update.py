@@ -1,13 +1,16 @@
-"""A PPO update on SmolLM2 with LoRA on its last blocks, with and without reusing the frozen
-trunk (``reuse_frozen_trunk``, ``tokenalign/policy/trunk.py``).
+"""A PPO iteration's passes on SmolLM2 with LoRA on its last blocks, with and without reusing
+the frozen trunk (``reuse_frozen_trunk``, ``tokenalign/policy/trunk.py``).
 
-One rollout of the pii task at fg_vs_holistic_pii.py's size (``--prompts`` training prompts
-x 4 answers of at most 64 tokens; rewards: scrubadub's blame on the tokens, KL 0.3), then
-the same PPO update from the same weights and optimizer state (4 epochs x minibatches of
-16, a LoRA value model on the same blocks, bf16 autocast where the CPU has it)
-``--repeats`` times each way, alternating. Reports the median seconds of each, the
-speed-up, and how far apart the two ways leave the policy's adapters and the update's
-statistics (the same math: differences are rounding).
+One sampled rollout of the pii task at fg_vs_holistic_pii.py's size (``--prompts`` training
+prompts x 4 answers of at most 64 tokens; rewards: scrubadub's blame on the tokens, KL 0.3),
+then from those samples, ``--repeats`` times each way, alternating: the rollout's passes
+(``make_rollout``: reference log-probs, values, rewards) and the PPO update from the same
+weights and optimizer state (4 epochs x minibatches of 16, a LoRA value model on the same
+blocks, bf16 autocast where the CPU has it). With reuse the value model and the reference
+start from the policy's trunk (one base) and the update reuses it. Reports the median
+seconds of each part, the speed-ups, and how far apart the two ways leave the reference
+log-probs, the values, the policy's adapters and the update's statistics (the same math:
+differences are rounding).
 
     python benchmarks/bench_ppo_update.py --threads 2                  # ~10 min on the 2-core VM
     python benchmarks/bench_ppo_update.py --smoke --model DIR --json /tmp/ppo-update.json
@@ -49,14 +52,15 @@ def build(args: argparse.Namespace):
     return trainer
 
 
-def timed_updates(trainer, ro, repeats: int) -> dict:
-    """Each way ``repeats`` times from the same state: seconds, last statistics, adapters."""
+def timed_iterations(trainer, samples, repeats: int) -> dict:
+    """Each way ``repeats`` times from the same samples and state: the seconds of the
+    rollout's passes and of the update, the last rollout, statistics and adapters."""
     import torch
 
     params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
     start = [p.detach().clone() for p in params]
     opt_state = copy.deepcopy(trainer.optimizer.state_dict())
-    out = {False: {"seconds": []}, True: {"seconds": []}}
+    out = {False: {"seconds": [], "rollout_seconds": []}, True: {"seconds": [], "rollout_seconds": []}}
     for _ in range(repeats):
         for reuse in (False, True):
             with torch.no_grad():
@@ -65,10 +69,12 @@ def timed_updates(trainer, ro, repeats: int) -> dict:
             trainer.optimizer.load_state_dict(copy.deepcopy(opt_state))
             trainer.cfg.reuse_frozen_trunk = reuse
             t0 = time.perf_counter()
+            ro = trainer.make_rollout(samples, sampled_by="policy")
+            t1 = time.perf_counter()
             stats = trainer.update(ro)
-            out[reuse]["seconds"].append(time.perf_counter() - t0)
-            out[reuse]["stats"] = stats
-            out[reuse]["params"] = [p.detach().clone() for p in params]
+            out[reuse]["seconds"].append(time.perf_counter() - t1)
+            out[reuse]["rollout_seconds"].append(t1 - t0)
+            out[reuse].update(stats=stats, rollout=ro, params=[p.detach().clone() for p in params])
     return out
 
 
@@ -94,8 +100,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     trainer = build(args)
     ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
-    runs = timed_updates(trainer, ro, args.repeats)
+    runs = timed_iterations(trainer, ro.samples, args.repeats)
     off, on = runs[False], runs[True]
+    mask = ro.batch.response_mask
     report = {
         "command": "python benchmarks/bench_ppo_update.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -105,16 +112,25 @@ def main() -> None:
         "blocks": trainer.unwrapped_policy.config.num_hidden_layers, "frozen_blocks": frozen_blocks(trainer.policy),
         "seconds_whole": off["seconds"], "seconds_reuse": on["seconds"],
         "median_whole": statistics.median(off["seconds"]), "median_reuse": statistics.median(on["seconds"]),
+        "rollout_seconds_whole": off["rollout_seconds"], "rollout_seconds_reuse": on["rollout_seconds"],
+        "rollout_median_whole": statistics.median(off["rollout_seconds"]),
+        "rollout_median_reuse": statistics.median(on["rollout_seconds"]),
+        "max_abs_ref_logprob_diff": float((off["rollout"].ref_logprobs - on["rollout"].ref_logprobs)[mask].abs().max()),
+        "max_abs_value_diff": float((off["rollout"].values - on["rollout"].values)[mask].abs().max()),
         "max_abs_param_diff": max(float((a - b).abs().max()) for a, b in zip(off["params"], on["params"])),
         "stats_whole": off["stats"], "stats_reuse": on["stats"],
     }
     report["speedup"] = report["median_whole"] / report["median_reuse"]
+    report["rollout_speedup"] = report["rollout_median_whole"] / report["rollout_median_reuse"]
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(f"PPO update, {report['rows']} rows, {report['frozen_blocks']} of {report['blocks']} blocks frozen: "
           f"whole {report['median_whole']:.1f} s, reusing the trunk {report['median_reuse']:.1f} s "
           f"(x{report['speedup']:.2f}); adapters apart by at most {report['max_abs_param_diff']:.2e}")
+    print(f"rollout passes (reference, values, rewards): whole {report['rollout_median_whole']:.1f} s, reusing the "
+          f"trunk {report['rollout_median_reuse']:.1f} s (x{report['rollout_speedup']:.2f}); reference log-probs apart "
+          f"by at most {report['max_abs_ref_logprob_diff']:.2e}, values {report['max_abs_value_diff']:.2e}")
     for key in ("policy_loss", "value_loss", "clip_fraction", "approx_kl_old"):
         print(f"  {key}: whole {off['stats'].get(key, float('nan')):.6g}, reuse {on['stats'].get(key, float('nan')):.6g}")
 

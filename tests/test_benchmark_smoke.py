@@ -446,8 +446,9 @@ def test_fg_vs_holistic_pii_shipped_edits(tmp_path):
 
 @pytest.mark.slow
 def test_bench_ppo_update_smoke(tmp_path):
-    """On a tiny Llama with SmolLM2's tokenizer, LoRA on its last block: the update reusing
-    the frozen lower block leaves the adapters where the whole forward pass does."""
+    """On a tiny Llama with SmolLM2's tokenizer, LoRA on its last block: the rollout's passes
+    and the update reusing the frozen lower block give the reference log-probs, values and
+    adapters the whole forward passes give."""
     from conftest import save_tiny_smollm2
 
     model = save_tiny_smollm2(tmp_path / "smol")
@@ -459,6 +460,8 @@ def test_bench_ppo_update_smoke(tmp_path):
     assert positive(report["median_whole"]) and positive(report["median_reuse"])
     assert report["max_abs_param_diff"] < 1e-3  # bf16 autocast rounding, not a different update
     assert report["stats_whole"]["value_loss"] == pytest.approx(report["stats_reuse"]["value_loss"], rel=1e-2)
+    assert positive(report["rollout_median_whole"]) and positive(report["rollout_median_reuse"])
+    assert report["max_abs_ref_logprob_diff"] < 1e-2 and report["max_abs_value_diff"] < 1e-2
 
 
 def test_demo_seeds_reruns_a_finished_run_only_for_a_missing_judge(tmp_path):

@@ -104,8 +104,8 @@ def _ppo_trainer(tok, reuse: bool, policy, value):
 
 def test_trainer_runs_the_lower_blocks_once_an_update_with_the_same_result(tiny_tokenizer):
     """One PPO update (2 epochs x 3 minibatches) from one rollout, with and without reuse: the
-    same statistics and adapters after it; block 0 runs once for each model instead of at
-    every pass."""
+    same statistics and adapters after it; block 0 runs at every pass without reuse, and
+    not in the update with it (the rollout ran it once)."""
     outcomes = {}
     for reuse in (False, True):
         policy, value = lora_pair(len(tiny_tokenizer))
@@ -120,8 +120,63 @@ def test_trainer_runs_the_lower_blocks_once_an_update_with_the_same_result(tiny_
         adapters = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
         outcomes[reuse] = (stats, adapters, len(calls))
     (stats0, adapters0, calls0), (stats1, adapters1, calls1) = outcomes[False], outcomes[True]
-    assert calls0 == 2 * 2 * 3 and calls1 == 2  # (policy + value) x epochs x minibatches, then once each
+    # (policy + value) x epochs x minibatches, then not at all: the update starts from the rollout's trunk
+    assert calls0 == 2 * 2 * 3 and calls1 == 0
     for key in ("policy_loss", "value_loss", "clip_fraction", "entropy"):
         assert stats0[key] == pytest.approx(stats1[key], rel=1e-4, abs=1e-6), key
     for n in adapters0:
         assert torch.allclose(adapters0[n], adapters1[n], atol=1e-5), n
+
+
+def test_rollout_passes_start_from_one_shared_trunk(tiny_tokenizer):
+    """With LoRA on the last blocks of a policy and a value model on one base, a rollout runs
+    the lower blocks once: the reference (adapters off) and the value model start from the
+    policy's trunk, with the same reference log-probs and values as their whole passes; the
+    update reuses it. A value model on other weights gets its own trunk."""
+    from tokenalign.policy.trunk import same_trunk
+
+    outcomes = {}
+    for reuse in (False, True):
+        policy, value = lora_pair(len(tiny_tokenizer))
+        trainer = _ppo_trainer(tiny_tokenizer, reuse, policy, value)
+        calls = []
+        hooks = [m.get_submodule(path).register_forward_hook(lambda *a: calls.append(1))
+                 for m, path in ((policy, "base_model.model.model.layers.0"), (value, "backbone.base_model.model.layers.0"))]
+        in_rollout = []  # block-0 calls of make_rollout (after sampling)
+        make_rollout = trainer.make_rollout
+
+        def counted(*args, **kwargs):
+            start = len(calls)
+            out = make_rollout(*args, **kwargs)
+            in_rollout.append(len(calls) - start)
+            return out
+
+        trainer.make_rollout = counted
+        ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+        before_update = len(calls)
+        stats = trainer.update(ro)
+        for h in hooks:
+            h.remove()
+        outcomes[reuse] = (ro, stats, in_rollout[0] + len(calls) - before_update)
+    (ro0, stats0, after0), (ro1, stats1, after1) = outcomes[False], outcomes[True]
+    assert ro0.trunks == (None, None, None)
+    assert ro1.trunks.value is ro1.trunks.policy and ro1.trunks.reference is ro1.trunks.policy
+    mask = ro0.batch.response_mask
+    assert torch.equal(ro0.batch.input_ids, ro1.batch.input_ids)  # the same samples
+    assert torch.allclose(ro0.ref_logprobs[mask], ro1.ref_logprobs[mask], atol=1e-5)
+    assert torch.allclose(ro0.values[mask], ro1.values[mask], atol=1e-5)
+    assert not torch.allclose(ro1.ref_logprobs[mask], ro1.logprobs[mask], atol=1e-3)  # the adapters were off
+    # after sampling, block 0 ran once (the shared trunk) instead of at the rollout's 2 passes
+    # (reference, value) and the update's 2 x 2 x 3
+    assert after0 == 2 + 2 * 2 * 3 and after1 == 1
+    for key in ("policy_loss", "value_loss", "clip_fraction"):
+        assert stats0[key] == pytest.approx(stats1[key], rel=1e-4, abs=1e-6), key
+
+    policy, value = lora_pair(len(tiny_tokenizer))
+    assert same_trunk(policy, value.backbone, 2)
+    with torch.no_grad():
+        value.backbone.get_input_embeddings().weight[5, 0] += 1.0
+    assert not same_trunk(policy, value.backbone, 2)
+    trainer = _ppo_trainer(tiny_tokenizer, True, policy, value)
+    ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+    assert ro.trunks.value is not None and ro.trunks.value is not ro.trunks.policy

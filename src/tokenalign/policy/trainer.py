@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -37,7 +37,7 @@ from tokenalign.objectives import Chunk, Objective, token_kl
 from tokenalign.objectives.losses import masked_mean
 from tokenalign.policy.config import TrainConfig
 from tokenalign.policy.rewards import RewardSource, place_rewards, segment_ends
-from tokenalign.policy.trunk import Trunk
+from tokenalign.policy.trunk import Trunk, adapters_below, same_trunk
 from tokenalign.rollout.batch import Rollout, TokenBatch, build_token_batch, token_logprobs
 from tokenalign.rollout.generate import Sample, SamplingConfig, generate
 from tokenalign.utils.logging import TrainingProgress
@@ -129,6 +129,7 @@ class PolicyTrainer:
             self.policy, self.optimizer = self.accelerator.prepare(policy, optimizer)
             self.value_model = None
         self.ref_policy = ref_policy.to(self.accelerator.device).eval() if ref_policy is not None else None
+        self._shared_trunk: bool | None = None  # does the value model share the policy's frozen trunk?
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False)
         self.objective.setup(self)
@@ -142,13 +143,14 @@ class PolicyTrainer:
     def unwrapped_policy(self):
         return self.accelerator.unwrap_model(self.policy)
 
-    def ref_logprobs(self, batch: TokenBatch) -> torch.Tensor:
-        """Reference log-probs: a frozen copy, or the policy with its LoRA adapters off."""
+    def ref_logprobs(self, batch: TokenBatch, trunk: Trunk | None = None) -> torch.Tensor:
+        """Reference log-probs: a frozen copy, or the policy with its LoRA adapters off (from
+        ``trunk``, the states of its adapter-free lower blocks, when given)."""
         t = self.cfg.sampling.temperature
         if self.ref_policy is not None:
             return token_logprobs(self.ref_policy, batch, temperature=t)["logprobs"]
         with self.unwrapped_policy.disable_adapter():
-            return token_logprobs(self.unwrapped_policy, batch, temperature=t)["logprobs"]
+            return token_logprobs(self.unwrapped_policy, batch, temperature=t, trunk=trunk)["logprobs"]
 
     def iteration_prompts(self, iteration: int) -> list[str]:
         """This process's prompts of an iteration: a seeded permutation per pass over the data."""
@@ -205,14 +207,16 @@ class PolicyTrainer:
         order = torch.argsort(prompt_len * (batch.response_mask.shape[1] + 1) + response_len, stable=True)
         return [order[i : i + chunk] for i in range(0, n, chunk)]
 
-    def chunked(self, fn: Callable[[TokenBatch], torch.Tensor], batch: TokenBatch) -> torch.Tensor:
+    def chunked(self, fn: Callable[..., torch.Tensor], batch: TokenBatch, trunk: Trunk | None = None) -> torch.Tensor:
         """``fn`` (a per-token forward, ``[b, w]``) over length-sorted, trimmed chunks of the
-        batch, reassembled as ``[B, R]`` fp32 (zeros on padding)."""
+        batch, reassembled as ``[B, R]`` fp32 (zeros on padding); with ``trunk`` (its states on
+        ``batch``) each chunk's part is passed as ``fn(sub, trunk=...)``."""
         out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=self.device)
         for idx in self.length_chunks(batch):
             idx = idx.to(self.device)
             sub, width = batch.rows(idx).trimmed()
-            out[idx, :width] = fn(sub).float()
+            part = fn(sub) if trunk is None else fn(sub, trunk=trunk.rows(batch, idx, sub))
+            out[idx, :width] = part.float()
         return out
 
     # ---- the four steps ---------------------------------------------------------------
@@ -239,12 +243,14 @@ class PolicyTrainer:
             recorded = self.tensor_rows([s.logprobs for s in samples], width)
         policy_recorded = recorded if sampled_by == "policy" and cfg.sampling.backend != "vllm" else None
         with self.accelerator.autocast():
-            ref = self.chunked(self.ref_logprobs, batch)
+            trunks = self.trunks(batch)
+            ref = self.chunked(self.ref_logprobs, batch, trunks.reference)
             if policy_recorded is not None:
                 logprobs = policy_recorded
             else:
-                logprobs = self.chunked(lambda b: token_logprobs(self.policy, b, temperature=t)["logprobs"], batch)
-            values = self.chunked(self.value_model, batch) if self.value_model is not None else None
+                logprobs = self.chunked(lambda b, trunk=None: token_logprobs(self.policy, b, temperature=t, trunk=trunk)
+                                        ["logprobs"], batch, trunks.policy)
+            values = self.chunked(self.value_model, batch, trunks.value) if self.value_model is not None else None
             extra = self.objective.rollout_extras(self, batch, recorded, sampled_by)
         out = self.reward_source(samples)
         scores = torch.tensor(out.scores, dtype=torch.float32, device=self.device)
@@ -255,7 +261,7 @@ class PolicyTrainer:
                                    for s in samples], width) > 0
         rewards = place_rewards(cfg.reward.placement, batch.response_mask, scores, token_rewards, seg)
         return Rollout(list(samples), batch, logprobs.float(), ref.float(), rewards, scores, token_rewards,
-                       values.float() if values is not None else None, list(out.details), extra)
+                       values.float() if values is not None else None, list(out.details), extra, trunks=trunks)
 
     def rollout(self, prompts: Sequence[str], seed: int) -> Rollout:
         """``samples_per_prompt`` samples of each prompt (from the objective's sampler: the
@@ -266,19 +272,36 @@ class PolicyTrainer:
         """The objective's training signal of a rollout (``advantages``, and e.g. ``returns``)."""
         return self.objective.signal(ro, self.iteration)
 
-    def trunks(self, batch: TokenBatch) -> tuple[Trunk | None, Trunk | None]:
-        """The policy's and the value model's frozen lower blocks run once on a rollout's
-        ``batch``, for every update pass to start above them (``reuse_frozen_trunk``; one
-        process; None where a model has no frozen blocks to reuse: ``policy/trunk.py``)."""
+    def trunks(self, batch: TokenBatch) -> "Trunks":
+        """The frozen lower blocks run once on a rollout's ``batch``, for the rollout's passes
+        (reference, value) and every update pass to start above them (``reuse_frozen_trunk``;
+        one process; None where a model has no frozen blocks to reuse: ``policy/trunk.py``).
+        The value model shares the policy's trunk when its lower blocks hold the same weights
+        (one base), and so does the reference (the policy with its adapters off) when no
+        adapter sits below the trunk's top."""
         if not self.cfg.reuse_frozen_trunk or self.accelerator.num_processes > 1:
-            return None, None
+            return Trunks(None, None, None)
         rows = self.cfg.update_batch_size
         with self.accelerator.autocast():
             policy = Trunk.of(self.policy, batch, rows)
             value = None
             if self.value_model is not None:
-                value = Trunk.of(self.accelerator.unwrap_model(self.value_model).backbone, batch, rows)
-        return policy, value
+                backbone = self.accelerator.unwrap_model(self.value_model).backbone
+                if policy is not None and self._value_shares_trunk(backbone, policy.blocks):
+                    value = policy
+                else:
+                    value = Trunk.of(backbone, batch, rows)
+        reference = None
+        if policy is not None and self.ref_policy is None and not adapters_below(self.unwrapped_policy, policy.blocks):
+            reference = policy
+        return Trunks(policy, value, reference)
+
+    def _value_shares_trunk(self, backbone, blocks: int) -> bool:
+        """Whether the value model's lower blocks equal the policy's (checked once: they are frozen)."""
+        if self._shared_trunk is None:
+            self._shared_trunk = same_trunk(self.unwrapped_policy, backbone, blocks)
+            log.info("value model %s the policy's frozen trunk", "shares" if self._shared_trunk else "does not share")
+        return self._shared_trunk
 
     def update(self, ro: Rollout) -> dict[str, float]:
         """Optimise on one rollout; returns the mean over optimizer steps of each statistic.
@@ -294,7 +317,8 @@ class PolicyTrainer:
         signal = self.advantages(ro)
         steps = objective.update_steps(self, ro)
         temperature = objective.update_temperature()
-        policy_trunk, value_trunk = self.trunks(ro.batch)
+        # the rollout's trunks (the frozen blocks did not change since), else computed now
+        policy_trunk, value_trunk, _ = ro.trunks if ro.trunks is not None else self.trunks(ro.batch)
         sums: dict[str, float] = {}
         for chunks in steps:
             rows = sum(len(c) for c in chunks)
@@ -495,3 +519,12 @@ class PolicyTrainer:
         if self.metrics is not None:
             self.metrics.trim(self.iteration)  # rows of iterations after the checkpoint (written before a kill) are redone
         log.info("resumed from %s at iteration %d", path, self.iteration)
+
+
+class Trunks(NamedTuple):
+    """The kept lower-block states on one rollout batch of the policy, the value model and
+    the reference (the same object where they share one; None where not reused)."""
+
+    policy: Trunk | None
+    value: Trunk | None
+    reference: Trunk | None

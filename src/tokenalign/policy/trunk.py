@@ -27,7 +27,11 @@ from torch import nn
 from tokenalign.rollout.batch import TokenBatch, position_ids
 from tokenalign.utils.models import block_list
 
-__all__ = ["SPLITTABLE", "Trunk", "frozen_blocks", "trunk_states", "upper_blocks"]
+__all__ = ["SPLITTABLE", "Trunk", "adapters_below", "frozen_blocks", "same_trunk", "trunk_states", "upper_blocks"]
+
+# config keys that do not change what the embeddings and blocks compute
+_CONFIG_NOISE = {"architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache",
+                 "tie_word_embeddings", "return_dict", "output_hidden_states", "output_attentions"}
 
 # model types whose decoder reads inputs_embeds as the first block's input, unscaled, and
 # whose blocks need nothing but the hidden states, the mask and the positions
@@ -52,6 +56,35 @@ def frozen_blocks(model: nn.Module) -> int:
         if any(p.requires_grad for p in block.parameters()):
             return i
     return len(layers)
+
+
+def adapters_below(model: nn.Module, blocks: int) -> bool:
+    """Whether any of the first ``blocks`` blocks of ``model`` holds a LoRA adapter (then the
+    model with its adapters off, the reference, computes other states there)."""
+    layers = getattr(*block_list(model))
+    return any("lora_" in name for block in list(layers)[:blocks] for name, _ in block.named_parameters())
+
+
+def same_trunk(a: nn.Module, b: nn.Module, blocks: int) -> bool:
+    """Whether ``a`` and ``b`` compute the same states entering block ``blocks``: the same
+    config, equal embeddings, lower blocks and rotary buffers (e.g. a LoRA policy and a LoRA
+    value model on one base, the usual PPO setup). Then one trunk serves both."""
+    configs = [{k: v for k, v in m.config.to_dict().items() if k not in _CONFIG_NOISE} for m in (a, b)]
+    if configs[0] != configs[1] or frozen_blocks(a) < blocks or frozen_blocks(b) < blocks:
+        return False
+
+    def tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        layers = getattr(*block_list(model))
+        out = [("embed." + n, t) for n, t in model.get_input_embeddings().named_parameters()]
+        out += [(f"{i}.{n}", t) for i, block in enumerate(list(layers)[:blocks]) for n, t in block.named_parameters()]
+        out += [(f"{name.rsplit('.', 1)[-1]}.{n}", t) for name, mod in model.named_modules() if name.endswith("rotary_emb")
+                for n, t in mod.named_buffers()]
+        return out
+
+    left, right = tensors(a), tensors(b)
+    return len(left) == len(right) and all(
+        na == nb and ta.shape == tb.shape and ta.dtype == tb.dtype and bool(torch.equal(ta, tb))
+        for (na, ta), (nb, tb) in zip(left, right))
 
 
 class _Reached(Exception):
