@@ -33,8 +33,8 @@ the edits shared between the arms:
    through the same adapters (``ppo.value_lora``).
 4. **evaluation** (``tokenalign eval --set task=pii``) of the base model and each final
    policy on ``--eval-prompts`` held-out test prompts (default: all 30) x ``--eval-samples``
-   at T 0.7 / top-p 0.9 with the run's seed, the base model as eval's reference (sampled
-   with the same prompts, settings and seed): PII entities per character (empty answers
+   at T 0.7 / top-p 0.9 with the run's seed, the base model as eval's reference (its
+   answers to the same prompts, settings and seed, read from the base evaluation): PII entities per character (empty answers
    count 1.0, as the scorer fails them; also over non-empty answers), answers with any
    PII, refusals, empty answers, length, distinct-2, perplexity under the base model, KL
    to the base model (eval's T 1 samples of every evaluated prompt), and the win rate
@@ -44,9 +44,9 @@ the edits shared between the arms:
 5. a markdown table (OUT/table.md), mean ± half-width of the 95% t-interval over seeds and
    the paired per-seed difference fine-grained - holistic; everything in OUT/results.json.
 
-**Measured: seed 0 only** (benchmarks/RESULTS.md), with ``--policy-lora-layers 6 --lr 5e-4``
-(at 1e-4 the policy hardly moved): each arm about 50 minutes at one thread beside the other,
-each evaluation about 8. Three seeds are 6 PPO runs and 9 evaluations; to fit them in a
+**Measured: 3 seeds** (benchmarks/RESULTS.md), with ``--policy-lora-layers 6 --lr 5e-4``
+(at 1e-4 the policy hardly moved): each arm 29-33 minutes at one thread beside the other,
+each evaluation 7-9. Three seeds are 6 PPO runs and 9 evaluations; to fit them in a
 session on 2 cores: ``--edits`` (the shipped step-1 edits), ``--prepare-only`` beside the
 judge's training, then one process per arm (``--arms``; the pieces both need are built once
 under a file lock) and a last run of both for the table (docs/pii-task.md).
