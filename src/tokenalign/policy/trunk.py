@@ -3,11 +3,14 @@
 With LoRA on the last N blocks only (``lora.layers``), the embeddings and the blocks below
 the lowest adapted one never change during a run. Every pass of an update (PPO: ``epochs``
 x minibatches, for the policy and for its value model) would recompute them on the same
-rows. Here they run once per update: the hidden states entering the first trained block
+rows. Here they run once per rollout: the hidden states entering the first trained block
 are kept for every row and column of the rollout, and each pass runs only the blocks from
-there up (``inputs_embeds`` with the lower blocks left out). The math is the same forward
-pass cut in two; on SmolLM2 with 6 of 30 blocks adapted each pass skips 24 blocks, and a
-PPO update runs 1.6x faster with the same adapters bit for bit (benchmarks/RESULTS.md).
+there up (``inputs_embeds`` with the lower blocks left out): the rollout's reference pass
+(adapters off: the lower blocks carry none), a value model whose lower blocks hold the
+same weights (``same_trunk``), and every update pass. The math is the same forward pass
+cut in two; on SmolLM2 with 6 of 30 blocks adapted each pass skips 24 blocks, and a PPO
+iteration's passes after sampling take 79 instead of 156 s with the same values and
+adapters bit for bit (benchmarks/RESULTS.md).
 
 It applies to decoder-only models whose forward treats ``inputs_embeds`` as the input of
 the first block (``SPLITTABLE``: Llama, Mistral, Qwen2/3; GPT-2 adds position embeddings
