@@ -153,14 +153,16 @@ def test_rollout_passes_start_from_one_shared_trunk(tiny_tokenizer):
 
         trainer.make_rollout = counted
         ro = trainer.rollout(trainer.iteration_prompts(0), seed=0)
+        trunks = ro.trunks
         before_update = len(calls)
         stats = trainer.update(ro)
+        assert ro.trunks is None  # released by the update, its last user
         for h in hooks:
             h.remove()
-        outcomes[reuse] = (ro, stats, in_rollout[0] + len(calls) - before_update)
-    (ro0, stats0, after0), (ro1, stats1, after1) = outcomes[False], outcomes[True]
-    assert ro0.trunks == (None, None, None)
-    assert ro1.trunks.value is ro1.trunks.policy and ro1.trunks.reference is ro1.trunks.policy
+        outcomes[reuse] = (ro, stats, in_rollout[0] + len(calls) - before_update, trunks)
+    (ro0, stats0, after0, trunks0), (ro1, stats1, after1, trunks1) = outcomes[False], outcomes[True]
+    assert trunks0 == (None, None, None)
+    assert trunks1.value is trunks1.policy and trunks1.reference is trunks1.policy
     mask = ro0.batch.response_mask
     assert torch.equal(ro0.batch.input_ids, ro1.batch.input_ids)  # the same samples
     assert torch.allclose(ro0.ref_logprobs[mask], ro1.ref_logprobs[mask], atol=1e-5)

@@ -319,6 +319,7 @@ class PolicyTrainer:
         temperature = objective.update_temperature()
         # the rollout's trunks (the frozen blocks did not change since), else computed now
         policy_trunk, value_trunk, _ = ro.trunks if ro.trunks is not None else self.trunks(ro.batch)
+        ro.trunks = None  # this update is their last use: not held while the next rollout is made
         sums: dict[str, float] = {}
         for chunks in steps:
             rows = sum(len(c) for c in chunks)
