@@ -134,3 +134,6 @@ def test_reference_samples_stand_in_for_sampling_the_reference(tmp_path):
     (tmp_path / "base" / "generations.jsonl").write_text(
         "\n".join([rows[0], json.dumps({**first, "prompt": first["prompt"] + " "}), *rows[2:]]) + "\n")
     assert "generations.jsonl:2: prompt differs" in error(reference_samples=str(tmp_path / "base"))
+    (tmp_path / "base" / "generations.jsonl").write_text(
+        "\n".join([rows[0], json.dumps({k: v for k, v in first.items() if k != "completion_ids"})]) + "\n")
+    assert "generations.jsonl:2: not a sample" in error(reference_samples=str(tmp_path / "base"))

@@ -338,13 +338,17 @@ def _reference_generations(cfg: EvalConfig, ref_path: str, inputs: list[str]) ->
             raise ConfigError(f"{where}: config.yaml {field} is {getattr(earlier, field)!r}, this run's is "
                               f"{getattr(cfg, field)!r}")
     samples = []
-    for number, line in enumerate((folder / "generations.jsonl").read_text(encoding="utf-8").splitlines(), 1):
-        row = json.loads(line)
-        if row.get("conditioned_ids") is not None:
-            row["conditioned_ids"] = tuple(row["conditioned_ids"])
-        sample = Sample(**row)
+    path = folder / "generations.jsonl"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            if row.get("conditioned_ids") is not None:
+                row["conditioned_ids"] = tuple(row["conditioned_ids"])
+            sample = Sample(**row)
+        except (ValueError, TypeError, AttributeError) as err:  # bad JSON, a missing or unknown field
+            raise ConfigError(f"{path}:{number}: not a sample as eval writes it ({err})") from None
         if number > len(inputs) or sample.prompt != inputs[number - 1]:
-            raise ConfigError(f"{folder / 'generations.jsonl'}:{number}: prompt differs from this run's sample "
+            raise ConfigError(f"{path}:{number}: prompt differs from this run's sample "
                               f"{number} (another prompt set, order or n_prompts)")
         samples.append(sample)
     if len(samples) != len(inputs):
