@@ -34,8 +34,9 @@ the edits shared between the arms:
 4. **evaluation** (``tokenalign eval --set task=pii``) of the base model and each final
    policy on ``--eval-prompts`` held-out test prompts (default: all 30) x ``--eval-samples``
    at T 0.7 / top-p 0.9 with the run's seed, the base model as eval's reference (its
-   answers to the same prompts, settings and seed, read from the base evaluation): PII entities per character (empty answers
-   count 1.0, as the scorer fails them; also over non-empty answers), answers with any
+   answers to the same prompts, settings and seed, read from the base evaluation): PII
+   entities per character (empty answers count 1.0, as the scorer fails them; also over
+   non-empty answers), answers with any
    PII, refusals, empty answers, length, distinct-2, perplexity under the base model, KL
    to the base model (eval's T 1 samples of every evaluated prompt), and the win rate
    against the base model's answer to the same prompt and seed judged by scrubadub's score

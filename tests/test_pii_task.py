@@ -93,6 +93,11 @@ def test_judge_win_rate_counts_ties_half():
     assert out["judge_mean_reward"] == pytest.approx(2.0) and out["judge_reference_mean_reward"] == pytest.approx(2.0)
     out = judge_win_rate(judge, ["p"] * 2, ["aaa", "aa"], ["a", "a"])
     assert out["judge_win_rate"] == 1.0
+    calls = []
+    counted = as_scorer(lambda prompts, completions, **kw: calls.append(1) or [float(len(c)) for c in completions])
+    same = ["aaa", "a"]
+    out = judge_win_rate(counted, ["p"] * 2, same, same)  # a model against itself: scored once
+    assert out["judge_win_rate"] == 0.5 and len(calls) == 1
 
 
 def test_guard_flags_name_the_measures_past_their_limits():

@@ -1,6 +1,7 @@
 """Reuse of the frozen trunk (policy/trunk.py): with LoRA on the last blocks, an update pass
 that starts from the kept states of the lower blocks computes the same log-probs, values and
-gradients as the whole forward pass, and the trainer runs the lower blocks once an update."""
+gradients as the whole forward pass, and the trainer runs the lower blocks once a rollout
+(shared by the reference, a value model on the same base and the update)."""
 
 from __future__ import annotations
 

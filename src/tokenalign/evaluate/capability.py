@@ -89,7 +89,8 @@ def judge_win_rate(judge, prompts: Sequence[str], responses: Sequence[str], refe
     """How often ``judge`` (any scorer: a reward model folder loaded with
     :func:`~tokenalign.rewards.model_scorers.load_scorer`, a reward function) prefers
     ``responses`` to ``reference`` (the reference model's responses to the same
-    ``prompts``, in the same order); ties count half. Also the judge's mean of each."""
+    ``prompts``, in the same order); ties count half. Also the judge's mean of each.
+    ``reference`` that is ``responses`` itself (a model judged against itself) is scored once."""
     from tokenalign.evaluate.metrics import win_rate
     from tokenalign.scorers import scorer_metric
 
@@ -97,7 +98,7 @@ def judge_win_rate(judge, prompts: Sequence[str], responses: Sequence[str], refe
         raise ValueError(f"judge_win_rate: {len(prompts)} prompts, {len(responses)} responses, {len(reference)} references")
     metric, sign = scorer_metric(judge)
     ours = [r.misalignment for r in judge.score(list(responses), list(prompts))]
-    theirs = [r.misalignment for r in judge.score(list(reference), list(prompts))]
+    theirs = ours if reference is responses else [r.misalignment for r in judge.score(list(reference), list(prompts))]
     return {"judge_win_rate": win_rate(ours, theirs, lower_is_better=True),
             f"judge_mean_{metric}": sign * sum(ours) / len(ours),
             f"judge_reference_mean_{metric}": sign * sum(theirs) / len(theirs)}

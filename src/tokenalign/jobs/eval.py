@@ -259,7 +259,7 @@ def _run_eval(cfg: EvalConfig, prompts: Any, scorer: Any) -> dict[str, Any]:
         metrics["reference"] = ref_path
         metrics[f"reference_mean_{metric}"] = sign * sum(ref_scores) / len(ref_scores)
         metrics["win_rate_vs_reference"] = win_rate(scores, ref_scores, lower_is_better=True)
-        ref_texts = [task.text_fn(s.completion, s.finished) for s in ref_samples]
+        ref_texts = texts if itself else [task.text_fn(s.completion, s.finished) for s in ref_samples]
         ref_guard = _guard_measures(ref_samples, ref_texts)
         metrics.update({f"reference_{key}": value for key, value in ref_guard.items()})
         if main:  # every process holds all samples (gathered): the main one scores them once

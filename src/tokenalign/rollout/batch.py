@@ -214,6 +214,7 @@ class Rollout:
     values: torch.Tensor | None  # [B, R] PPO values
     details: list[Any]
     extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # objective-specific tensors
-    # the frozen lower blocks' states of the policy and value model on ``batch``
-    # (``PolicyTrainer.trunks``; None: not kept): computed for the rollout's passes, reused by the update
+    # the frozen lower blocks' states on ``batch`` of the policy, the value model and the reference
+    # (``PolicyTrainer.trunks``; None: not kept): computed for the rollout's passes, reused by the
+    # update, which releases them
     trunks: Any = None
